@@ -1,0 +1,137 @@
+"""The process-wide runtime: one store and one scheduler, started on first use.
+
+``Orchestrator().run()`` starts them explicitly, as in Taipy; any API call that needs
+them starts them too, so a notebook can skip that line. When the job execution settings
+or the storage folder change after the start (a notebook cell switching from
+development to standalone mode), the next call restarts the scheduler with the new
+settings, provided no job is unfinished; otherwise the running scheduler is kept and a
+warning says why.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from pathlib import Path
+
+from .config import Config
+from .entities import register_factories
+from .scheduler import Scheduler
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+# Guards _state; taken by any thread that starts, stops or reads the runtime.
+_lock = threading.RLock()
+
+
+class _State:
+    store: Store | None = None
+    scheduler: Scheduler | None = None
+    settings: tuple[str, int, str, str] | None = None
+    #: New settings already warned about while jobs were unfinished.
+    deferred_settings: tuple[str, int, str, str] | None = None
+    atexit_registered = False
+
+
+_state = _State()
+
+
+def storage_folder() -> Path:
+    """Return the storage folder the configuration names, as an absolute path."""
+    core = Config.core
+    folder = Path(core.storage_folder).expanduser()
+    if not folder.is_absolute():
+        folder = Path(core.root_folder).expanduser() / folder
+    return folder.resolve()
+
+
+def _settings() -> tuple[str, int, str, str]:
+    job = Config.job_config
+    return (job.mode, job.max_nb_of_workers, str(job.properties), str(storage_folder()))
+
+
+def start(force_restart: bool = False) -> Scheduler:
+    """Start the store and scheduler (again, if ``force_restart``)."""
+    with _lock:
+        if _state.scheduler is not None and not force_restart:
+            return _state.scheduler
+        stop(wait=False)
+        folder = storage_folder()
+        store = Store(folder)
+        register_factories(store)
+        scheduler = Scheduler(store, Config.job_config)
+        _state.store = store
+        _state.scheduler = scheduler
+        _state.settings = _settings()
+        try:
+            scheduler.start()
+        except BaseException:
+            _state.scheduler = None
+            _state.store = None
+            store.close()
+            raise
+        if not _state.atexit_registered:
+            atexit.register(_stop_at_exit)
+            _state.atexit_registered = True
+        return scheduler
+
+
+def stop(wait: bool = True, timeout: float | None = None) -> None:
+    """Stop the scheduler and close the store; running jobs are cancelled."""
+    with _lock:
+        scheduler, store = _state.scheduler, _state.store
+        _state.scheduler = None
+        _state.store = None
+        _state.settings = None
+    if scheduler is not None:
+        scheduler.stop(wait=wait, timeout=timeout)
+    if store is not None:
+        store.close()
+
+
+def _stop_at_exit() -> None:
+    scheduler = _state.scheduler
+    if scheduler is not None and scheduler._running:
+        logger.warning(
+            "The process is exiting with %d running jobs; they are cancelled and "
+            "their workers stopped.",
+            len(scheduler._running),
+        )
+    stop(wait=False)
+
+
+def orchestrator() -> Scheduler:
+    """Return the running scheduler, starting or restarting it if needed."""
+    with _lock:
+        scheduler = _state.scheduler
+        if scheduler is None:
+            return start()
+        wanted = _settings()
+        if wanted != _state.settings:
+            unfinished = scheduler._running or scheduler._ready or scheduler._blocked
+            if unfinished:
+                if _state.deferred_settings != wanted:
+                    logger.warning(
+                        "The job execution or storage settings changed, but jobs are "
+                        "still unfinished; the scheduler keeps its settings (%s) "
+                        "until they finish.",
+                        scheduler.executor.describe(),
+                    )
+                    _state.deferred_settings = wanted
+                return scheduler
+            logger.info("Settings changed; restarting the scheduler with %s", wanted)
+            return start(force_restart=True)
+        return scheduler
+
+
+def store() -> Store:
+    """Return the store, starting the runtime if needed."""
+    orchestrator()
+    assert _state.store is not None
+    return _state.store
+
+
+def is_running() -> bool:
+    return _state.scheduler is not None

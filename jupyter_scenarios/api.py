@@ -1,0 +1,749 @@
+"""The Taipy-shaped functions: create, submit, get, tag, compare, cancel and delete.
+
+Every function starts the runtime on first use (see ``_runtime``), so
+``tp.Orchestrator().run()`` is optional in a notebook.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import _runtime
+from .config import Config
+from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
+from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
+from .entities.cycle import cycle_bounds
+from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS, SEQUENCE_PREFIX
+from .enums import Frequency, Scope
+from .events import Event, EventEntityType, EventOperation, bus
+from .exceptions import (
+    ConfigurationError,
+    JobNotDeletedException,
+    NonExistingEntity,
+    NonExistingJob,
+    NonExistingScenario,
+    SubmissionNotDeletedException,
+)
+
+logger = logging.getLogger(__name__)
+
+Submittable = Scenario | Sequence | Task
+
+
+class Orchestrator:
+    """The service that runs jobs; ``Orchestrator().run()`` starts it.
+
+    Starting is optional in a notebook: the first call that needs the service starts
+    it with the current configuration.
+    """
+
+    def run(self, force_restart: bool = False) -> None:
+        """Start the store and the scheduler with the current configuration."""
+        _runtime.start(force_restart=force_restart)
+
+    def stop(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop the scheduler and its workers.
+
+        With ``wait``, running jobs get up to ``timeout`` seconds to finish; the jobs
+        still unfinished after that are cancelled, with a reason recorded.
+        """
+        _runtime.stop(wait=wait, timeout=timeout)
+
+
+#: The older name of ``Orchestrator``, kept for code written for Taipy 3.
+Core = Orchestrator
+
+
+# -- creation --------------------------------------------------------------------------
+
+
+def _scenario_config(config: ScenarioConfig | str) -> ScenarioConfig:
+    if isinstance(config, ScenarioConfig):
+        return config
+    known = Config.scenarios
+    if isinstance(config, str) and config in known:
+        return known[config]
+    names = sorted(name for name in known if name != "default")
+    raise ConfigurationError(
+        f"Scenario configuration {config!r} is not declared; declared ones are "
+        f"{names or 'none'}. Declare it with Config.configure_scenario(...) or "
+        "%%scenario first."
+    )
+
+
+def create_scenario(
+    config: ScenarioConfig | str,
+    creation_date: datetime | None = None,
+    name: str | None = None,
+) -> Scenario:
+    """Create a scenario, with its tasks and data nodes, from a configuration.
+
+    Parameters
+    ----------
+    config
+        The scenario configuration, or its id.
+    creation_date
+        The date that picks the scenario's cycle; now by default.
+    name
+        A display name.
+
+    Returns
+    -------
+    Scenario
+    """
+    section = _scenario_config(config)
+    store = _runtime.store()
+    creation_date = creation_date or datetime.now()
+
+    with store.batch():
+        cycle = _cycle_for(section.frequency, creation_date) if section.frequency else None
+        scenario_id = Scenario._ID_PREFIX + f"{section.id}_" + _fresh_suffix()
+        nodes = {
+            dn_config.id: _data_node_for(dn_config, scenario_id, cycle)
+            for dn_config in section.data_node_configs
+        }
+        tasks = [
+            _task_for(task_config, nodes, scenario_id, cycle)
+            for task_config in section.task_configs
+        ]
+        additional = [nodes[dn.id].id for dn in section.additional_data_node_configs]
+        scenario = Scenario(
+            store,
+            id=scenario_id,
+            config_id=section.id,
+            task_ids=[task.id for task in tasks],
+            additional_data_node_ids=additional,
+            creation_date=creation_date,
+            name=name,
+            cycle_id=cycle.id if cycle else None,
+            properties=section.properties,
+        )
+        if cycle is not None:
+            siblings = store.get_all("scenario", cycle_id=cycle.id)
+            scenario._is_primary = not siblings
+        for task in tasks:
+            task._parent_ids.add(scenario.id)
+            task._save()
+        scenario._save()
+        for sequence_name, task_configs in section.sequences.items():
+            by_config = {task.config_id: task for task in tasks}
+            scenario.add_sequence(sequence_name, [by_config[t.id] for t in task_configs])
+
+    bus.publish(Event(EventEntityType.SCENARIO, EventOperation.CREATION, scenario.id))
+    return scenario
+
+
+def _fresh_suffix() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def _cycle_for(frequency: Frequency, date: datetime) -> Cycle:
+    store = _runtime.store()
+    for cycle in store.get_all("cycle", frequency=frequency.name):
+        if cycle.start_date <= date <= cycle.end_date:
+            return cycle  # type: ignore[no-any-return]
+    start, end = cycle_bounds(frequency, date)
+    cycle = Cycle(store, frequency=frequency, start_date=start, end_date=end)
+    cycle._save()
+    bus.publish(Event(EventEntityType.CYCLE, EventOperation.CREATION, cycle.id))
+    return cycle
+
+
+def _owner_for(scope: Scope, scenario_id: str | None, cycle: Cycle | None) -> str | None:
+    if scope is Scope.SCENARIO:
+        return scenario_id
+    if scope is Scope.CYCLE and cycle is not None:
+        return cycle.id
+    return None
+
+
+def _data_node_for(
+    dn_config: DataNodeConfig, scenario_id: str | None, cycle: Cycle | None
+) -> DataNode:
+    store = _runtime.store()
+    scope = dn_config.scope
+    owner = _owner_for(scope, scenario_id, cycle)
+    if scope is not Scope.SCENARIO:
+        for node in store.get_all("data_node", config_id=dn_config.id):
+            if node.owner_id == owner:
+                return node  # type: ignore[no-any-return]
+    properties = dn_config.properties
+    from .storage import get_backend_class
+
+    get_backend_class(dn_config.storage_type)
+    node = DataNode(
+        store,
+        config_id=dn_config.id,
+        storage_type=dn_config.storage_type,
+        scope=scope,
+        owner_id=owner,
+        properties=properties,
+        validity_period=dn_config.validity_period,
+    )
+    node._save()
+    if properties.get("default_data") is not None and not node.backend.exists():
+        node.write(properties["default_data"], comment="default data")
+    elif node.storage_type not in ("in_memory", "generic") and node.backend.exists():
+        node._record_existing_file()
+    bus.publish(Event(EventEntityType.DATA_NODE, EventOperation.CREATION, node.id))
+    return node
+
+
+def _task_for(
+    task_config: TaskConfig,
+    nodes: dict[str, DataNode],
+    scenario_id: str,
+    cycle: Cycle | None,
+) -> Task:
+    store = _runtime.store()
+    inputs = [nodes[dn.id] for dn in task_config.input_configs]
+    outputs = [nodes[dn.id] for dn in task_config.output_configs]
+    scopes = [node.scope for node in inputs + outputs]
+    scope = min(scopes) if scopes else Scope.SCENARIO
+    owner = _owner_for(scope, scenario_id, cycle)
+    if scope is not Scope.SCENARIO:
+        for task in store.get_all("task", config_id=task_config.id):
+            if task.owner_id == owner:
+                return task  # type: ignore[no-any-return]
+    if task_config.function is None:
+        raise ConfigurationError(
+            f"Task configuration {task_config.id!r} has no function; declare it with "
+            "Config.configure_task(id, function, input, output)."
+        )
+    task = Task(
+        store,
+        config_id=task_config.id,
+        function=task_config.function,
+        input_ids=[node.id for node in inputs],
+        output_ids=[node.id for node in outputs],
+        owner_id=owner,
+        skippable=task_config.skippable,
+        properties=task_config.properties,
+    )
+    for node in inputs + outputs:
+        node._parent_ids.add(task.id)
+        node._save()
+    task._save()
+    bus.publish(Event(EventEntityType.TASK, EventOperation.CREATION, task.id))
+    return task
+
+
+def create_global_data_node(config: DataNodeConfig) -> DataNode:
+    """Create (or return the existing) data node of a GLOBAL-scoped configuration."""
+    if config.scope is not Scope.GLOBAL:
+        raise ConfigurationError(
+            f"Data node configuration {config.id!r} has scope {config.scope.name}; "
+            "only GLOBAL data nodes can be created on their own. Use "
+            "scope=Scope.GLOBAL, or create a scenario that holds it."
+        )
+    store = _runtime.store()
+    with store.batch():
+        return _data_node_for(config, None, None)
+
+
+# -- submission ------------------------------------------------------------------------
+
+
+def submit(
+    entity: Submittable,
+    callbacks: list[Callable[..., Any]] | None = None,
+    force: bool = False,
+    wait: bool = False,
+    timeout: float | None = None,
+    **properties: Any,
+) -> Submission:
+    """Submit a scenario, sequence or task for execution.
+
+    Parameters
+    ----------
+    entity
+        What to run: every task of a scenario or sequence, or one task.
+    callbacks
+        Functions called with the job at each status change of each job.
+    force
+        Run skippable tasks even when their outputs are up to date.
+    wait
+        Return only when every job has finished, or when ``timeout`` runs out.
+    timeout
+        Seconds to wait at most when ``wait`` is True (None: no limit). When it
+        runs out, a warning is logged and the submission is returned while its jobs
+        go on.
+    **properties
+        Stored as the submission's properties.
+
+    Returns
+    -------
+    Submission
+    """
+    entity = _resolve_submittable(entity)
+    return _runtime.orchestrator().submit(
+        entity, callbacks=callbacks, force=force, wait=wait, timeout=timeout,
+        **properties
+    )
+
+
+def _resolve_submittable(entity: Any) -> Submittable:
+    if isinstance(entity, str):
+        found = get(entity)
+        if found is None:
+            raise NonExistingScenario(
+                f"Nothing with id {entity!r} exists to submit; use the id of a "
+                "scenario, sequence or task from tp.get_scenarios()."
+            )
+        entity = found
+    if isinstance(entity, Scenario):
+        if not exists(entity.id):
+            raise NonExistingScenario(
+                f"Scenario {entity.id!r} does not exist in the store (it was "
+                "deleted); create a new one with tp.create_scenario()."
+            )
+        return entity
+    if isinstance(entity, (Sequence, Task)):
+        return entity
+    raise TypeError(
+        f"Cannot submit {entity!r}: submit a Scenario, a Sequence or a Task."
+    )
+
+
+def cancel_job(job: Job | str) -> None:
+    """Cancel a job; its downstream jobs in the same submission are abandoned.
+
+    A SUBMITTED, BLOCKED or PENDING job becomes CANCELED at once. A RUNNING job in
+    standalone mode has its worker process (and that process's children) killed,
+    then becomes CANCELED and a fresh worker takes its place. A finished job is left
+    as it is.
+    """
+    found = _job(job)
+    _runtime.orchestrator().cancel(found)
+
+
+def _job(job: Job | str) -> Job:
+    if isinstance(job, Job):
+        return job
+    found = get(job)
+    if not isinstance(found, Job):
+        raise NonExistingJob(f"Job {job!r} does not exist; see tp.get_jobs() for ids.")
+    return found
+
+
+def is_submittable(entity: Submittable | str) -> bool:
+    """Return whether every input of ``entity`` is written and not being edited."""
+    resolved = _resolve_submittable(entity)
+    tasks = [resolved] if isinstance(resolved, Task) else list(resolved.tasks.values())
+    produced = {node_id for task in tasks for node_id in task.output_ids}
+    for task in tasks:
+        for node in task.input.values():
+            if node.id not in produced and not node.is_ready_for_reading:
+                return False
+    return True
+
+
+# -- lookup ----------------------------------------------------------------------------
+
+
+def get(entity_id: str) -> Any:
+    """Return the entity with ``entity_id``, or None if there is none."""
+    if not isinstance(entity_id, str):
+        entity_id = getattr(entity_id, "id", entity_id)
+    if entity_id.startswith(SEQUENCE_PREFIX):
+        return _get_sequence(entity_id)
+    return _runtime.store().get(entity_id)
+
+
+def _get_sequence(sequence_id: str) -> Sequence | None:
+    marker = "_" + Scenario._ID_PREFIX
+    position = sequence_id.rfind(marker)
+    if position < 0:
+        return None
+    name = sequence_id[len(SEQUENCE_PREFIX) : position]
+    scenario = _runtime.store().get(sequence_id[position + 1 :])
+    if scenario is None or name not in scenario._sequences:
+        return None
+    return Sequence(scenario, name)
+
+
+def exists(entity_id: str) -> bool:
+    """Return whether an entity with ``entity_id`` is stored."""
+    return get(entity_id) is not None
+
+
+def get_scenarios(
+    cycle: Cycle | None = None,
+    tag: str | None = None,
+    is_sorted: bool = False,
+    descending: bool = False,
+    sort_key: str = "name",
+) -> list[Scenario]:
+    """Return scenarios, optionally of one cycle or with one tag, optionally sorted."""
+    store = _runtime.store()
+    if cycle is not None:
+        scenarios = store.get_all("scenario", cycle_id=cycle.id)
+    else:
+        scenarios = store.get_all("scenario")
+    if tag is not None:
+        scenarios = [s for s in scenarios if s.has_tag(tag)]
+    scenarios.sort(key=lambda s: s.creation_date)
+    if is_sorted:
+        if sort_key == "creation_date":
+            scenarios.sort(key=lambda s: s.creation_date, reverse=descending)
+        else:
+            scenarios.sort(
+                key=lambda s: (s.name or s.config_id, s.id), reverse=descending
+            )
+    return scenarios  # type: ignore[no-any-return]
+
+
+def get_primary(cycle: Cycle) -> Scenario | None:
+    """Return the primary scenario of ``cycle``."""
+    for scenario in get_scenarios(cycle):
+        if scenario.is_primary:
+            return scenario
+    return None
+
+
+def get_primary_scenarios(
+    is_sorted: bool = False, descending: bool = False, sort_key: str = "name"
+) -> list[Scenario]:
+    """Return the primary scenario of every cycle."""
+    scenarios = get_scenarios(is_sorted=is_sorted, descending=descending, sort_key=sort_key)
+    return [scenario for scenario in scenarios if scenario.is_primary]
+
+
+def set_primary(scenario: Scenario) -> None:
+    """Make ``scenario`` the primary scenario of its cycle."""
+    cycle = scenario.cycle
+    if cycle is None:
+        raise ConfigurationError(
+            f"Scenario {scenario.id!r} has no cycle, so it cannot be primary; give "
+            "its configuration a frequency."
+        )
+    for other in get_scenarios(cycle):
+        if other.is_primary and other != scenario:
+            other._set_primary(False)
+    scenario._set_primary(True)
+
+
+def tag(scenario: Scenario, tag: str) -> None:
+    """Add ``tag`` to ``scenario``; other scenarios of its cycle lose that tag.
+
+    A tag names at most one scenario per cycle, as in Taipy.
+    """
+    cycle = scenario.cycle
+    if cycle is not None:
+        for other in get_scenarios(cycle):
+            if other != scenario and other.has_tag(tag):
+                other.remove_tag(tag)
+    scenario._set_tags(scenario.tags | {tag})
+
+
+def untag(scenario: Scenario, tag: str) -> None:
+    """Remove ``tag`` from ``scenario``."""
+    scenario.remove_tag(tag)
+
+
+def get_sequences() -> list[Sequence]:
+    """Return every sequence of every scenario."""
+    sequences = []
+    for scenario in get_scenarios():
+        sequences.extend(scenario.sequences.values())
+    return sequences
+
+
+def get_tasks() -> list[Task]:
+    return _runtime.store().get_all("task")  # type: ignore[no-any-return]
+
+
+def get_data_nodes() -> list[DataNode]:
+    return _runtime.store().get_all("data_node")  # type: ignore[no-any-return]
+
+
+def get_cycles() -> list[Cycle]:
+    return _runtime.store().get_all("cycle")  # type: ignore[no-any-return]
+
+
+def get_jobs() -> list[Job]:
+    """Return every job, oldest first."""
+    jobs = _runtime.store().get_all("job")
+    return sorted(jobs, key=lambda job: job.creation_date)
+
+
+def get_latest_job(task: Task) -> Job | None:
+    """Return the newest job of ``task``, or None if it never ran."""
+    jobs = _runtime.store().get_all("job", task_id=task.id)
+    return max(jobs, key=lambda job: job.creation_date) if jobs else None
+
+
+def get_submissions() -> list[Submission]:
+    """Return every submission, oldest first."""
+    submissions = _runtime.store().get_all("submission")
+    return sorted(submissions, key=lambda submission: submission.creation_date)
+
+
+def get_latest_submission(entity: Submittable) -> Submission | None:
+    """Return the newest submission of ``entity``."""
+    submissions = _runtime.store().get_all("submission", entity_id=entity.id)
+    if not submissions:
+        return None
+    return max(submissions, key=lambda submission: submission.creation_date)  # type: ignore[no-any-return]
+
+
+def get_entities_by_config_id(config_id: str) -> list[Any]:
+    """Return the scenarios, tasks and data nodes created from ``config_id``."""
+    store = _runtime.store()
+    found: list[Any] = []
+    for kind in ("scenario", "task", "data_node"):
+        found.extend(store.get_all(kind, config_id=config_id))
+    return found
+
+
+def get_parents(entity: Any) -> dict[str, set[Any]]:
+    """Return the tasks, sequences and scenarios that ``entity`` belongs to."""
+    parents: dict[str, set[Any]] = {}
+    if isinstance(entity, str):
+        entity = get(entity)
+    if isinstance(entity, DataNode):
+        tasks = {get(task_id) for task_id in entity.parent_ids} - {None}
+        if tasks:
+            parents["task"] = tasks
+        for task in tasks:
+            for kind, items in get_parents(task).items():
+                parents.setdefault(kind, set()).update(items)
+    elif isinstance(entity, Task):
+        for parent_id in entity.parent_ids:
+            parent = get(parent_id)
+            if isinstance(parent, Scenario):
+                parents.setdefault("scenario", set()).add(parent)
+            elif isinstance(parent, Sequence):
+                parents.setdefault("sequence", set()).add(parent)
+    elif isinstance(entity, Sequence):
+        parents["scenario"] = {entity.scenario}
+    return parents
+
+
+# -- comparison and subscription ---------------------------------------------------------
+
+
+def compare_scenarios(
+    *scenarios: Scenario, data_node_config_id: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """Compare the data of scenarios of one configuration with its comparators.
+
+    Returns
+    -------
+    dict
+        ``{data node config id: {comparator name: result}}``.
+    """
+    if len(scenarios) < 2:
+        raise ValueError(
+            f"compare_scenarios needs at least two scenarios, got {len(scenarios)}."
+        )
+    config_ids = {scenario.config_id for scenario in scenarios}
+    if len(config_ids) > 1:
+        raise ValueError(
+            "Only scenarios of the same configuration can be compared; got "
+            f"{sorted(config_ids)}."
+        )
+    section = _scenario_config(scenarios[0].config_id)
+    comparators = section.comparators
+    if not comparators:
+        raise ValueError(
+            f"Scenario configuration {section.id!r} has no comparators; add some with "
+            "configure_scenario(..., comparators={'data_node_id': function})."
+        )
+    if data_node_config_id is not None:
+        if data_node_config_id not in comparators:
+            raise ValueError(
+                f"Scenario configuration {section.id!r} has no comparator for data "
+                f"node {data_node_config_id!r}; it has comparators for "
+                f"{sorted(comparators)}."
+            )
+        comparators = {data_node_config_id: comparators[data_node_config_id]}
+    results: dict[str, dict[str, Any]] = {}
+    for dn_id, functions in comparators.items():
+        data = [scenario.data_nodes[dn_id].read() for scenario in scenarios]
+        results[dn_id] = {function.__name__: function(*data) for function in functions}
+    return results
+
+
+def subscribe_scenario(
+    callback: Callable[..., Any],
+    params: list[Any] | None = None,
+    scenario: Scenario | None = None,
+) -> None:
+    """Call ``callback(*params, scenario, job)`` on each job status change.
+
+    Without ``scenario``, the callback follows every scenario. Only jobs created
+    after subscribing notify it.
+    """
+    if scenario is None:
+        ALL_SCENARIO_SUBSCRIBERS.append((callback, list(params or [])))
+    else:
+        scenario.subscribe(callback, params)
+
+
+def unsubscribe_scenario(
+    callback: Callable[..., Any],
+    params: list[Any] | None = None,
+    scenario: Scenario | None = None,
+) -> None:
+    """Remove a subscription; raise ValueError if there is none."""
+    if scenario is not None:
+        scenario.unsubscribe(callback, params)
+        return
+    for index, (known, known_params) in enumerate(ALL_SCENARIO_SUBSCRIBERS):
+        if known == callback and (params is None or known_params == list(params)):
+            del ALL_SCENARIO_SUBSCRIBERS[index]
+            return
+    raise ValueError(f"{callback!r} is not subscribed to all scenarios.")
+
+
+# -- deletion ----------------------------------------------------------------------------
+
+
+def is_deletable(entity: Any) -> bool:
+    """Return whether ``entity`` can be deleted now."""
+    if isinstance(entity, str):
+        entity = get(entity)
+    if isinstance(entity, (Scenario, Job, Submission)):
+        return entity.is_deletable()
+    return entity is not None
+
+
+def delete(entity_id: str) -> None:
+    """Delete an entity and what it owns.
+
+    Deleting a scenario deletes its own tasks and data nodes (not the shared CYCLE
+    and GLOBAL ones), their jobs and its submissions. Data files are deleted only
+    when they sit in the storage folder; files at a path you configured are kept.
+    """
+    entity = get(entity_id)
+    if entity is None:
+        raise NonExistingEntity(f"Entity {entity_id!r} does not exist; nothing deleted.")
+    if isinstance(entity, Scenario):
+        _delete_scenario(entity)
+    elif isinstance(entity, Sequence):
+        entity.scenario.remove_sequence(entity.name)
+    elif isinstance(entity, Job):
+        delete_job(entity)
+    elif isinstance(entity, Submission):
+        _delete_submission(entity)
+    elif isinstance(entity, Cycle):
+        for scenario in get_scenarios(entity):
+            _delete_scenario(scenario, check_primary=False)
+        _runtime.store().delete([entity.id])
+    else:
+        _delete_owned([entity.id])
+
+
+def _delete_scenario(scenario: Scenario, check_primary: bool = True) -> None:
+    if check_primary and not scenario.is_deletable():
+        raise ConfigurationError(
+            f"Scenario {scenario.id!r} is the primary scenario of its cycle and other "
+            "scenarios share that cycle; make another one primary with "
+            "tp.set_primary() first."
+        )
+    for submission in get_submissions():
+        if submission.entity_id == scenario.id or submission.entity_id.endswith(
+            scenario.id
+        ):
+            if not submission.is_deletable():
+                raise SubmissionNotDeletedException(
+                    f"Scenario {scenario.id!r} has an unfinished submission "
+                    f"{submission.id!r}; cancel its jobs or wait for them first."
+                )
+    owned = [
+        entity.id
+        for entity in [*scenario.tasks.values(), *scenario.data_nodes.values()]
+        if entity.owner_id == scenario.id
+    ]
+    with _runtime.store().batch():
+        for submission in get_submissions():
+            if submission.entity_id == scenario.id or submission.entity_id.endswith(
+                scenario.id
+            ):
+                _delete_submission(submission)
+        _delete_owned(owned)
+        _runtime.store().delete([scenario.id])
+    bus.publish(Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario.id))
+
+
+def _delete_owned(entity_ids: list[str]) -> None:
+    store = _runtime.store()
+    doomed: list[str] = []
+    for entity_id in entity_ids:
+        entity = store.get(entity_id)
+        if isinstance(entity, Task):
+            doomed.extend(job.id for job in store.get_all("job", task_id=entity.id))
+        if isinstance(entity, DataNode):
+            _delete_data_file(entity)
+        doomed.append(entity_id)
+    store.delete(doomed)
+
+
+def _delete_data_file(node: DataNode) -> None:
+    store = _runtime.store()
+    try:
+        path = node.path
+    except ConfigurationError:
+        return
+    if node.storage_type == "in_memory":
+        node.backend.delete()
+    elif path is not None and Path(path).resolve().is_relative_to(store.data_folder):
+        node.backend.delete()
+
+
+def delete_job(job: Job, force: bool = False) -> None:
+    """Delete a finished job; an unfinished one needs ``force=True``."""
+    if not job.is_finished() and not force:
+        raise JobNotDeletedException(
+            f"Job {job.id!r} is {job.status.name} and cannot be deleted; cancel it "
+            "first or pass force=True."
+        )
+    job.log_path.unlink(missing_ok=True)
+    _runtime.store().delete([job.id])
+
+
+def delete_jobs() -> None:
+    """Delete every job."""
+    for job in get_jobs():
+        delete_job(job, force=True)
+
+
+def _delete_submission(submission: Submission) -> None:
+    if not submission.is_deletable():
+        raise SubmissionNotDeletedException(
+            f"Submission {submission.id!r} is {submission.submission_status.name} "
+            "and cannot be deleted; cancel its jobs or wait for them first."
+        )
+    store = _runtime.store()
+    for job in submission.jobs:
+        job.log_path.unlink(missing_ok=True)
+    store.delete([*submission.job_ids, submission.id])
+
+
+def clean_all_entities(version_number: str | None = None) -> bool:
+    """Delete every entity and every data file in the storage folder.
+
+    Running jobs are cancelled first. Files at paths you configured are kept.
+    Returns True when done.
+    """
+    if version_number not in (None, "all", ""):
+        logger.info("Versions are not tracked; deleting every entity")
+    store = _runtime.store()
+    scheduler = _runtime.orchestrator()
+    for job in get_jobs():
+        if not job.is_finished():
+            scheduler.cancel(job)
+    for node in get_data_nodes():
+        _delete_data_file(node)
+    for log in store.logs_folder.glob("*.log"):
+        log.unlink(missing_ok=True)
+    store.clear()
+    return True
+

@@ -1,0 +1,85 @@
+"""What every entity shares: an id, a store, persistence and equality by id."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from ..store import Store
+
+
+def new_id(prefix: str, name: str) -> str:
+    """Return a fresh entity id such as ``SCENARIO_my_scenario_<uuid hex>``."""
+    return f"{prefix}{name}_{uuid.uuid4().hex}"
+
+
+def to_iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def from_iso(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def to_seconds(value: timedelta | None) -> float | None:
+    return value.total_seconds() if value is not None else None
+
+
+def from_seconds(value: float | None) -> timedelta | None:
+    return timedelta(seconds=value) if value is not None else None
+
+
+class Entity:
+    """Base of scenarios, tasks, data nodes, jobs, submissions and cycles.
+
+    Attribute setters call ``_save``, which writes the entity to the store. Inside a
+    ``with entity:`` block the writes are deferred and made once when the block ends.
+    """
+
+    _kind: ClassVar[str]
+    _ID_PREFIX: ClassVar[str]
+    id: str
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._block_depth = 0
+        self._dirty = False
+
+    def _save(self) -> None:
+        if self._block_depth:
+            self._dirty = True
+            return
+        self._store.save(self)  # type: ignore[arg-type]
+
+    def __enter__(self) -> Any:
+        self._block_depth += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._block_depth -= 1
+        if self._block_depth == 0 and self._dirty:
+            self._dirty = False
+            self._store.save(self)  # type: ignore[arg-type]
+
+    def _to_doc(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_doc(self, doc: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.id == self.id  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r})"

@@ -1,0 +1,439 @@
+"""Data nodes: named, stored values that tasks read and write.
+
+A data node's metadata (edits, locks, validity) lives in the store; its contents live
+in a storage backend (a file in the storage folder for most types). Reading and writing
+happen here for a person, and in the worker for a job (through the same backends).
+
+Locking: a data node is locked for edition (``edit_in_progress``) while a job that
+writes it is unfinished, and while a person holds it through ``lock_edit``. A job whose
+input is locked or was never written stays BLOCKED. Every write and unlock publishes an
+event, which is how the scheduler learns that blocked jobs may run.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..enums import Scope
+from ..events import Event, EventEntityType, EventOperation, bus
+from ..exceptions import DataNodeIsBeingEdited, NoData
+from ._base import Entity, from_iso, from_seconds, new_id, to_iso, to_seconds
+from ._values import decode_mapping, encode_mapping, encode_value
+
+if TYPE_CHECKING:
+    from ..storage.base import StorageBackend
+    from ..store import Store
+
+logger = logging.getLogger(__name__)
+
+#: How long a lock taken with an editor id lasts unless renewed.
+EDITOR_LOCK_DURATION = timedelta(minutes=30)
+
+#: Properties that configure the data node itself, not its storage.
+_NON_STORAGE_PROPERTIES = ("default_data",)
+
+
+class DataNode(Entity):
+    """A stored value read and written by tasks and people.
+
+    Use ``read()`` and ``write()`` for the contents; the other attributes describe
+    the data node and its history.
+    """
+
+    _kind = "data_node"
+    _ID_PREFIX = "DATANODE_"
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        config_id: str,
+        storage_type: str,
+        scope: Scope = Scope.SCENARIO,
+        owner_id: str | None = None,
+        parent_ids: set[str] | None = None,
+        properties: dict[str, Any] | None = None,
+        validity_period: timedelta | None = None,
+        name: str | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(store)
+        self.id = id or new_id(self._ID_PREFIX, config_id)
+        self._config_id = config_id
+        self._storage_type = storage_type
+        self._scope = scope
+        self._owner_id = owner_id
+        self._parent_ids = set(parent_ids or ())
+        self._properties = {
+            key: value
+            for key, value in (properties or {}).items()
+            if key not in _NON_STORAGE_PROPERTIES
+        }
+        self._validity_period = validity_period
+        self._name = name
+        self._last_edit_date: datetime | None = None
+        self._edits: list[dict[str, Any]] = []
+        self._edit_in_progress = False
+        self._editor_id: str | None = None
+        self._editor_expiration_date: datetime | None = None
+        self._version = ""
+        self._backend_cache: StorageBackend | None = None
+
+    # -- attributes -----------------------------------------------------------------
+
+    @property
+    def config_id(self) -> str:
+        return self._config_id
+
+    @property
+    def storage_type(self) -> str:
+        return self._storage_type
+
+    @property
+    def scope(self) -> Scope:
+        return self._scope
+
+    @property
+    def owner_id(self) -> str | None:
+        """Id of the scenario or cycle that owns this node; None for global nodes."""
+        return self._owner_id
+
+    @property
+    def parent_ids(self) -> set[str]:
+        """Ids of the tasks that read or write this node."""
+        return set(self._parent_ids)
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self._properties
+
+    @property
+    def name(self) -> str | None:
+        return self._name or self._properties.get("name")
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+        self._save()
+
+    @property
+    def validity_period(self) -> timedelta | None:
+        return self._validity_period
+
+    @validity_period.setter
+    def validity_period(self, value: timedelta | None) -> None:
+        self._validity_period = value
+        self._save()
+
+    @property
+    def last_edit_date(self) -> datetime | None:
+        return self._last_edit_date
+
+    @property
+    def edits(self) -> list[dict[str, Any]]:
+        """Edit history, oldest first: ``timestamp``, ``job_id`` or ``editor_id``, extras."""
+        return [dict(edit) for edit in self._edits]
+
+    @property
+    def job_ids(self) -> list[str]:
+        """Ids of the jobs that wrote this node, oldest first."""
+        return [edit["job_id"] for edit in self._edits if edit.get("job_id")]
+
+    @property
+    def edit_in_progress(self) -> bool:
+        return self._edit_in_progress
+
+    @property
+    def editor_id(self) -> str | None:
+        return self._editor_id
+
+    @property
+    def editor_expiration_date(self) -> datetime | None:
+        return self._editor_expiration_date
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def path(self) -> Path | None:
+        """File holding the contents, or None for storage without a file."""
+        return self.backend.path
+
+    @property
+    def backend(self) -> StorageBackend:
+        """The storage backend that reads and writes the contents."""
+        if self._backend_cache is None:
+            from ..storage import make_backend
+
+            self._backend_cache = make_backend(
+                self._storage_type, self.id, self._properties, self._store.data_folder
+            )
+        return self._backend_cache
+
+    @property
+    def expiration_date(self) -> datetime:
+        """When the data stops being valid; raises NoData if it was never written."""
+        if self._last_edit_date is None:
+            raise NoData(
+                f"Data node {self.id!r} ({self._config_id}) has never been written, "
+                "so it has no expiration date; write it first."
+            )
+        if self._validity_period is None:
+            return datetime.max
+        return self._last_edit_date + self._validity_period
+
+    @property
+    def is_ready_for_reading(self) -> bool:
+        """True when the node has been written and nobody is editing it."""
+        return not self._edit_in_progress and self._last_edit_date is not None
+
+    @property
+    def is_valid(self) -> bool:
+        """True when the node has been written and its validity period has not run out."""
+        if self._last_edit_date is None:
+            return False
+        if self._validity_period is None:
+            return True
+        return datetime.now() < self._last_edit_date + self._validity_period
+
+    @property
+    def is_up_to_date(self) -> bool:
+        """True when valid and no upstream data node was edited after this one."""
+        if not self.is_valid:
+            return False
+        assert self._last_edit_date is not None
+        for task in self._store_tasks_writing_me():
+            for dn in task.input.values():
+                if dn.last_edit_date and dn.last_edit_date > self._last_edit_date:
+                    return False
+        return True
+
+    def _store_tasks_writing_me(self) -> Iterator[Any]:
+        for parent_id in self._parent_ids:
+            task = self._store.get(parent_id)
+            if task is not None and self.id in task.output_ids:
+                yield task
+
+    # -- contents ---------------------------------------------------------------------
+
+    def read(self) -> Any:
+        """Return the contents, or None with a warning if never written."""
+        if not self._has_data():
+            message = (
+                f"Data node {self.id!r} ({self._config_id}) has not been written yet; "
+                "read() returns None. Write it, run the task that produces it, or "
+                "use read_or_raise() to get an error instead."
+            )
+            warnings.warn(message, stacklevel=2)
+            logger.warning(message)
+            return None
+        return self.backend.read()
+
+    def read_or_raise(self) -> Any:
+        """Return the contents; raise NoData if the node was never written."""
+        if not self._has_data():
+            raise NoData(
+                f"Data node {self.id!r} ({self._config_id}) has not been written yet; "
+                "write it or run the task that produces it before reading."
+            )
+        return self.backend.read()
+
+    def _has_data(self) -> bool:
+        if self._last_edit_date is not None:
+            return True
+        if self._storage_type != "in_memory" and self.backend.exists():
+            # A file put in place by hand counts as written.
+            self._record_existing_file()
+            return True
+        return False
+
+    def write(
+        self,
+        data: Any,
+        job_id: str | None = None,
+        editor_id: str | None = None,
+        comment: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Replace the contents with ``data`` and record the edit.
+
+        Raises DataNodeIsBeingEdited if another editor holds the lock.
+        """
+        self._check_editor(editor_id)
+        self.backend.write(data)
+        self.track_edit(job_id=job_id, editor_id=editor_id, comment=comment, **kwargs)
+        self._unlock()
+
+    def append(
+        self,
+        data: Any,
+        editor_id: str | None = None,
+        comment: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Add ``data`` to the contents (types that support it) and record the edit."""
+        self._check_editor(editor_id)
+        self.backend.append(data)
+        self.track_edit(editor_id=editor_id, comment=comment, **kwargs)
+        self._unlock()
+
+    def track_edit(
+        self,
+        job_id: str | None = None,
+        editor_id: str | None = None,
+        timestamp: datetime | None = None,
+        comment: str | None = None,
+        **options: Any,
+    ) -> None:
+        """Record an edit made by a job or a person."""
+        edit: dict[str, Any] = {"timestamp": to_iso(timestamp or datetime.now())}
+        if job_id:
+            edit["job_id"] = job_id
+        if editor_id:
+            edit["editor_id"] = editor_id
+        if comment:
+            edit["comment"] = comment
+        edit.update({key: encode_value(value) for key, value in options.items()})
+        self._edits.append(edit)
+        self._last_edit_date = from_iso(edit["timestamp"])
+        self._save()
+        self._publish("last_edit_date", self._last_edit_date)
+
+    def _record_existing_file(self) -> None:
+        path = self.backend.path
+        if path is None:
+            return
+        modified = datetime.fromtimestamp(path.stat().st_mtime)
+        self.track_edit(timestamp=modified, comment="existing file")
+
+    # -- locks ------------------------------------------------------------------------
+
+    def _check_editor(self, editor_id: str | None) -> None:
+        if (
+            self._editor_id
+            and editor_id != self._editor_id
+            and self._editor_expiration_date is not None
+            and self._editor_expiration_date > datetime.now()
+        ):
+            raise DataNodeIsBeingEdited(
+                f"Data node {self.id!r} is being edited by {self._editor_id!r} until "
+                f"{self._editor_expiration_date:%Y-%m-%d %H:%M}; wait for that editor "
+                "to unlock it or for the lock to expire."
+            )
+
+    def lock_edit(self, editor_id: str | None = None) -> None:
+        """Lock the node for edition; with ``editor_id``, only that editor may write."""
+        if editor_id:
+            self._check_editor(editor_id)
+            self._editor_id = editor_id
+            self._editor_expiration_date = datetime.now() + EDITOR_LOCK_DURATION
+        else:
+            self._editor_id = None
+            self._editor_expiration_date = None
+        self._edit_in_progress = True
+        self._save()
+        self._publish("edit_in_progress", True)
+
+    def unlock_edit(self, editor_id: str | None = None) -> None:
+        """Release the edition lock taken by ``lock_edit``."""
+        if editor_id:
+            self._check_editor(editor_id)
+        self._unlock()
+
+    def _unlock(self) -> None:
+        was_locked = self._edit_in_progress
+        self._edit_in_progress = False
+        self._editor_id = None
+        self._editor_expiration_date = None
+        self._save()
+        if was_locked:
+            self._publish("edit_in_progress", False)
+
+    def _publish(self, attribute: str, value: Any) -> None:
+        bus.publish(
+            Event(
+                EventEntityType.DATA_NODE,
+                EventOperation.UPDATE,
+                self.id,
+                attribute,
+                value,
+                {"config_id": self._config_id},
+            )
+        )
+
+    # -- relations ----------------------------------------------------------------------
+
+    def get_parents(self) -> dict[str, set[Any]]:
+        """Return the scenarios, sequences and tasks this node belongs to."""
+        from ..api import get_parents
+
+        return get_parents(self)
+
+    def get_label(self) -> str:
+        owner = self._store.get(self._owner_id) if self._owner_id else None
+        prefix = f"{owner.get_simple_label()} > " if owner is not None else ""
+        return prefix + self.get_simple_label()
+
+    def get_simple_label(self) -> str:
+        return self.name or self._config_id
+
+    def __getattr__(self, item: str) -> Any:
+        properties = self.__dict__.get("_properties")
+        if properties is not None and item in properties:
+            return properties[item]
+        raise AttributeError(
+            f"{type(self).__name__} {self.__dict__.get('id')!r} has no attribute "
+            f"or property {item!r}"
+        )
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def _to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "config_id": self._config_id,
+            "storage_type": self._storage_type,
+            "scope": self._scope.name,
+            "owner_id": self._owner_id,
+            "parent_ids": sorted(self._parent_ids),
+            "properties": encode_mapping(self._properties),
+            "validity_period": to_seconds(self._validity_period),
+            "name": self._name,
+            "last_edit_date": to_iso(self._last_edit_date),
+            "edits": self._edits,
+            "edit_in_progress": self._edit_in_progress,
+            "editor_id": self._editor_id,
+            "editor_expiration_date": to_iso(self._editor_expiration_date),
+            "version": self._version,
+        }
+
+    def _load_doc(self, doc: dict[str, Any]) -> None:
+        self._config_id = doc["config_id"]
+        self._storage_type = doc["storage_type"]
+        self._scope = Scope[doc["scope"]]
+        self._owner_id = doc["owner_id"]
+        self._parent_ids = set(doc["parent_ids"])
+        self._properties = decode_mapping(doc["properties"])
+        self._validity_period = from_seconds(doc["validity_period"])
+        self._name = doc.get("name")
+        self._last_edit_date = from_iso(doc["last_edit_date"])
+        self._edits = list(doc["edits"])
+        self._edit_in_progress = doc["edit_in_progress"]
+        self._editor_id = doc["editor_id"]
+        self._editor_expiration_date = from_iso(doc["editor_expiration_date"])
+        self._version = doc.get("version", "")
+        self._backend_cache = None
+
+    @classmethod
+    def _from_doc(cls, store: Store, doc: dict[str, Any]) -> DataNode:
+        node = cls.__new__(cls)
+        Entity.__init__(node, store)
+        node.id = doc["id"]
+        node._load_doc(doc)
+        return node

@@ -1,0 +1,350 @@
+"""Jobs: one run of one task within one submission.
+
+A job's status only changes on the scheduler's side (the manager thread in standalone
+mode, the submitting thread in development mode) through ``_set_status``, which records
+the time of each status in ``status_history`` and publishes an event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..enums import FINAL_STATUSES, Status
+from ..events import Event, EventEntityType, EventOperation, bus
+from ._base import Entity, from_iso, new_id, to_iso
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .task import Task
+
+
+class Job(Entity):
+    """The execution of a task, with its status, timings, traceback and output."""
+
+    _kind = "job"
+    _ID_PREFIX = "JOB_"
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        task: Task,
+        submit_id: str,
+        submit_entity_id: str,
+        force: bool = False,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(store)
+        self.id = id or new_id(self._ID_PREFIX, task.config_id)
+        self._task_id = task.id
+        self._task_config_id = task.config_id
+        self._submit_id = submit_id
+        self._submit_entity_id = submit_entity_id
+        self._force = force
+        self._creation_date = datetime.now()
+        self._status = Status.SUBMITTED
+        self._status_history: list[tuple[Status, datetime]] = [
+            (Status.SUBMITTED, self._creation_date)
+        ]
+        self._stacktrace: list[str] = []
+        self._worker_pid: int | None = None
+        self._owner: str | None = None
+        self._reason: str | None = None
+        self._version = ""
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        # Callbacks given to submit() for this job; kept in memory only.
+        self._subscribers: list[Callable[..., Any]] = []
+        self._finished = threading.Event()
+        if self._status in FINAL_STATUSES:
+            self._finished.set()
+
+    # -- attributes -------------------------------------------------------------------
+
+    @property
+    def task(self) -> Task:
+        task = self._store.get(self._task_id)
+        assert task is not None, f"task {self._task_id} of job {self.id} is missing"
+        return task  # type: ignore[no-any-return]
+
+    @property
+    def task_id(self) -> str:
+        return self._task_id
+
+    @property
+    def task_config_id(self) -> str:
+        return self._task_config_id
+
+    @property
+    def submit_id(self) -> str:
+        return self._submit_id
+
+    @property
+    def submit_entity_id(self) -> str:
+        return self._submit_entity_id
+
+    @property
+    def submit_entity(self) -> Any:
+        return self._store.get(self._submit_entity_id)
+
+    @property
+    def force(self) -> bool:
+        return self._force
+
+    @property
+    def creation_date(self) -> datetime:
+        return self._creation_date
+
+    @property
+    def status(self) -> Status:
+        return self._status
+
+    @property
+    def status_history(self) -> list[tuple[Status, datetime]]:
+        return list(self._status_history)
+
+    @property
+    def stacktrace(self) -> list[str]:
+        """Formatted tracebacks of the errors that failed this job, in order."""
+        return list(self._stacktrace)
+
+    @stacktrace.setter
+    def stacktrace(self, value: list[str]) -> None:
+        self._stacktrace = list(value)
+        self._save()
+
+    @property
+    def reason(self) -> str | None:
+        """One line saying why the job failed, was cancelled or abandoned."""
+        return self._reason
+
+    @property
+    def worker_pid(self) -> int | None:
+        """Process id of the worker that ran the job, if it ran in a worker."""
+        return self._worker_pid
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def log_path(self) -> Path:
+        """File holding what the task printed or logged."""
+        return self._store.logs_folder / f"{self.id}.log"
+
+    @property
+    def logs(self) -> str:
+        """Everything the task printed or logged while this job ran."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def logs_tail(self, lines: int = 10) -> str:
+        """Return the last ``lines`` lines of ``logs``."""
+        return "\n".join(self.logs.splitlines()[-lines:])
+
+    # -- timings ------------------------------------------------------------------------
+
+    def _first_time(self, *statuses: Status) -> datetime | None:
+        for status, when in self._status_history:
+            if status in statuses:
+                return when
+        return None
+
+    @property
+    def submitted_at(self) -> datetime:
+        return self._status_history[0][1]
+
+    @property
+    def run_at(self) -> datetime | None:
+        """When the job started running, or None if it never ran."""
+        return self._first_time(Status.RUNNING)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the job reached a final status, or None while unfinished."""
+        if self._status not in FINAL_STATUSES:
+            return None
+        return self._status_history[-1][1]
+
+    @property
+    def execution_duration(self) -> float | None:
+        """Seconds spent RUNNING (up to now while it runs), or None if it never ran."""
+        return self._duration_in(Status.RUNNING)
+
+    @property
+    def pending_duration(self) -> float | None:
+        return self._duration_in(Status.PENDING)
+
+    @property
+    def blocked_duration(self) -> float | None:
+        return self._duration_in(Status.BLOCKED)
+
+    def _duration_in(self, status: Status) -> float | None:
+        total: timedelta | None = None
+        history = self._status_history
+        for index, (entry, start) in enumerate(history):
+            if entry is not status:
+                continue
+            end = history[index + 1][1] if index + 1 < len(history) else datetime.now()
+            total = (total or timedelta()) + (end - start)
+        return total.total_seconds() if total is not None else None
+
+    # -- predicates ---------------------------------------------------------------------
+
+    def is_submitted(self) -> bool:
+        return self._status is Status.SUBMITTED
+
+    def is_blocked(self) -> bool:
+        return self._status is Status.BLOCKED
+
+    def is_pending(self) -> bool:
+        return self._status is Status.PENDING
+
+    def is_running(self) -> bool:
+        return self._status is Status.RUNNING
+
+    def is_canceled(self) -> bool:
+        return self._status is Status.CANCELED
+
+    def is_failed(self) -> bool:
+        return self._status is Status.FAILED
+
+    def is_completed(self) -> bool:
+        return self._status is Status.COMPLETED
+
+    def is_skipped(self) -> bool:
+        return self._status is Status.SKIPPED
+
+    def is_abandoned(self) -> bool:
+        return self._status is Status.ABANDONED
+
+    def is_finished(self) -> bool:
+        return self._status in FINAL_STATUSES
+
+    def _is_finished(self) -> bool:
+        return self.is_finished()
+
+    def is_deletable(self) -> bool:
+        return self.is_finished()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job is finished or ``timeout`` seconds pass; return finished."""
+        return self._finished.wait(timeout)
+
+    # -- changes (scheduler side) -------------------------------------------------------
+
+    def _set_status(
+        self, status: Status, *, reason: str | None = None, when: datetime | None = None
+    ) -> None:
+        self._status = status
+        self._status_history.append((status, when or datetime.now()))
+        if reason is not None:
+            self._reason = reason
+        self._save()
+        if status in FINAL_STATUSES:
+            self._finished.set()
+        bus.publish(
+            Event(
+                EventEntityType.JOB,
+                EventOperation.UPDATE,
+                self.id,
+                "status",
+                status,
+                {"submit_id": self._submit_id, "task_config_id": self._task_config_id},
+            )
+        )
+
+    def _set_worker(self, pid: int | None) -> None:
+        self._worker_pid = pid
+        self._save()
+
+    # -- labels and display ---------------------------------------------------------------
+
+    def get_label(self) -> str:
+        return f"{self.task.get_label()} > {self.id}"
+
+    def get_simple_label(self) -> str:
+        return self.id
+
+    def __contains__(self, item: object) -> bool:
+        return getattr(item, "id", None) == self._task_id
+
+    def __lt__(self, other: Job) -> bool:
+        return self._creation_date < other._creation_date
+
+    def __le__(self, other: Job) -> bool:
+        return self._creation_date <= other._creation_date
+
+    def __gt__(self, other: Job) -> bool:
+        return self._creation_date > other._creation_date
+
+    def __ge__(self, other: Job) -> bool:
+        return self._creation_date >= other._creation_date
+
+    __hash__ = Entity.__hash__
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, {self._status.name})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+        if self._status is Status.FAILED and self._stacktrace:
+            printer.text("\n" + self._stacktrace[-1].rstrip())
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def _to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task_id": self._task_id,
+            "task_config_id": self._task_config_id,
+            "submit_id": self._submit_id,
+            "submit_entity_id": self._submit_entity_id,
+            "force": self._force,
+            "creation_date": to_iso(self._creation_date),
+            "status": self._status.name,
+            "status_history": [
+                [status.name, to_iso(when)] for status, when in self._status_history
+            ],
+            "stacktrace": self._stacktrace,
+            "worker_pid": self._worker_pid,
+            "owner": self._owner,
+            "reason": self._reason,
+            "version": self._version,
+        }
+
+    def _load_doc(self, doc: dict[str, Any]) -> None:
+        self._task_id = doc["task_id"]
+        self._task_config_id = doc["task_config_id"]
+        self._submit_id = doc["submit_id"]
+        self._submit_entity_id = doc["submit_entity_id"]
+        self._force = doc["force"]
+        self._creation_date = from_iso(doc["creation_date"])  # type: ignore[assignment]
+        self._status = Status[doc["status"]]
+        self._status_history = [
+            (Status[name], from_iso(when))  # type: ignore[misc]
+            for name, when in doc["status_history"]
+        ]
+        self._stacktrace = list(doc["stacktrace"])
+        self._worker_pid = doc.get("worker_pid")
+        self._owner = doc.get("owner")
+        self._reason = doc.get("reason")
+        self._version = doc.get("version", "")
+        if self._status in FINAL_STATUSES and hasattr(self, "_finished"):
+            self._finished.set()
+
+    @classmethod
+    def _from_doc(cls, store: Store, doc: dict[str, Any]) -> Job:
+        job = cls.__new__(cls)
+        Entity.__init__(job, store)
+        job.id = doc["id"]
+        job._load_doc(doc)
+        job._init_runtime()
+        return job

@@ -1,0 +1,236 @@
+"""Submissions: the jobs created by one call to ``submit``, and their overall status.
+
+The status is derived from the job statuses, in this order of precedence: any FAILED
+job makes the submission FAILED; otherwise any CANCELED job makes it CANCELED; then
+RUNNING, PENDING, BLOCKED and SUBMITTED win in that order; when every job is COMPLETED
+or SKIPPED the submission is COMPLETED; ABANDONED jobs alone leave it UNDEFINED.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from ..enums import EntityType, Status, SubmissionStatus
+from ..events import Event, EventEntityType, EventOperation, bus
+from ._base import Entity, from_iso, new_id, to_iso
+from ._values import decode_mapping, encode_mapping
+
+if TYPE_CHECKING:
+    from ..store import Store
+    from .job import Job
+
+FINISHED_SUBMISSION_STATUSES = frozenset(
+    {SubmissionStatus.COMPLETED, SubmissionStatus.FAILED, SubmissionStatus.CANCELED}
+)
+
+
+def derive_status(statuses: Iterable[Status]) -> SubmissionStatus:
+    """Return the submission status that the given job statuses add up to."""
+    present = set(statuses)
+    if not present:
+        return SubmissionStatus.SUBMITTED
+    for job_status, result in (
+        (Status.FAILED, SubmissionStatus.FAILED),
+        (Status.CANCELED, SubmissionStatus.CANCELED),
+        (Status.RUNNING, SubmissionStatus.RUNNING),
+        (Status.PENDING, SubmissionStatus.PENDING),
+        (Status.BLOCKED, SubmissionStatus.BLOCKED),
+        (Status.SUBMITTED, SubmissionStatus.SUBMITTED),
+    ):
+        if job_status in present:
+            return result
+    if present <= {Status.COMPLETED, Status.SKIPPED}:
+        return SubmissionStatus.COMPLETED
+    return SubmissionStatus.UNDEFINED
+
+
+class Submission(Entity):
+    """The jobs of one ``submit`` call and their combined status."""
+
+    _kind = "submission"
+    _ID_PREFIX = "SUBMISSION_"
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        entity_id: str,
+        entity_type: EntityType,
+        entity_config_id: str | None,
+        properties: dict[str, Any] | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(store)
+        self.id = id or new_id(self._ID_PREFIX, entity_id)
+        self._entity_id = entity_id
+        self._entity_type = entity_type
+        self._entity_config_id = entity_config_id
+        self._job_ids: list[str] = []
+        self._creation_date = datetime.now()
+        self._status = SubmissionStatus.SUBMITTED
+        self._properties = dict(properties or {})
+        self._version = ""
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        # Set once the submission reaches a finished status; submit(wait=True) and
+        # wait() block on it. Threads: set by the scheduler, waited on by any thread.
+        self._finished = threading.Event()
+        if self._status in FINISHED_SUBMISSION_STATUSES:
+            self._finished.set()
+
+    @property
+    def entity_id(self) -> str:
+        return self._entity_id
+
+    @property
+    def entity_type(self) -> EntityType:
+        return self._entity_type
+
+    @property
+    def entity_config_id(self) -> str | None:
+        return self._entity_config_id
+
+    @property
+    def entity(self) -> Any:
+        return self._store.get(self._entity_id)
+
+    @property
+    def job_ids(self) -> list[str]:
+        return list(self._job_ids)
+
+    @property
+    def jobs(self) -> list[Job]:
+        """The jobs of this submission, producers before consumers."""
+        jobs = [self._store.get(job_id) for job_id in self._job_ids]
+        return [job for job in jobs if job is not None]
+
+    @property
+    def creation_date(self) -> datetime:
+        return self._creation_date
+
+    @property
+    def submission_status(self) -> SubmissionStatus:
+        return self._status
+
+    @property
+    def properties(self) -> dict[str, Any]:
+        return self._properties
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    @property
+    def is_completed(self) -> bool:
+        return self._status is SubmissionStatus.COMPLETED
+
+    @property
+    def is_canceled(self) -> bool:
+        return self._status is SubmissionStatus.CANCELED
+
+    @property
+    def is_abandoned(self) -> bool:
+        return any(job.is_abandoned() for job in self.jobs)
+
+    @property
+    def run_at(self) -> datetime | None:
+        """When the first job started running."""
+        times = [job.run_at for job in self.jobs if job.run_at is not None]
+        return min(times) if times else None
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When the last job finished, or None while any job is unfinished."""
+        jobs = self.jobs
+        if not jobs or not all(job.is_finished() for job in jobs):
+            return None
+        return max(job.finished_at for job in jobs)  # type: ignore[type-var]
+
+    @property
+    def execution_duration(self) -> float | None:
+        """Seconds from the first job's start to the last finish (or to now)."""
+        start = self.run_at
+        if start is None:
+            return None
+        end = self.finished_at or datetime.now()
+        return (end - start).total_seconds()
+
+    def is_finished(self) -> bool:
+        return self._status in FINISHED_SUBMISSION_STATUSES
+
+    def is_deletable(self) -> bool:
+        return self.is_finished() or self._status is SubmissionStatus.UNDEFINED
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the submission is finished or ``timeout`` passes; return finished."""
+        return self._finished.wait(timeout)
+
+    def get_label(self) -> str:
+        return self.id
+
+    def get_simple_label(self) -> str:
+        return self.id
+
+    def _add_jobs(self, jobs: list[Job]) -> None:
+        self._job_ids.extend(job.id for job in jobs)
+        self._save()
+
+    def _refresh_status(self) -> SubmissionStatus:
+        status = derive_status(job.status for job in self.jobs)
+        if status is not self._status:
+            self._status = status
+            self._save()
+            if status in FINISHED_SUBMISSION_STATUSES:
+                self._finished.set()
+            bus.publish(
+                Event(
+                    EventEntityType.SUBMISSION,
+                    EventOperation.UPDATE,
+                    self.id,
+                    "submission_status",
+                    status,
+                    {"entity_id": self._entity_id},
+                )
+            )
+        return status
+
+    def __repr__(self) -> str:
+        return f"Submission({self.id!r}, {self._status.name})"
+
+    def _to_doc(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "entity_id": self._entity_id,
+            "entity_type": self._entity_type.value,
+            "entity_config_id": self._entity_config_id,
+            "job_ids": self._job_ids,
+            "creation_date": to_iso(self._creation_date),
+            "status": self._status.name,
+            "properties": encode_mapping(self._properties),
+            "version": self._version,
+        }
+
+    def _load_doc(self, doc: dict[str, Any]) -> None:
+        self._entity_id = doc["entity_id"]
+        self._entity_type = EntityType(doc["entity_type"])
+        self._entity_config_id = doc["entity_config_id"]
+        self._job_ids = list(doc["job_ids"])
+        self._creation_date = from_iso(doc["creation_date"])  # type: ignore[assignment]
+        self._status = SubmissionStatus[doc["status"]]
+        self._properties = decode_mapping(doc["properties"])
+        self._version = doc.get("version", "")
+        if self._status in FINISHED_SUBMISSION_STATUSES and hasattr(self, "_finished"):
+            self._finished.set()
+
+    @classmethod
+    def _from_doc(cls, store: Store, doc: dict[str, Any]) -> Submission:
+        submission = cls.__new__(cls)
+        Entity.__init__(submission, store)
+        submission.id = doc["id"]
+        submission._load_doc(doc)
+        submission._init_runtime()
+        return submission

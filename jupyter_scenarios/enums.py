@@ -1,0 +1,103 @@
+"""Enumerations shared by every layer: job and submission statuses, scopes, frequencies.
+
+The member names match Taipy's so that code written for Taipy compares and prints the
+same values here.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    """Status of a job.
+
+    A job moves SUBMITTED -> BLOCKED or PENDING -> RUNNING -> one of the five final
+    statuses (COMPLETED, SKIPPED, FAILED, CANCELED, ABANDONED).
+    """
+
+    SUBMITTED = 1
+    BLOCKED = 2
+    PENDING = 3
+    RUNNING = 4
+    CANCELED = 5
+    FAILED = 6
+    COMPLETED = 7
+    SKIPPED = 8
+    ABANDONED = 9
+
+    def __repr__(self) -> str:
+        return f"Status.{self.name}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {
+        Status.COMPLETED,
+        Status.SKIPPED,
+        Status.FAILED,
+        Status.CANCELED,
+        Status.ABANDONED,
+    }
+)
+
+
+class SubmissionStatus(enum.Enum):
+    """Status of a submission, derived from the statuses of its jobs."""
+
+    SUBMITTED = 0
+    UNDEFINED = 1
+    BLOCKED = 2
+    PENDING = 3
+    RUNNING = 4
+    CANCELED = 5
+    FAILED = 6
+    COMPLETED = 7
+
+    def __repr__(self) -> str:
+        return f"SubmissionStatus.{self.name}"
+
+
+class Scope(enum.Enum):
+    """Sharing scope of a data node: one per scenario, per cycle, or one for all."""
+
+    SCENARIO = 1
+    CYCLE = 2
+    GLOBAL = 3
+
+    def __repr__(self) -> str:
+        return f"Scope.{self.name}"
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Scope):
+            return NotImplemented
+        return self.value < other.value
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Scope):
+            return NotImplemented
+        return self.value <= other.value
+
+
+class Frequency(enum.Enum):
+    """Period of the cycles a scenario belongs to."""
+
+    DAILY = 1
+    WEEKLY = 2
+    MONTHLY = 3
+    QUARTERLY = 4
+    YEARLY = 5
+
+    def __repr__(self) -> str:
+        return f"Frequency.{self.name}"
+
+
+class EntityType(enum.Enum):
+    """Kind of entity a submission was made for."""
+
+    SCENARIO = "SCENARIO"
+    SEQUENCE = "SEQUENCE"
+    TASK = "TASK"

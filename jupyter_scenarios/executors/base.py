@@ -1,0 +1,63 @@
+"""The interface between the scheduler and the places where jobs run.
+
+An executor receives ``TaskRun`` objects and reports back through two callbacks given
+to ``start``: ``on_started(job_id, pid)`` when a worker picks the job up, and
+``on_finished(outcome)`` when it is over, successfully or not. Callbacks may come from
+any thread; the scheduler only queues them.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+from ..worker import TaskResult, TaskRun
+
+
+@dataclasses.dataclass(frozen=True)
+class JobOutcome:
+    """How a job's execution ended, as seen by the executor."""
+
+    job_id: str
+    #: The task's own report; None when the job never returned (death, cancel).
+    result: TaskResult | None
+    #: Why there is no result: a dead worker, an unpicklable value, a cancel.
+    error: str | None = None
+    cancelled: bool = False
+    worker_pid: int | None = None
+
+
+StartedCallback = Callable[[str, int | None], None]
+FinishedCallback = Callable[[JobOutcome], None]
+
+
+class Executor(abc.ABC):
+    """Runs jobs somewhere and reports their outcomes."""
+
+    #: Whether data nodes kept in the kernel's memory can be read by the jobs.
+    shares_kernel_memory: bool = False
+
+    @abc.abstractmethod
+    def start(self, on_started: StartedCallback, on_finished: FinishedCallback) -> None:
+        """Get ready to run jobs (start workers, connect to a cluster)."""
+
+    @abc.abstractmethod
+    def free_slots(self) -> int:
+        """Return how many more jobs can start now."""
+
+    @abc.abstractmethod
+    def execute(self, run: TaskRun, log_path: Path) -> None:
+        """Start ``run``; its outcome arrives through ``on_finished``."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> bool:
+        """Stop the job if it runs; return whether a running job was stopped."""
+
+    @abc.abstractmethod
+    def shutdown(self, *, cancel_running: bool = True) -> None:
+        """Stop every worker; running jobs are reported cancelled."""
+
+    def describe(self) -> str:
+        return type(self).__name__

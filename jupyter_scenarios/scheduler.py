@@ -1,0 +1,801 @@
+"""The scheduler: turns submissions into jobs and moves jobs through their statuses.
+
+Data flow::
+
+    submit(entity)                         any thread
+      -> Submission + one Job per task     written to the store, outputs locked
+      -> command queue                     _Command("submit", ...)
+    manager thread                         (development mode: the submitting thread)
+      -> BLOCKED  while an input is unwritten or locked
+      -> PENDING  in the ready queue, FIFO
+      -> RUNNING  handed to the executor when it has a free slot
+    executor (worker process)              reads inputs, calls the function,
+                                           writes outputs to staging files
+      -> on_finished(outcome)              back on the command queue
+    manager thread
+      -> commit staged outputs, record the edit, unlock the outputs
+      -> COMPLETED / FAILED / CANCELED, downstream ABANDONED on failure or cancel
+      -> release BLOCKED jobs whose inputs are now ready, dispatch again
+      -> publish events                    widgets and callbacks follow them
+
+One thread owns the scheduling state (``_blocked``, ``_ready``, ``_running`` and the
+``_waiting_on`` index). In standalone and dask modes it is the manager thread, which
+sleeps on the command queue and wakes for each command: there is no polling. In
+development mode there is no manager thread: the thread that submits drains the
+commands itself, one at a time, under ``_drain_lock``, so a chain of any length runs
+iteratively before ``submit`` returns.
+
+Decisions:
+- A job whose output is also the output of an unfinished job waits for that job, since
+  the output is locked.
+- A RUNNING job is cancelled by killing its worker process (standalone); in development
+  mode a running job cannot be stopped and ``cancel_job`` says so.
+- ``stop()`` and interpreter exit cancel the jobs still running (their workers are
+  killed) and mark the jobs not started as CANCELED, each with a reason, so nothing is
+  left RUNNING in the store and no worker process outlives the kernel.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .config.sections import JobConfig
+from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
+from .enums import EntityType, Status
+from .events import Event, EventEntityType, EventOperation, bus
+from .exceptions import ConfigurationError, ModeNotAvailable, NonExistingTask
+from .executors.base import Executor, JobOutcome
+from .graph import topological_order
+from .store import Store, is_process_alive, process_identity
+from .worker import NodeSpec, TaskRun, discard_staged
+
+logger = logging.getLogger(__name__)
+
+#: How long cancel_job waits for the manager thread to apply a cancel, in seconds.
+CANCEL_WAIT_SECONDS = 5.0
+
+
+@dataclasses.dataclass
+class _Command:
+    kind: str
+    payload: Any = None
+    #: Set once the command has been handled, for callers that wait on it.
+    done: threading.Event | None = None
+
+
+def make_executor(job_config: JobConfig) -> Executor:
+    """Build the executor for ``job_config.mode``."""
+    mode = job_config.mode
+    if mode == "development":
+        from .executors.development import DevelopmentExecutor
+
+        return DevelopmentExecutor()
+    if mode == "standalone":
+        from .executors.standalone import StandaloneExecutor
+
+        return StandaloneExecutor(job_config.max_nb_of_workers)
+    if mode == "dask":
+        from .executors.dask import DaskExecutor
+
+        return DaskExecutor(
+            address=job_config.properties.get("dask_address"),
+            n_workers=job_config.max_nb_of_workers,
+        )
+    raise ModeNotAvailable(
+        f"Job execution mode {mode!r} is not available; use development, "
+        "standalone or dask."
+    )
+
+
+class Scheduler:
+    """Run the jobs of submissions with one executor; one instance per process."""
+
+    def __init__(self, store: Store, job_config: JobConfig) -> None:
+        self.store = store
+        self.mode = job_config.mode
+        self.executor = make_executor(job_config)
+        self.owner = process_identity()
+
+        # Commands from any thread to the thread that owns the state below.
+        self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
+        # Development mode: held by the thread draining the commands.
+        self._drain_lock = threading.RLock()
+        self._draining = threading.local()
+
+        # Scheduling state, touched only by the owning thread (see module docstring).
+        self._blocked: dict[str, Job] = {}
+        self._ready: collections.deque[Job] = collections.deque()
+        self._running: dict[str, Job] = {}
+        self._waiting_on: dict[str, set[str]] = collections.defaultdict(set)
+        self._staged: dict[str, TaskRun] = {}
+
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+        self._subscriber = bus.subscribe(self._on_event)
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @property
+    def is_asynchronous(self) -> bool:
+        return self.mode != "development"
+
+    def start(self) -> None:
+        """Reconcile the store, start the executor and, if asynchronous, the thread."""
+        self.reconcile()
+        self.executor.start(self._post_started, self._post_finished)
+        if self.is_asynchronous:
+            self._thread = threading.Thread(
+                target=self._run_manager, name="jupyter-scenarios-scheduler", daemon=True
+            )
+            self._thread.start()
+        logger.info("Scheduler started: %s", self.executor.describe())
+
+    def stop(self, wait: bool = True, timeout: float | None = None) -> None:
+        """Stop the scheduler; see the module docstring for what happens to jobs.
+
+        With ``wait``, give running jobs up to ``timeout`` seconds (None: no limit)
+        to finish before cancelling the rest.
+        """
+        if self._stopped.is_set():
+            return
+        if wait:
+            self._wait_for_running(timeout)
+        done = threading.Event()
+        self._post(_Command("stop", done=done))
+        if self._thread is not None:
+            done.wait(30.0)
+            self._thread.join(30.0)
+        self._stopped.set()
+        bus.unsubscribe(self._subscriber)
+
+    def _wait_for_running(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in list(self._running.values()) + list(self._ready):
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return
+            job.wait(remaining)
+
+    # -- public entry points (any thread) ---------------------------------------------
+
+    def submit(
+        self,
+        entity: Scenario | Sequence | Task,
+        *,
+        callbacks: list[Callable[..., Any]] | None = None,
+        force: bool = False,
+        wait: bool = False,
+        timeout: float | None = None,
+        **properties: Any,
+    ) -> Submission:
+        """Create the jobs of ``entity`` and queue them; see ``api.submit``."""
+        if self._stopped.is_set():
+            raise RuntimeError(
+                "The orchestrator was stopped; call tp.Orchestrator().run() before "
+                "submitting again."
+            )
+        tasks = self._tasks_of(entity)
+        self._check_runnable(entity, tasks)
+
+        with self.store.batch():
+            submission = self._create_submission(entity, properties)
+            jobs = [
+                self._create_job(task, submission, entity, force, callbacks)
+                for task in tasks
+            ]
+            submission._add_jobs(jobs)
+        bus.publish(
+            Event(
+                _entity_event_type(entity),
+                EventOperation.SUBMISSION,
+                entity.id,
+                metadata={"submission_id": submission.id, "job_ids": submission.job_ids},
+            )
+        )
+        self._post(_Command("submit", (submission, jobs)))
+        if wait:
+            self.wait(submission, timeout)
+        return submission
+
+    def wait(self, submission: Submission, timeout: float | None = None) -> bool:
+        """Block until ``submission`` finishes or ``timeout`` seconds pass.
+
+        Returns whether it finished. A timeout logs a warning naming the submission
+        and the jobs still unfinished. An interrupt (the kernel's stop button) stops
+        the waiting, not the jobs, and says so.
+        """
+        try:
+            finished = submission.wait(timeout)
+        except KeyboardInterrupt:
+            unfinished = [job.id for job in submission.jobs if not job.is_finished()]
+            raise _WaitInterrupted(
+                f"Stopped waiting for submission {submission.id}; its "
+                f"{len(unfinished)} unfinished jobs keep running. Cancel them with "
+                "tp.cancel_job(job) or %cancel if they should stop."
+            ) from None
+        if not finished:
+            unfinished = [job for job in submission.jobs if not job.is_finished()]
+            logger.warning(
+                "Waiting for submission %s timed out after %s s; %d of %d jobs are "
+                "not finished (%s). They keep running: wait again with "
+                "submission.wait() or look at tp.get_jobs().",
+                submission.id,
+                timeout,
+                len(unfinished),
+                len(submission.job_ids),
+                ", ".join(f"{job.id} {job.status.name}" for job in unfinished[:5]),
+            )
+        return finished
+
+    def cancel(self, job: Job) -> None:
+        """Cancel ``job`` and abandon the jobs downstream of it in its submission."""
+        if job.is_finished():
+            logger.info("Job %s is already %s; nothing to cancel", job.id, job.status.name)
+            return
+        if job.is_running() and not self.is_asynchronous:
+            logger.warning(
+                "Job %s runs in the kernel (development mode) and cannot be stopped "
+                "from outside; it will finish normally.",
+                job.id,
+            )
+            return
+        done = threading.Event()
+        self._post(_Command("cancel", job.id, done=done))
+        if not self._on_owner_thread():
+            done.wait(CANCEL_WAIT_SECONDS)
+            job.wait(CANCEL_WAIT_SECONDS)
+
+    # -- submission building -------------------------------------------------------------
+
+    def _tasks_of(self, entity: Scenario | Sequence | Task) -> list[Task]:
+        if isinstance(entity, Task):
+            return [entity]
+        tasks = []
+        for task_id in entity.task_ids:
+            task = self.store.get(task_id)
+            if task is None:
+                raise NonExistingTask(
+                    f"Task {task_id!r} of {entity.id!r} does not exist in the store; "
+                    "it was deleted. Create the scenario again."
+                )
+            tasks.append(task)
+        return topological_order(tasks)  # type: ignore[return-value]
+
+    def _check_runnable(self, entity: Any, tasks: list[Task]) -> None:
+        if self.executor.shares_kernel_memory:
+            return
+        for task in tasks:
+            for node in task.data_nodes.values():
+                if node.storage_type == "in_memory":
+                    raise ConfigurationError(
+                        f"Data node {node.config_id!r} of {entity.id!r} uses in_memory "
+                        f"storage, which lives in the kernel and cannot be read by the "
+                        f"worker processes of {self.mode} mode. Use pickle storage (the "
+                        "default) for it, or run in development mode."
+                    )
+        for task in tasks:
+            for node in task.input.values():
+                path = node.path
+                if (
+                    node.storage_type not in ("pickle", "in_memory", "generic")
+                    and path is not None
+                    and not path.exists()
+                ):
+                    logger.warning(
+                        "Input %s (%s) of task %s reads %s, which does not exist",
+                        node.config_id,
+                        node.id,
+                        task.config_id,
+                        path,
+                    )
+
+    def _create_submission(
+        self, entity: Scenario | Sequence | Task, properties: dict[str, Any]
+    ) -> Submission:
+        if isinstance(entity, Scenario):
+            kind, config_id = EntityType.SCENARIO, entity.config_id
+        elif isinstance(entity, Sequence):
+            kind, config_id = EntityType.SEQUENCE, None
+        else:
+            kind, config_id = EntityType.TASK, entity.config_id
+        submission = Submission(
+            self.store,
+            entity_id=entity.id,
+            entity_type=kind,
+            entity_config_id=config_id,
+            properties=properties,
+        )
+        submission._save()
+        bus.publish(
+            Event(EventEntityType.SUBMISSION, EventOperation.CREATION, submission.id)
+        )
+        return submission
+
+    def _create_job(
+        self,
+        task: Task,
+        submission: Submission,
+        entity: Scenario | Sequence | Task,
+        force: bool,
+        callbacks: list[Callable[..., Any]] | None,
+    ) -> Job:
+        job = Job(
+            self.store,
+            task=task,
+            submit_id=submission.id,
+            submit_entity_id=entity.id,
+            force=force,
+        )
+        job._owner = self.owner
+        job._subscribers.extend(callbacks or [])
+        scenario = self._scenario_of(task, entity)
+        if scenario is not None:
+            from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS
+
+            for callback, params in [*ALL_SCENARIO_SUBSCRIBERS, *scenario._subscribers]:
+                job._subscribers.append(_ScenarioCallback(callback, params, scenario))
+        for node in task.output.values():
+            node.lock_edit()
+        job._save()
+        bus.publish(
+            Event(
+                EventEntityType.JOB,
+                EventOperation.CREATION,
+                job.id,
+                metadata={"submit_id": submission.id, "task_config_id": task.config_id},
+            )
+        )
+        return job
+
+    def _scenario_of(self, task: Task, entity: Any) -> Scenario | None:
+        if isinstance(entity, Scenario):
+            return entity
+        if isinstance(entity, Sequence):
+            return entity.scenario
+        owner = self.store.get(task.owner_id) if task.owner_id else None
+        return owner if isinstance(owner, Scenario) else None
+
+    # -- the command loop ------------------------------------------------------------------
+
+    def _post(self, command: _Command) -> None:
+        self._commands.put(command)
+        if not self.is_asynchronous:
+            self._drain()
+
+    def _post_started(self, job_id: str, pid: int | None) -> None:
+        self._post(_Command("started", (job_id, pid)))
+
+    def _post_finished(self, outcome: JobOutcome) -> None:
+        self._post(_Command("finished", outcome))
+
+    def _on_owner_thread(self) -> bool:
+        if self._thread is not None:
+            return threading.current_thread() is self._thread
+        return bool(getattr(self._draining, "active", False))
+
+    def _drain(self) -> None:
+        # Development mode: the first caller on the stack drains; nested posts (from
+        # the executor finishing a job, or a callback submitting) only enqueue.
+        if getattr(self._draining, "active", False):
+            return
+        with self._drain_lock:
+            self._draining.active = True
+            try:
+                while True:
+                    try:
+                        command = self._commands.get_nowait()
+                    except queue.Empty:
+                        break
+                    with self.store.batch():
+                        self._handle(command)
+                        self._dispatch()
+            finally:
+                self._draining.active = False
+
+    def _run_manager(self) -> None:
+        while True:
+            command = self._commands.get()
+            batch = [command]
+            while True:
+                try:
+                    batch.append(self._commands.get_nowait())
+                except queue.Empty:
+                    break
+            stop = False
+            with self.store.batch():
+                for item in batch:
+                    try:
+                        self._handle(item)
+                    except Exception:
+                        logger.exception("Scheduler failed to handle %s", item.kind)
+                    if item.kind == "stop":
+                        stop = True
+                if not stop:
+                    self._dispatch()
+            for item in batch:
+                if item.done is not None:
+                    item.done.set()
+            if stop:
+                return
+
+    def _handle(self, command: _Command) -> None:
+        if command.kind == "submit":
+            submission, jobs = command.payload
+            self._schedule(submission, jobs)
+        elif command.kind == "started":
+            job_id, pid = command.payload
+            job = self._running.get(job_id)
+            if job is not None:
+                job._set_worker(pid)
+        elif command.kind == "finished":
+            self._finish(command.payload)
+        elif command.kind == "cancel":
+            self._cancel(command.payload)
+        elif command.kind == "data_changed":
+            self._release(command.payload)
+        elif command.kind == "stop":
+            self._shutdown()
+        if not self.is_asynchronous and command.done is not None:
+            command.done.set()
+
+    # -- scheduling (owner thread) ------------------------------------------------------------
+
+    def _schedule(self, submission: Submission, jobs: list[Job]) -> None:
+        for job in jobs:
+            missing = self._unready_inputs(job)
+            if missing:
+                self._block(job, missing)
+            else:
+                self._set_status(job, Status.PENDING)
+                self._ready.append(job)
+        submission._refresh_status()
+
+    def _unready_inputs(self, job: Job) -> list[DataNode]:
+        return [
+            node for node in job.task.input.values() if not node.is_ready_for_reading
+        ]
+
+    def _block(self, job: Job, missing: list[DataNode]) -> None:
+        if job.status is not Status.BLOCKED:
+            self._set_status(job, Status.BLOCKED)
+        self._blocked[job.id] = job
+        for node in missing:
+            self._waiting_on[node.id].add(job.id)
+
+    def _release(self, node_ids: Iterable[str]) -> None:
+        # Re-check the blocked jobs that wait on any of ``node_ids``.
+        candidates: set[str] = set()
+        for node_id in node_ids:
+            candidates |= self._waiting_on.pop(node_id, set())
+        touched: set[str] = set()
+        for job_id in sorted(candidates):
+            job = self._blocked.get(job_id)
+            if job is None:
+                continue
+            missing = self._unready_inputs(job)
+            if missing:
+                for node in missing:
+                    self._waiting_on[node.id].add(job.id)
+                continue
+            del self._blocked[job_id]
+            self._set_status(job, Status.PENDING)
+            self._ready.append(job)
+            touched.add(job.submit_id)
+        self._refresh_submissions(touched)
+
+    def _dispatch(self) -> None:
+        while self._ready and self.executor.free_slots() > 0:
+            job = self._ready.popleft()
+            if job.is_finished():
+                continue
+            if self._can_skip(job):
+                self._set_status(job, Status.SKIPPED)
+                self._unlock_outputs(job)
+                self._after_final(job)
+                continue
+            self._start(job)
+
+    def _can_skip(self, job: Job) -> bool:
+        task = job.task
+        if job.force or not task.skippable:
+            return False
+        outputs = [self.store.get(node_id) for node_id in task.output_ids]
+        if not outputs:
+            return False
+        for node in outputs:
+            if node is None or not node.is_valid:
+                return False
+        oldest_output = min(node.last_edit_date for node in outputs)
+        for node in task.input.values():
+            if node.last_edit_date is not None and node.last_edit_date > oldest_output:
+                return False
+        return True
+
+    def _start(self, job: Job) -> None:
+        task = job.task
+        try:
+            run = TaskRun(
+                job_id=job.id,
+                task_config_id=task.config_id,
+                function=task.function,
+                inputs=tuple(self._spec(node) for node in task.input.values()),
+                outputs=tuple(self._spec(node) for node in task.output.values()),
+            )
+        except Exception as error:
+            logger.exception("Job %s could not be prepared", job.id)
+            self._fail(job, [f"{type(error).__name__}: {error}\n"], str(error))
+            return
+        self._set_status(job, Status.RUNNING)
+        self._running[job.id] = job
+        self._staged[job.id] = run
+        self.store.get(job.submit_id)._refresh_status()
+        try:
+            self.executor.execute(run, job.log_path)
+        except Exception as error:
+            logger.exception("Executor failed to start job %s", job.id)
+            self._running.pop(job.id, None)
+            self._fail(job, [f"{type(error).__name__}: {error}\n"], str(error))
+
+    def _spec(self, node: DataNode) -> NodeSpec:
+        return NodeSpec(
+            id=node.id,
+            config_id=node.config_id,
+            storage_type=node.storage_type,
+            properties=dict(node.properties),
+            folder=str(self.store.data_folder),
+        )
+
+    def _finish(self, outcome: JobOutcome) -> None:
+        job = self._running.pop(outcome.job_id, None)
+        self._staged.pop(outcome.job_id, None)
+        if job is None:
+            if outcome.result is not None:
+                discard_staged(outcome.result.outputs)
+            return
+        if outcome.worker_pid is not None and job.worker_pid is None:
+            job._set_worker(outcome.worker_pid)
+        result = outcome.result
+        if outcome.cancelled:
+            if result is not None:
+                discard_staged(result.outputs)
+            self._cancel_now(job, "cancelled while running; its worker was stopped")
+            return
+        if result is None:
+            reason = outcome.error or "the worker returned no result"
+            self._fail(job, [reason + "\n"], reason)
+            return
+        if not result.ok:
+            self._fail(job, result.errors, result.summary)
+            return
+        try:
+            self._commit_outputs(job, result)
+        except OSError as error:
+            discard_staged(result.outputs)
+            self._fail(
+                job,
+                [f"{type(error).__name__}: {error}\n"],
+                f"committing the outputs failed: {error}",
+            )
+            return
+        self._set_status(job, Status.COMPLETED)
+        self._after_final(job)
+
+    def _commit_outputs(self, job: Job, result: Any) -> None:
+        written: list[str] = []
+        for output in result.outputs:
+            if output.staged_path and output.final_path:
+                os.replace(output.staged_path, output.final_path)
+            node = self.store.get(output.node_id)
+            if node is not None:
+                node.track_edit(job_id=job.id)
+                node._unlock()
+                written.append(node.id)
+        self._release(written)
+
+    def _fail(self, job: Job, stacktrace: list[str], summary: str) -> None:
+        job._stacktrace = list(stacktrace)
+        self._set_status(job, Status.FAILED, reason=summary)
+        self._unlock_outputs(job)
+        logger.error("Job %s failed: %s", job.id, summary)
+        self._abandon_downstream(job)
+        self._after_final(job)
+
+    def _cancel(self, job_id: str) -> None:
+        job = self.store.get(job_id)
+        if job is None or job.is_finished():
+            return
+        if job.is_running():
+            if self.executor.cancel(job.id):
+                return  # The executor reports the outcome; _finish applies it.
+            logger.warning("Job %s could not be stopped by %s", job.id, self.mode)
+            return
+        self._cancel_now(job, "cancelled before it started")
+
+    def _cancel_now(self, job: Job, reason: str) -> None:
+        self._blocked.pop(job.id, None)
+        self._set_status(job, Status.CANCELED, reason=reason)
+        self._unlock_outputs(job)
+        self._abandon_downstream(job)
+        self._after_final(job)
+
+    def _abandon_downstream(self, job: Job) -> None:
+        submission = self.store.get(job.submit_id)
+        if submission is None:
+            return
+        by_input: dict[str, list[Job]] = collections.defaultdict(list)
+        for other in submission.jobs:
+            if not other.is_finished() and other.id != job.id:
+                for node_id in other.task.input_ids:
+                    by_input[node_id].append(other)
+        frontier = list(job.task.output_ids)
+        seen: set[str] = set()
+        while frontier:
+            node_id = frontier.pop()
+            for other in by_input.get(node_id, []):
+                if other.id in seen or other.is_finished():
+                    continue
+                seen.add(other.id)
+                self._blocked.pop(other.id, None)
+                self._set_status(
+                    other, Status.ABANDONED, reason=f"upstream job {job.id} did not complete"
+                )
+                self._unlock_outputs(other)
+                frontier.extend(other.task.output_ids)
+
+    def _unlock_outputs(self, job: Job) -> None:
+        released = []
+        for node in job.task.output.values():
+            if node.edit_in_progress and node.editor_id is None:
+                node._unlock()
+                released.append(node.id)
+        self._release(released)
+
+    def _after_final(self, job: Job) -> None:
+        submission = self.store.get(job.submit_id)
+        if submission is not None:
+            submission._refresh_status()
+
+    def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
+        for submission_id in submission_ids:
+            submission = self.store.get(submission_id)
+            if submission is not None:
+                submission._refresh_status()
+
+    def _set_status(self, job: Job, status: Status, reason: str | None = None) -> None:
+        logger.debug("Job %s: %s -> %s", job.id, job.status.name, status.name)
+        job._set_status(status, reason=reason)
+        for callback in list(job._subscribers):
+            try:
+                callback(job)
+            except Exception:
+                logger.exception("Callback %r failed for job %s", callback, job.id)
+
+    def _shutdown(self) -> None:
+        self.executor.shutdown(cancel_running=True)
+        for job in list(self._running.values()):
+            outcome_run = self._staged.pop(job.id, None)
+            if outcome_run is not None:
+                self._discard_staging_of(outcome_run)
+            self._cancel_now(job, "cancelled because the orchestrator stopped")
+        self._running.clear()
+        waiting = list(self._ready) + list(self._blocked.values())
+        self._ready.clear()
+        for job in waiting:
+            if not job.is_finished():
+                self._cancel_now(job, "cancelled because the orchestrator stopped")
+        self._blocked.clear()
+
+    def _discard_staging_of(self, run: TaskRun) -> None:
+        from .worker import staging_path
+
+        for spec in run.outputs:
+            final = spec.backend().path
+            if final is not None:
+                staging_path(Path(final), run.job_id).unlink(missing_ok=True)
+
+    # -- events from outside ----------------------------------------------------------------
+
+    def _on_event(self, event: Event) -> None:
+        if event.entity_type is not EventEntityType.DATA_NODE:
+            return
+        if event.attribute_name == "edit_in_progress" and event.attribute_value:
+            return
+        if event.attribute_name not in ("last_edit_date", "edit_in_progress"):
+            return
+        if self._on_owner_thread() or self._stopped.is_set():
+            return  # The owner thread releases what it changes itself.
+        self._post(_Command("data_changed", [event.entity_id]))
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def reconcile(self) -> int:
+        """Settle jobs left unfinished by a process that is gone; return their number.
+
+        A job recorded as RUNNING becomes FAILED, one that had not started becomes
+        ABANDONED; both get a reason, and their outputs are unlocked.
+        """
+        settled = 0
+        touched: set[str] = set()
+        with self.store.batch():
+            for status in (Status.RUNNING, Status.PENDING, Status.BLOCKED, Status.SUBMITTED):
+                for job in self.store.get_all("job", status=status.name):
+                    owner = job._owner
+                    if owner == self.owner or (owner and is_process_alive(owner)):
+                        continue
+                    pid = owner.split(":")[0] if owner else "unknown"
+                    if status is Status.RUNNING:
+                        reason = (
+                            f"the process that ran it (pid {pid}) ended before the "
+                            "job finished"
+                        )
+                        job._stacktrace = [f"JobLost: {reason}\n"]
+                        job._set_status(Status.FAILED, reason=reason)
+                    else:
+                        reason = f"the process that scheduled it (pid {pid}) ended"
+                        job._set_status(Status.ABANDONED, reason=reason)
+                    task = self.store.get(job.task_id)
+                    for node_id in task.output_ids if task is not None else []:
+                        node = self.store.get(node_id)
+                        if node is not None and node.edit_in_progress:
+                            node._unlock()
+                        self._remove_stale_staging(node, job.id)
+                    touched.add(job.submit_id)
+                    settled += 1
+                    logger.warning("Job %s was left %s: %s", job.id, status.name, reason)
+            self._refresh_submissions(touched)
+        return settled
+
+    def _remove_stale_staging(self, node: DataNode | None, job_id: str) -> None:
+        from .worker import staging_path
+
+        if node is None:
+            return
+        try:
+            final = node.path
+        except Exception:
+            logger.exception("Cannot find the path of data node %s", node.id)
+            return
+        if final is not None:
+            staging_path(Path(final), job_id).unlink(missing_ok=True)
+
+
+class _ScenarioCallback:
+    """Adapts a scenario subscriber ``f(*params, scenario, job)`` to ``f(job)``."""
+
+    def __init__(
+        self, callback: Callable[..., Any], params: list[Any], scenario: Scenario
+    ) -> None:
+        self.callback = callback
+        self.params = params
+        self.scenario = scenario
+
+    def __call__(self, job: Job) -> None:
+        self.callback(*self.params, self.scenario, job)
+
+    def __repr__(self) -> str:
+        return f"{self.callback!r} (subscribed to {self.scenario.id})"
+
+
+class _WaitInterrupted(KeyboardInterrupt):
+    """The wait in submit(wait=True) was interrupted; the jobs go on."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
+
+
+def _entity_event_type(entity: Any) -> EventEntityType:
+    if isinstance(entity, Scenario):
+        return EventEntityType.SCENARIO
+    if isinstance(entity, Sequence):
+        return EventEntityType.SEQUENCE
+    return EventEntityType.TASK
+

@@ -1,0 +1,327 @@
+"""Entity metadata in SQLite, with one live object per entity id in each process.
+
+One database file, ``entities.db``, sits in the storage folder, beside the ``data``
+folder (data node contents) and the ``logs`` folder (captured job output). Each entity
+kind has a table of ``id``, a few indexed columns and a JSON document. The database
+runs in WAL mode with a busy timeout, and every write happens in a transaction, so a
+process killed at any moment leaves a consistent store and two kernels can share a
+folder.
+
+Within a process the store keeps an identity map: ``get`` returns the same object for
+the same id, so a change made through one reference is visible through all of them.
+``save`` writes at once, except inside ``batch()``, where the saves of the calling
+thread are written together when the outermost ``batch`` exits (the scheduler uses
+this to persist many job transitions in one transaction).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+#: Entity kind -> id prefix and extra indexed columns.
+KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "scenario": ("SCENARIO_", ("config_id", "cycle_id")),
+    "task": ("TASK_", ("config_id",)),
+    "data_node": ("DATANODE_", ("config_id", "owner_id")),
+    "job": ("JOB_", ("submit_id", "task_id", "status")),
+    "submission": ("SUBMISSION_", ("entity_id",)),
+    "cycle": ("CYCLE_", ("frequency",)),
+}
+
+
+def kind_of(entity_id: str) -> str | None:
+    """Return the entity kind that ``entity_id``'s prefix names, or None."""
+    for kind, (prefix, _) in KINDS.items():
+        if entity_id.startswith(prefix):
+            return kind
+    return None
+
+
+class Storable(Protocol):
+    id: str
+
+    def _to_doc(self) -> dict[str, Any]: ...
+
+
+Factory = Callable[["Store", dict[str, Any]], Any]
+
+
+class Store:
+    """Read and write entities in the storage folder.
+
+    Parameters
+    ----------
+    folder
+        The storage folder; created if missing.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder).resolve()
+        self.data_folder = self.folder / "data"
+        self.logs_folder = self.folder / "logs"
+        for path in (self.folder, self.data_folder, self.logs_folder):
+            path.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "entities.db"
+
+        # Guards the connection and the identity map. Any thread (the kernel's main
+        # thread, the scheduler's manager thread, widget callbacks) takes it for each
+        # read or write; it is never held while user code runs.
+        self._lock = threading.RLock()
+        self._connection = sqlite3.connect(
+            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._connection.execute("PRAGMA journal_mode=WAL")
+        self._connection.execute("PRAGMA synchronous=NORMAL")
+        self._connection.execute("PRAGMA busy_timeout=30000")
+        self._create_tables()
+
+        self._live: dict[str, Any] = {}
+        self._factories: dict[str, Factory] = {}
+        # Per-thread pending saves of an open batch(); other threads write at once.
+        self._local = threading.local()
+        self.closed = False
+
+    def _create_tables(self) -> None:
+        with self._transaction() as cursor:
+            cursor.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
+            )
+            row = cursor.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()
+            if row is None:
+                cursor.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+                )
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"The store {self.path} was written by a newer version of "
+                    f"jupyter-scenarios (schema {row[0]}, this one reads "
+                    f"{SCHEMA_VERSION}); upgrade jupyter-scenarios or use another "
+                    "storage folder."
+                )
+            for kind, (_, columns) in KINDS.items():
+                extra = "".join(f", {column} TEXT" for column in columns)
+                cursor.execute(
+                    f"CREATE TABLE IF NOT EXISTS {kind} "
+                    f"(id TEXT PRIMARY KEY, doc TEXT NOT NULL{extra})"
+                )
+                for column in columns:
+                    cursor.execute(
+                        f"CREATE INDEX IF NOT EXISTS {kind}_{column} "
+                        f"ON {kind} ({column})"
+                    )
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
+        with self._lock:
+            cursor = self._connection.cursor()
+            cursor.execute("BEGIN IMMEDIATE")
+            try:
+                yield cursor
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            else:
+                cursor.execute("COMMIT")
+            finally:
+                cursor.close()
+
+    # -- identity map -------------------------------------------------------------
+
+    def register_factory(self, kind: str, factory: Factory) -> None:
+        """Set the function that builds live entities of ``kind`` from documents."""
+        self._factories[kind] = factory
+
+    def remember(self, entity: Any) -> None:
+        """Add a new entity to the identity map (without writing it)."""
+        with self._lock:
+            self._live[entity.id] = entity
+
+    def get(self, entity_id: str) -> Any | None:
+        """Return the live entity with ``entity_id``, loading it if needed."""
+        with self._lock:
+            live = self._live.get(entity_id)
+            if live is not None:
+                return live
+            kind = kind_of(entity_id)
+            if kind is None:
+                return None
+            row = self._connection.execute(
+                f"SELECT doc FROM {kind} WHERE id = ?", (entity_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            return self._build(kind, json.loads(row[0]))
+
+    def _build(self, kind: str, doc: dict[str, Any]) -> Any:
+        entity = self._factories[kind](self, doc)
+        self._live[entity.id] = entity
+        return entity
+
+    def get_all(self, kind: str, **where: str) -> list[Any]:
+        """Return every entity of ``kind`` whose indexed columns equal ``where``."""
+        _, columns = KINDS[kind]
+        for column in where:
+            if column not in columns:
+                raise ValueError(f"{column!r} is not an indexed column of {kind}")
+        clause = " AND ".join(f"{column} = ?" for column in where)
+        sql = f"SELECT id, doc FROM {kind}" + (f" WHERE {clause}" if clause else "")
+        with self._lock:
+            rows = self._connection.execute(sql, tuple(where.values())).fetchall()
+            result = []
+            for entity_id, doc in rows:
+                live = self._live.get(entity_id)
+                result.append(live if live is not None else self._build(kind, json.loads(doc)))
+            return result
+
+    def exists(self, entity_id: str) -> bool:
+        """Return whether an entity with ``entity_id`` is stored."""
+        return self.get(entity_id) is not None
+
+    def reload(self, entity: Any) -> None:
+        """Refresh ``entity`` from the database, for changes made by another process."""
+        kind = kind_of(entity.id)
+        if kind is None:
+            return
+        with self._lock:
+            row = self._connection.execute(
+                f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
+            ).fetchone()
+            if row is not None:
+                entity._load_doc(json.loads(row[0]))
+
+    # -- writes ---------------------------------------------------------------------
+
+    def save(self, entity: Storable) -> None:
+        """Write ``entity``, now or at the end of this thread's open ``batch()``."""
+        pending: dict[str, Storable] | None = getattr(self._local, "pending", None)
+        with self._lock:
+            self._live[entity.id] = entity
+        if pending is not None:
+            pending[entity.id] = entity
+            return
+        self._write([entity])
+
+    def _write(self, entities: list[Storable]) -> None:
+        if self.closed:
+            logger.warning(
+                "Store %s is closed; %d entity changes were not written",
+                self.path,
+                len(entities),
+            )
+            return
+        with self._transaction() as cursor:
+            for entity in entities:
+                kind = kind_of(entity.id)
+                if kind is None:
+                    raise ValueError(f"Entity id {entity.id!r} has no known prefix")
+                doc = entity._to_doc()
+                _, columns = KINDS[kind]
+                values = [entity.id, json.dumps(doc, default=_json_default)]
+                values += [_column_value(doc.get(column)) for column in columns]
+                names = ", ".join(("id", "doc", *columns))
+                marks = ", ".join("?" for _ in values)
+                cursor.execute(
+                    f"INSERT OR REPLACE INTO {kind} ({names}) VALUES ({marks})", values
+                )
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group this thread's saves into one transaction written on exit."""
+        outer = getattr(self._local, "pending", None) is None
+        if outer:
+            self._local.pending = {}
+        try:
+            yield
+        finally:
+            if outer:
+                pending = self._local.pending
+                self._local.pending = None
+                if pending:
+                    self._write(list(pending.values()))
+
+    def delete(self, entity_ids: list[str]) -> None:
+        """Remove entities by id, from the database and the identity map."""
+        with self._transaction() as cursor:
+            for entity_id in entity_ids:
+                kind = kind_of(entity_id)
+                if kind is not None:
+                    cursor.execute(f"DELETE FROM {kind} WHERE id = ?", (entity_id,))
+                self._live.pop(entity_id, None)
+
+    def clear(self) -> None:
+        """Remove every entity."""
+        with self._transaction() as cursor:
+            for kind in KINDS:
+                cursor.execute(f"DELETE FROM {kind}")
+            self._live.clear()
+
+    def close(self) -> None:
+        """Close the database connection; later saves are logged and dropped."""
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._connection.close()
+
+
+def _column_value(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value)
+
+
+def _json_default(value: Any) -> Any:
+    raise TypeError(
+        f"Value {value!r} of type {type(value).__name__} cannot be stored in entity "
+        "metadata; store it in a data node instead."
+    )
+
+
+def process_identity(pid: int | None = None) -> str:
+    """Return ``"<pid>:<start time>"`` naming a live process unambiguously.
+
+    The start time (in clock ticks since boot, from /proc) tells a process apart from
+    a later one that reuses its pid. Where /proc is missing, only the pid is used.
+    """
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{_start_time(pid)}"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return "?"
+
+
+def is_process_alive(identity: str) -> bool:
+    """Return whether the process named by ``process_identity`` output still runs."""
+    pid_text, _, start = identity.partition(":")
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start in ("", "?"):
+        return True
+    return _start_time(pid) == start

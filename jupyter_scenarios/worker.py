@@ -1,0 +1,184 @@
+"""Run one task: read its inputs, call its function, write its outputs.
+
+This code runs inside a worker process in standalone and dask modes, and in the
+kernel's submitting thread in development mode. It imports neither IPython, ipywidgets
+nor the scheduler, and it touches no entity metadata: it receives plain descriptions of
+the data nodes (``NodeSpec``) and returns a ``TaskResult`` that the scheduler applies to
+the store.
+
+Outputs stored in files are written to a staging file beside the target
+(``.<name>.<job id>.staging``). The scheduler moves each staging file onto its target
+only when the whole job succeeded, so a job that fails, is cancelled or whose worker
+dies leaves its outputs unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .exceptions import DataNodeWritingError, NoData
+from .storage import make_backend
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeSpec:
+    """What a worker needs to read or write one data node."""
+
+    id: str
+    config_id: str
+    storage_type: str
+    properties: dict[str, Any]
+    folder: str
+
+    def backend(self, path: Path | None = None) -> Any:
+        properties = dict(self.properties)
+        if path is not None:
+            properties["path"] = str(path)
+        return make_backend(self.storage_type, self.id, properties, Path(self.folder))
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskRun:
+    """One job's work: the function and the data nodes around it."""
+
+    job_id: str
+    task_config_id: str
+    function: Callable[..., Any]
+    inputs: tuple[NodeSpec, ...]
+    outputs: tuple[NodeSpec, ...]
+    #: Write file outputs to staging files, committed by the scheduler on success.
+    stage_outputs: bool = True
+
+
+@dataclasses.dataclass
+class StagedOutput:
+    """An output written by the job: the staging file, or None if written in place."""
+
+    node_id: str
+    staged_path: str | None
+    final_path: str | None
+
+
+@dataclasses.dataclass
+class TaskResult:
+    """The outcome of ``run_task``."""
+
+    job_id: str
+    ok: bool
+    outputs: list[StagedOutput] = dataclasses.field(default_factory=list)
+    #: Formatted tracebacks, one per error, when ``ok`` is False.
+    errors: list[str] = dataclasses.field(default_factory=list)
+    #: One line naming the error, for tables and logs.
+    summary: str = ""
+
+
+def staging_path(final: Path, job_id: str) -> Path:
+    """Return the staging file used for ``final`` by job ``job_id``."""
+    return final.with_name(f".{final.name}.{job_id}.staging")
+
+
+def run_task(run: TaskRun) -> TaskResult:
+    """Execute ``run`` and report what happened; never raises for task errors."""
+    try:
+        arguments = [_read_input(run, spec) for spec in run.inputs]
+    except Exception as error:
+        return _failure(run, error, "reading an input failed")
+
+    try:
+        result = run.function(*arguments)
+    except Exception as error:
+        return _failure(run, error, "the task function raised", skip_frames=1)
+
+    try:
+        values = _split_results(run, result)
+    except DataNodeWritingError as error:
+        return _failure(run, error, "the task returned the wrong number of results")
+
+    written: list[StagedOutput] = []
+    try:
+        for spec, value in zip(run.outputs, values):
+            written.append(_write_output(run, spec, value))
+    except Exception as error:
+        discard_staged(written)
+        wrapped = DataNodeWritingError(
+            f"Writing output {spec.config_id!r} ({spec.id}) of task "
+            f"{run.task_config_id!r} with storage type {spec.storage_type!r} failed: "
+            f"{type(error).__name__}: {error}. Return a value that this storage type "
+            "can store, or choose another storage type for the data node."
+        )
+        wrapped.__cause__ = error
+        return _failure(run, wrapped, "writing an output failed")
+    return TaskResult(run.job_id, True, written)
+
+
+def _read_input(run: TaskRun, spec: NodeSpec) -> Any:
+    backend = spec.backend()
+    if spec.storage_type != "generic" and not backend.exists():
+        raise NoData(
+            f"Input {spec.config_id!r} ({spec.id}) of task {run.task_config_id!r} has "
+            f"no data at {backend.path}; write the data node or run the task that "
+            "produces it first."
+        )
+    return backend.read()
+
+
+def _split_results(run: TaskRun, result: Any) -> list[Any]:
+    count = len(run.outputs)
+    if count == 0:
+        return []
+    if count == 1:
+        return [result]
+    if not isinstance(result, (tuple, list)) or len(result) != count:
+        got = len(result) if isinstance(result, (tuple, list)) else 1
+        names = ", ".join(spec.config_id for spec in run.outputs)
+        raise DataNodeWritingError(
+            f"Task {run.task_config_id!r} has {count} outputs ({names}) but its "
+            f"function returned {got} value{'s' if got != 1 else ''} "
+            f"({type(result).__name__}); return a tuple of {count} values, in the "
+            "order of the outputs."
+        )
+    return list(result)
+
+
+def _write_output(run: TaskRun, spec: NodeSpec, value: Any) -> StagedOutput:
+    final_backend = spec.backend()
+    final = final_backend.path
+    if not run.stage_outputs or final is None or spec.storage_type == "generic":
+        final_backend.write(value)
+        return StagedOutput(spec.id, None, str(final) if final else None)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staged = staging_path(final, run.job_id)
+    spec.backend(staged).write(value)
+    return StagedOutput(spec.id, str(staged), str(final))
+
+
+def discard_staged(outputs: list[StagedOutput]) -> None:
+    """Delete the staging files of a job that will not be committed."""
+    for output in outputs:
+        if output.staged_path:
+            Path(output.staged_path).unlink(missing_ok=True)
+
+
+def _failure(
+    run: TaskRun, error: BaseException, what: str, skip_frames: int = 0
+) -> TaskResult:
+    tb = error.__traceback__
+    # Drop this module's own frames so the traceback starts in the user's code.
+    for _ in range(skip_frames):
+        if tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(error), error, tb))
+    summary = f"{type(error).__name__}: {error}"
+    return TaskResult(run.job_id, False, errors=[text], summary=f"{what}: {summary}")
+
+
+def run_task_in_worker(run: TaskRun) -> TaskResult:
+    """Run ``run`` inside a worker process, where the configuration is read-only."""
+    from .config import Config
+
+    Config.block_update()
+    return run_task(run)
