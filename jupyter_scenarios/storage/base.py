@@ -66,8 +66,8 @@ class StorageBackend(abc.ABC):
         """Add ``data`` to the stored data.
 
         NOTE: File backends append by reading the file, adding to it and replacing it
-        atomically. Two processes that append to one data node at the same time can
-        lose one of the appends, so callers must serialize appends to a data node.
+        atomically. Two threads or processes that append to one data node at the same
+        time can lose one of the appends, so callers must serialize appends.
         """
         raise NotImplementedError(
             f"Data node {self.key!r} uses storage type {self.storage_type!r}, which "

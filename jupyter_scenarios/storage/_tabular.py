@@ -1,0 +1,191 @@
+"""Helpers shared by the csv, excel and parquet backends, which store tables.
+
+pandas and the file format libraries are imported when a backend first reads or writes,
+so that importing the storage package works without them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from jupyter_scenarios.exceptions import ConfigurationError
+
+PANDAS_INSTALL_COMMAND = "pip install jupyter-scenarios[pandas]"
+
+#: Values of the ``exposed_type`` property other than a class.
+EXPOSED_TYPE_NAMES = ("pandas", "numpy")
+DEFAULT_EXPOSED_TYPE = "pandas"
+
+
+def import_module(
+    name: str,
+    key: str,
+    storage_type: str,
+    install_command: str = PANDAS_INSTALL_COMMAND,
+) -> ModuleType:
+    """Import and return the module ``name``.
+
+    Raises
+    ------
+    ImportError
+        If the import fails. The message names the data node, its storage type and
+        ``install_command``.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise ImportError(
+            f"Data node {key!r} uses storage type {storage_type!r}, which needs the "
+            f"{name!r} package, but importing it failed: {error}. Install it with "
+            f"`{install_command}`.",
+            name=name,
+        ) from error
+
+
+def import_pandas(key: str, storage_type: str) -> Any:
+    """Import and return pandas, raising an ImportError that gives the install command."""
+    return import_module("pandas", key, storage_type)
+
+
+def validate_exposed_type(key: str, value: Any) -> str | type[Any]:
+    """Return the ``exposed_type`` property, or its default when it is None.
+
+    Raises
+    ------
+    ConfigurationError
+        If the value is neither ``"pandas"``, ``"numpy"`` nor a class.
+    """
+    if value is None:
+        return DEFAULT_EXPOSED_TYPE
+    if isinstance(value, type) or value in EXPOSED_TYPE_NAMES:
+        return value  # type: ignore[no-any-return]
+    raise ConfigurationError(
+        f"Data node {key!r} has an invalid exposed_type {value!r}. Set exposed_type "
+        "to 'pandas', 'numpy', or a class whose constructor takes one keyword "
+        "argument per column."
+    )
+
+
+def validate_flag(key: str, name: str, value: Any, default: bool) -> bool:
+    """Return the boolean property ``name``, or ``default`` when it is None.
+
+    Raises
+    ------
+    ConfigurationError
+        If the value is not a bool.
+    """
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise ConfigurationError(
+            f"Data node {key!r} has an invalid {name!r} property: {value!r}. Set "
+            f"{name!r} to True or False."
+        )
+    return value
+
+
+def expose(
+    frame: Any, exposed_type: str | type[Any], has_header: bool, key: str
+) -> Any:
+    """Convert a DataFrame read from a file to the data node's ``exposed_type``.
+
+    Parameters
+    ----------
+    frame
+        The table as read by pandas.
+    exposed_type
+        ``"pandas"`` returns ``frame``, ``"numpy"`` returns ``frame.to_numpy()``. A
+        class returns a list with one instance per row, built with one keyword
+        argument per column, or with positional arguments when the table has no header.
+    has_header
+        Whether the columns of ``frame`` are named by a header row.
+    key
+        Id of the data node, for the error message.
+
+    Raises
+    ------
+    TypeError
+        If the class rejects the arguments built from a row.
+    """
+    if exposed_type == "pandas":
+        return frame
+    if exposed_type == "numpy":
+        return frame.to_numpy()
+    assert isinstance(exposed_type, type)
+    instances = []
+    if has_header:
+        rows: list[Any] = frame.to_dict(orient="records")
+    else:
+        rows = list(frame.itertuples(index=False, name=None))
+    for number, row in enumerate(rows):
+        try:
+            if has_header:
+                instances.append(exposed_type(**row))
+            else:
+                instances.append(exposed_type(*row))
+        except TypeError as error:
+            arguments = "keyword arguments" if has_header else "positional arguments"
+            raise TypeError(
+                f"Data node {key!r} failed to build {exposed_type.__qualname__} from "
+                f"row {number} with the {arguments} {row!r}: {error}. Make the "
+                "constructor of exposed_type accept one argument per column, or set "
+                "exposed_type to 'pandas' or 'numpy'."
+            ) from error
+    return instances
+
+
+def _record_fields(item: Any) -> dict[str, Any] | None:
+    """Return the fields of a dataclass or plain object as a dict, else None."""
+    if dataclasses.is_dataclass(item) and not isinstance(item, type):
+        return {
+            field.name: getattr(item, field.name) for field in dataclasses.fields(item)
+        }
+    if isinstance(item, (Mapping, type)):
+        return None
+    attributes = getattr(item, "__dict__", None)
+    if isinstance(attributes, dict):
+        return dict(attributes)
+    return None
+
+
+def to_frame(data: Any, key: str, storage_type: str) -> Any:
+    """Convert the value written to a data node to a DataFrame.
+
+    Parameters
+    ----------
+    data
+        A DataFrame, a Series, a numpy array, a dict of columns, a list of rows, or a
+        list of objects such as instances of ``exposed_type``. An object gives a row
+        with one column per dataclass field, or per attribute in its ``__dict__``.
+    key
+        Id of the data node, for the error message.
+    storage_type
+        Storage type of the data node, for the error message.
+
+    Raises
+    ------
+    TypeError
+        If pandas cannot build a table from ``data``.
+    """
+    pd = import_pandas(key, storage_type)
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, pd.Series):
+        return data.to_frame()
+    if isinstance(data, (list, tuple)) and data:
+        records = [_record_fields(item) for item in data]
+        if all(record is not None for record in records):
+            return pd.DataFrame.from_records(records)
+    try:
+        return pd.DataFrame(data)
+    except (ValueError, TypeError) as error:
+        raise TypeError(
+            f"Data node {key!r} (storage type {storage_type!r}) cannot store a "
+            f"{type(data).__name__} because pandas failed to build a table from it: "
+            f"{error}. Write a DataFrame, a numpy array, a dict of columns, or a list "
+            "of rows."
+        ) from error

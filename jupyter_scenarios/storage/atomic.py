@@ -1,0 +1,134 @@
+"""Atomic file replacement, so that a reader never sees a half-written file.
+
+The data goes to a temporary file in the target's folder, which is flushed to disk and
+then renamed onto the target with :func:`os.replace`. A rename within one file system is
+atomic on POSIX and on Windows, so a reader opens either the old or the new file.
+
+NOTE: On Windows, :func:`os.replace` raises PermissionError while another process has
+the target open, because Python opens files without ``FILE_SHARE_DELETE`` there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+_TEMP_NAME_ATTEMPTS = 100
+
+
+def _create_temp_file(target: Path) -> Path:
+    """Create an empty, hidden temporary file next to ``target`` and return its path.
+
+    The temporary name ends with the target's last two suffixes (such as ``.csv.gz``
+    or ``.tar.gz``), so that pandas and other writers that infer a format or a
+    compression from the suffix choose the target's.
+    """
+    suffixes = "".join(target.suffixes[-2:])
+    for _ in range(_TEMP_NAME_ATTEMPTS):
+        token = secrets.token_hex(8)
+        temp = target.with_name(f".{target.name}.{token}.tmp{suffixes}")
+        try:
+            # Mode 0o666 lets the umask decide the permissions, as open() would.
+            # tempfile.mkstemp would create the file with mode 0o600 instead.
+            fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return temp
+    raise FileExistsError(
+        f"Failed to create a temporary file next to {target} after "
+        f"{_TEMP_NAME_ATTEMPTS} attempts because every random name was taken. "
+        "Remove the leftover hidden '.tmp' files from that folder."
+    )
+
+
+def _fsync_file(path: Path) -> None:
+    # O_RDWR because Windows rejects fsync on a file opened read-only.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Flush the rename to disk, where the platform allows it."""
+    if os.name == "nt":
+        # Windows cannot open a folder as a file descriptor.
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        # Some file systems (for example some network mounts) reject fsync on a
+        # folder. The rename is still atomic, but it may not survive a power loss.
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path to write to, then move it onto ``path`` atomically.
+
+    The parent folders of ``path`` are created if missing. The temporary file is
+    created empty in the same folder as ``path``. When the ``with`` block exits without
+    an error, the temporary file is flushed to disk with fsync and renamed onto
+    ``path``. When the block raises, the temporary file is removed, ``path`` is left
+    unchanged and the error propagates.
+
+    Parameters
+    ----------
+    path
+        File to replace. It is created if it does not exist, and keeps its permission
+        bits if it does, even when they make it read-only.
+
+    Yields
+    ------
+    Path
+        The temporary file, which the caller may overwrite or reopen freely.
+
+    Examples
+    --------
+    >>> with atomic_path("out/table.csv") as temp:  # doctest: +SKIP
+    ...     frame.to_csv(temp)
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target_mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        target_mode = None
+    temp = _create_temp_file(target)
+    try:
+        yield temp
+        _fsync_file(temp)
+        # The mode is set last, so that a read-only target does not stop the writes.
+        if target_mode is not None:
+            os.chmod(temp, target_mode)
+        os.replace(temp, target)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(target.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace the contents of ``path`` with ``data`` atomically.
+
+    Parameters
+    ----------
+    path
+        File to write. Missing parent folders are created.
+    data
+        The new contents of the file.
+    """
+    with atomic_path(path) as temp, open(temp, "wb") as file:
+        file.write(data)
