@@ -13,12 +13,17 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .entities import register_factories
 from .scheduler import Scheduler
 from .store import Store
+
+if TYPE_CHECKING:
+    from .entities import Submission
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,9 @@ class _State:
 
 
 _state = _State()
+
+#: Hooks given to every scheduler this process starts (see Scheduler.submit_hooks).
+submit_hooks: list[Callable[[Submission], None]] = []
 
 
 def storage_folder() -> Path:
@@ -65,6 +73,7 @@ def start(force_restart: bool = False) -> Scheduler:
         _state.store = store
         _state.scheduler = scheduler
         _state.settings = _settings()
+        scheduler.submit_hooks.extend(submit_hooks)
         try:
             scheduler.start()
         except BaseException:

@@ -56,7 +56,7 @@ from .exceptions import ConfigurationError, ModeNotAvailable, NonExistingTask
 from .executors.base import Executor, JobOutcome
 from .graph import topological_order
 from .store import Store, is_process_alive, process_identity
-from .worker import NodeSpec, TaskRun, discard_staged
+from .worker import NodeSpec, TaskRun, discard_staged, notebook_sources
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +117,10 @@ class Scheduler:
         self._running: dict[str, Job] = {}
         self._waiting_on: dict[str, set[str]] = collections.defaultdict(set)
         self._staged: dict[str, TaskRun] = {}
+
+        #: Functions called with each new submission on the submitting thread, before
+        #: any waiting; the notebook layer uses this to display progress widgets.
+        self.submit_hooks: list[Callable[[Submission], None]] = []
 
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -201,6 +205,11 @@ class Scheduler:
                 metadata={"submission_id": submission.id, "job_ids": submission.job_ids},
             )
         )
+        for hook in list(self.submit_hooks):
+            try:
+                hook(submission)
+            except Exception:
+                logger.exception("Submit hook %r failed for %s", hook, submission.id)
         self._post(_Command("submit", (submission, jobs)))
         if wait:
             self.wait(submission, timeout)
@@ -523,12 +532,14 @@ class Scheduler:
     def _start(self, job: Job) -> None:
         task = job.task
         try:
+            function = task.function
             run = TaskRun(
                 job_id=job.id,
                 task_config_id=task.config_id,
-                function=task.function,
+                function=function,
                 inputs=tuple(self._spec(node) for node in task.input.values()),
                 outputs=tuple(self._spec(node) for node in task.output.values()),
+                sources=notebook_sources(function) if self.is_asynchronous else {},
             )
         except Exception as error:
             logger.exception("Job %s could not be prepared", job.id)

@@ -15,6 +15,7 @@ dies leaves its outputs unchanged.
 from __future__ import annotations
 
 import dataclasses
+import linecache
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,9 @@ class TaskRun:
     outputs: tuple[NodeSpec, ...]
     #: Write file outputs to staging files, committed by the scheduler on success.
     stage_outputs: bool = True
+    #: Source lines of notebook cells the function was defined in, by file name, so
+    #: that tracebacks formatted in a worker show the cell's lines.
+    sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -76,6 +80,18 @@ class TaskResult:
     summary: str = ""
 
 
+def notebook_sources(function: Callable[..., Any]) -> dict[str, list[str]]:
+    """Return the cached source lines of ``function``'s cell, if it has no file."""
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return {}
+    filename = code.co_filename
+    entry = linecache.cache.get(filename)
+    if entry is None or Path(filename).exists():
+        return {}
+    return {filename: list(entry[2])}
+
+
 def staging_path(final: Path, job_id: str) -> Path:
     """Return the staging file used for ``final`` by job ``job_id``."""
     return final.with_name(f".{final.name}.{job_id}.staging")
@@ -83,6 +99,8 @@ def staging_path(final: Path, job_id: str) -> Path:
 
 def run_task(run: TaskRun) -> TaskResult:
     """Execute ``run`` and report what happened; never raises for task errors."""
+    for filename, lines in run.sources.items():
+        linecache.cache.setdefault(filename, (0, None, lines, filename))
     try:
         arguments = [_read_input(run, spec) for spec in run.inputs]
     except Exception as error:
