@@ -1,0 +1,1 @@
+"""Test helpers: real kernels (``kernel``), JupyterLab in Chromium (``lab``), processes."""
