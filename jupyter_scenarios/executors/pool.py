@@ -1,0 +1,1072 @@
+"""Pool of worker processes that runs task functions outside the kernel.
+
+The scheduler hands :class:`WorkerPool` one call at a time with :meth:`WorkerPool.submit`
+and learns what happened through two callbacks. Unlike
+``concurrent.futures.ProcessPoolExecutor``, which is broken for good once one worker
+dies, this pool reports a dead worker as a failed job and starts a replacement.
+
+Processes and threads
+    Each worker is a process started by ``multiprocessing`` with the forkserver (the
+    default) or spawn start method, never a plain ``fork`` of the kernel, because
+    forking a threaded process can deadlock the child. Each worker calls ``setsid()``,
+    so its pid is also its process group id. Cancelling a job kills that group, which
+    takes the worker and every child process of the job with it. Children that start
+    their own session or group escape the kill.
+
+    One daemon thread per pool, named ``jupyter-scenarios-pool``, starts replacement
+    workers, sends jobs, reads results and calls the callbacks. It blocks in
+    ``multiprocessing.connection.wait`` on the worker connections, the worker process
+    sentinels and a wake-up pipe that submit, cancel and shutdown write to. It never
+    polls on a timer.
+
+No orphans
+    A worker kills its own process group when the kernel dies, through two
+    mechanisms. The worker watches a lifeline pipe whose write end only the kernel
+    holds, so the pipe reaches end of file when the kernel exits, even by SIGKILL.
+    On Linux a forkserver worker also requests SIGTERM when its parent dies
+    (``PR_SET_PDEATHSIG``). That parent is the forkserver, which exits once the
+    kernel and every worker have closed the forkserver's "alive" pipe, so each worker
+    closes the copy it inherits. Both paths run Python code in the worker, so a job
+    stuck in C code that holds the GIL delays them until that code returns.
+
+Start method
+    forkserver is the default because a replacement worker, needed after every cancel
+    and every crash, starts about 8 times faster than with spawn. The round trip of a
+    call does not depend on the start method. One run of ``benchmarks/bench_pool.py``
+    on a shared 2-core Linux machine with Python 3.11, in milliseconds (start() is a
+    single sample, the other rows are medians). Other runs on the same machine varied
+    by up to 2 times under load, but forkserver kept its lead on replacements:
+
+    ====================================  ==========  =====
+    measurement                           forkserver  spawn
+    ====================================  ==========  =====
+    start(), forkserver not yet running   203         196
+    start(), forkserver already running   25          196
+    replacement, cancel() to next result  24          189
+    round trip of one tiny call           0.32        0.29
+    ====================================  ==========  =====
+
+    The first forkserver start launches the forkserver and imports
+    ``jupyter_scenarios`` there once. In a script, as in the benchmark, each new
+    worker also imports the script again as ``__mp_main__``, which a kernel does not
+    do. Timing a worker from start to ready with and without the script's imports
+    preloaded gave 16 ms and 6 ms, so about 10 ms of a scripted replacement is that
+    import (an estimate from one machine).
+
+Serialization
+    ``fn`` and ``args`` are pickled with cloudpickle at submit time, so functions and
+    classes defined in a notebook cell, lambdas and closures travel by value, and
+    redefining a cell's function changes what the next submit runs. Importable
+    functions travel by reference. A worker keeps the version of a module that it
+    imported first, so after editing such a module restart the pool or register the
+    module with ``cloudpickle.register_pickle_by_value``. Return values come back as
+    pickle protocol 5.
+
+The pool uses only POSIX calls (``setsid``, ``killpg``) and does not run on Windows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import dataclasses
+import enum
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from jupyter_scenarios.executors import _worker_main
+from jupyter_scenarios.executors._worker_main import (
+    REASON_COMPLETED,
+    REASON_EXCEPTION,
+    REASON_LOG_OPEN_FAILED,
+    REASON_RESULT_PICKLING_FAILED,
+    REASON_UNPICKLING_FAILED,
+)
+
+__all__ = [
+    "REASON_CANCELLED",
+    "REASON_COMPLETED",
+    "REASON_EXCEPTION",
+    "REASON_LOG_OPEN_FAILED",
+    "REASON_PICKLING_FAILED",
+    "REASON_RESULT_PICKLING_FAILED",
+    "REASON_RESULT_UNPICKLING_FAILED",
+    "REASON_SHUTDOWN",
+    "REASON_UNPICKLING_FAILED",
+    "REASON_WORKER_DIED",
+    "REASON_WORKER_START_FAILED",
+    "WorkOutcome",
+    "WorkerPool",
+]
+
+logger = logging.getLogger(__name__)
+
+REASON_CANCELLED = "cancelled"
+REASON_SHUTDOWN = "shutdown"
+REASON_WORKER_DIED = "worker_died"
+REASON_PICKLING_FAILED = "pickling_failed"
+REASON_RESULT_UNPICKLING_FAILED = "result_unpickling_failed"
+REASON_WORKER_START_FAILED = "worker_start_failed"
+
+POOL_THREAD_NAME = "jupyter-scenarios-pool"
+WORKER_PROCESS_NAME = "jupyter-scenarios-worker"
+START_METHODS = ("forkserver", "spawn")
+
+# start() raises if a worker has not reported ready after this many seconds. The
+# first forkserver start also launches the forkserver and imports the preloads.
+_READY_TIMEOUT = 60.0
+# After this many workers in a row die before they are ready, the pool stops
+# starting workers and fails the queued jobs. The next submit() tries again.
+_MAX_START_FAILURES = 3
+# How long shutdown waits for SIGKILLed workers to be reported dead, in seconds.
+_KILL_WAIT = 5.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkOutcome:
+    """Result of one job submitted to a :class:`WorkerPool`.
+
+    Attributes
+    ----------
+    key
+        The key that was passed to :meth:`WorkerPool.submit`.
+    ok
+        Whether ``fn`` returned and its value reached the kernel.
+    value
+        The return value of ``fn`` when ``ok`` is true, else None.
+    error
+        Formatted traceback of the exception raised by ``fn``, or a sentence that
+        names the key and states what failed. None when ``ok`` is true.
+    exit_code
+        Exit code of the worker process when it exited while running the job.
+    signal
+        Number of the signal that killed the worker while it ran the job. Both
+        ``exit_code`` and ``signal`` stay None for a cancelled job.
+    cancelled
+        Whether :meth:`WorkerPool.cancel` or :meth:`WorkerPool.shutdown` stopped the
+        job.
+    pid
+        Process id of the worker that ran the job, or None if it never started.
+    started_at, finished_at
+        ``time.time()`` when ``fn`` started and when the job ended. ``started_at`` is
+        None for a job that never started.
+    reason
+        Short machine-readable cause, one of the ``REASON_*`` constants of this
+        module: ``completed``, ``exception``, ``cancelled``, ``shutdown``,
+        ``worker_died``, ``pickling_failed``, ``unpickling_failed``,
+        ``result_pickling_failed``, ``result_unpickling_failed``,
+        ``log_open_failed`` or ``worker_start_failed``.
+    """
+
+    key: str
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    cancelled: bool = False
+    pid: int | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    reason: str = REASON_COMPLETED
+
+
+class _WorkerState(enum.Enum):
+    STARTING = "starting"  # started, READY not received yet
+    IDLE = "idle"
+    BUSY = "busy"
+    # Killed or sent STOP. Its results are ignored, and the pool thread removes it
+    # from _workers once its sentinel reports the exit.
+    RETIRING = "retiring"
+
+
+@dataclasses.dataclass(eq=False)
+class _Job:
+    key: str
+    payload: bytes  # cloudpickle of (fn, args), emptied once sent
+    log_path: str | None
+    cwd: str
+    sys_path: list[str]
+    started_at: float | None = None  # kernel clock at dispatch
+    worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
+
+
+@dataclasses.dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    pid: int
+    conn: Connection  # duplex connection to the worker
+    lifeline: Connection  # write end of the worker's lifeline pipe, never written
+    state: _WorkerState = _WorkerState.STARTING
+    pgid: int | None = None  # process group id reported in READY
+    job: _Job | None = None  # the job it runs, while BUSY
+    conn_open: bool = True  # False once the connection reached end of file
+
+
+# Events for the pool thread to deliver to the callbacks, in order: (key, pid) for
+# on_started, or a WorkOutcome for on_finished.
+_Event = tuple[str, int] | WorkOutcome
+
+
+class WorkerPool:
+    """Pool of worker processes that runs one call per worker at a time.
+
+    Every submitted key gets exactly one ``on_finished`` call, even when it was
+    cancelled, could not be pickled or the pool shut down. ``on_started`` comes
+    first for jobs that reached a worker. Both callbacks run in the pool thread, one
+    at a time, and should return quickly. An exception raised by a callback is logged
+    and ignored.
+
+    Parameters
+    ----------
+    max_workers
+        Number of worker processes, and so the maximum number of jobs running at once.
+    on_started
+        Called with ``(key, worker_pid)`` when a job is sent to a worker.
+    on_finished
+        Called with ``(key, outcome)`` when a job ends for any reason.
+    start_method
+        ``"forkserver"`` or ``"spawn"``. Plain ``"fork"`` is rejected because forking
+        the threaded kernel can deadlock the child.
+    preload
+        Modules that each worker imports before it reports ready. With forkserver,
+        the forkserver also imports them once, so that workers start with them loaded,
+        unless this process already runs a forkserver started with other preloads.
+
+    Raises
+    ------
+    TypeError
+        If ``max_workers`` is not an int.
+    ValueError
+        If ``max_workers`` is below 1 or ``start_method`` is not supported.
+
+    Examples
+    --------
+    >>> pool = WorkerPool(2, on_started=print, on_finished=print)  # doctest: +SKIP
+    >>> pool.start()  # doctest: +SKIP
+    >>> pool.submit("job-1", pow, (2, 10), None)  # doctest: +SKIP
+    >>> pool.shutdown()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        max_workers: int,
+        *,
+        on_started: Callable[[str, int], None],
+        on_finished: Callable[[str, WorkOutcome], None],
+        start_method: str = "forkserver",
+        preload: Sequence[str] = (),
+    ) -> None:
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an int, got {max_workers!r}")
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be at least 1, got {max_workers}")
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"start_method must be one of {', '.join(START_METHODS)}, got "
+                f"{start_method!r}; plain fork is unsafe in the threaded kernel"
+            )
+        self._max_workers = max_workers
+        self._on_started = on_started
+        self._on_finished = on_finished
+        self._start_method = start_method
+        self._preload = [_worker_main.__name__, *preload]
+        self._context: ForkServerContext | SpawnContext
+        if start_method == "forkserver":
+            self._context = multiprocessing.get_context("forkserver")
+        else:
+            self._context = multiprocessing.get_context("spawn")
+        self._owner_pid = os.getpid()
+
+        # _lock guards every attribute below up to the end of __init__. The threads
+        # that take it are callers of the public methods and the pool thread. No
+        # thread calls a callback, starts a process or unpickles a result while
+        # holding it.
+        self._lock = threading.Lock()
+        self._started = False
+        self._closing = False  # shutdown() was called
+        self._cancel_on_shutdown = True
+        self._shutdown_deadline = 0.0  # time.monotonic() when shutdown kills workers
+        self._kill_deadline: float | None = None  # time.monotonic() to give up
+        self._workers: dict[int, _Worker] = {}  # pid -> worker, until its exit is seen
+        # Jobs not yet sent to a worker, in submit order.
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._jobs: dict[str, _Job] = {}  # key -> queued or running job
+        # Events for the pool thread to deliver. Producers: callers of submit, cancel
+        # and shutdown, and the pool thread. Consumer: the pool thread.
+        self._events: collections.deque[_Event] = collections.deque()
+        self._start_failures = 0  # workers in a row that died before READY
+        # Wake-up pipe: any thread writes a byte while holding _lock, and the pool
+        # thread drains the read end. Both ends are closed under _lock, so a write
+        # never reaches a reused descriptor number.
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
+        # True from a write to the wake-up pipe until the pool thread drains it, so
+        # that a burst of submits writes one byte, not one per job.
+        self._wake_pending = False
+
+        self._thread: threading.Thread | None = None
+
+    # Public API
+
+    def start(self) -> None:
+        """Start all worker processes and the pool thread.
+
+        Returns once every worker has reported that it is ready, so the start-up
+        cost is paid here once and not by the first jobs.
+
+        Raises
+        ------
+        RuntimeError
+            If the pool was already started or shut down, or a worker did not
+            become ready within 60 seconds. After a failed start the pool is shut
+            down.
+        """
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("WorkerPool.start() was called after shutdown()")
+            if self._started:
+                raise RuntimeError("WorkerPool.start() was called twice")
+            self._started = True
+
+        if self._start_method == "forkserver":
+            # Only takes effect if this process has not started its forkserver yet.
+            self._context.set_forkserver_preload(list(self._preload))
+        began = time.perf_counter()
+        workers: list[_Worker] = []
+        try:
+            for _ in range(self._max_workers):
+                workers.append(self._start_worker())
+            deadline = time.monotonic() + _READY_TIMEOUT
+            for worker in workers:
+                self._wait_ready(worker, deadline)
+        except BaseException:
+            for worker in workers:
+                self._kill_group(worker)
+                self._release(worker)
+            with self._lock:
+                self._closing = True
+            raise
+
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        with self._lock:
+            self._wake_r, self._wake_w = wake_r, wake_w
+            self._workers = {worker.pid: worker for worker in workers}
+            # Jobs submitted while start() ran found no pipe to wake the thread.
+            self._wake_locked()
+        logger.debug(
+            "started %d %s workers in %.3f s: pids %s",
+            len(workers),
+            self._start_method,
+            time.perf_counter() - began,
+            [worker.pid for worker in workers],
+        )
+        self._thread = threading.Thread(
+            target=self._run, name=POOL_THREAD_NAME, daemon=True
+        )
+        self._thread.start()
+        _live_pools.add(self)
+
+    def submit(
+        self,
+        key: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        log_path: Path | None,
+    ) -> None:
+        """Queue the call ``fn(*args)`` under ``key``.
+
+        ``fn`` and ``args`` are pickled now, so later changes to them do not affect
+        the job. A pickling error does not raise here: it becomes an ``on_finished``
+        outcome with reason ``pickling_failed``.
+
+        Parameters
+        ----------
+        key
+            Identifier of the job, unique among the jobs queued or running in this
+            pool.
+        fn
+            The function to call in a worker.
+        args
+            Positional arguments for ``fn``.
+        log_path
+            File that receives, in append mode, everything the job writes to file
+            descriptors 1 and 2, its child processes' output included. None leaves
+            the output on the worker's own stdout and stderr.
+
+        Raises
+        ------
+        RuntimeError
+            If the pool was not started or was shut down.
+        ValueError
+            If a job with the same key is queued or running.
+        """
+        try:
+            payload = cloudpickle.dumps(
+                (fn, args), protocol=_worker_main.PICKLE_PROTOCOL
+            )
+            failure = None
+        except Exception as exc:  # noqa: BLE001 - pickling raises many types
+            payload = b""
+            failure = WorkOutcome(
+                key=key,
+                ok=False,
+                error=(
+                    f"could not pickle the function or arguments of job {key!r}: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                finished_at=time.time(),
+                reason=REASON_PICKLING_FAILED,
+            )
+        job = _Job(
+            key=key,
+            payload=payload,
+            log_path=None if log_path is None else os.path.abspath(log_path),
+            cwd=os.getcwd(),
+            sys_path=list(sys.path),
+        )
+        with self._lock:
+            if not self._started:
+                raise RuntimeError("WorkerPool.submit() was called before start()")
+            if self._closing:
+                raise RuntimeError(
+                    f"cannot submit job {key!r}: the worker pool was shut down"
+                )
+            if key in self._jobs:
+                raise ValueError(
+                    f"job {key!r} is already queued or running in the worker pool; "
+                    "wait for its on_finished call or cancel it first"
+                )
+            if failure is not None:
+                logger.warning("%s", failure.error)
+                self._events.append(failure)
+            else:
+                self._jobs[key] = job
+                self._queue.append(job)
+                if self._start_failures >= _MAX_START_FAILURES:
+                    self._start_failures = 0  # try starting workers again
+            self._wake_locked()
+
+    def free_slots(self) -> int:
+        """Return how many more jobs could start now without waiting in the queue.
+
+        Workers being replaced after a cancel or a crash count as free, because a
+        job submitted now runs as soon as the replacement is ready.
+        """
+        with self._lock:
+            if not self._started or self._closing:
+                return 0
+            busy = sum(w.state is _WorkerState.BUSY for w in self._workers.values())
+            return max(0, self._max_workers - busy - len(self._queue))
+
+    def cancel(self, key: str) -> bool:
+        """Cancel the job ``key`` if it is queued or running.
+
+        A queued job is dropped. For a running job, the worker's process group,
+        that is the worker and the job's child processes, is killed with SIGKILL
+        before this returns, and a replacement worker is started. Either way the
+        job's ``on_finished`` outcome has ``cancelled=True``.
+
+        Parameters
+        ----------
+        key
+            Key of the job to cancel.
+
+        Returns
+        -------
+        bool
+            Whether a queued or running job was cancelled.
+        """
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is None:
+                return False
+            worker = job.worker
+            if worker is None:
+                self._queue.remove(job)
+                logger.debug("cancelled queued job %r", key)
+            else:
+                worker.state = _WorkerState.RETIRING
+                worker.job = None
+                self._kill_group(worker)
+                logger.debug(
+                    "cancelled job %r: killed worker process %d", key, worker.pid
+                )
+            del self._jobs[key]
+            self._events.append(
+                WorkOutcome(
+                    key=key,
+                    ok=False,
+                    error=f"job {key!r} was cancelled",
+                    cancelled=True,
+                    pid=None if worker is None else worker.pid,
+                    started_at=job.started_at,
+                    finished_at=time.time(),
+                    reason=REASON_CANCELLED,
+                )
+            )
+            self._wake_locked()
+            return True
+
+    def running(self) -> dict[str, int]:
+        """Return the keys of the running jobs mapped to their worker's pid."""
+        with self._lock:
+            return {
+                worker.job.key: worker.pid
+                for worker in self._workers.values()
+                if worker.state is _WorkerState.BUSY and worker.job is not None
+            }
+
+    def shutdown(self, *, cancel_running: bool = True, timeout: float = 5.0) -> None:
+        """Stop the pool and wait until its processes and its thread are gone.
+
+        Calling it again does nothing. Jobs that do not finish get an ``on_finished``
+        outcome with ``cancelled=True`` and reason ``shutdown``. The forkserver
+        process, shared by every forkserver user in this process, stays until this
+        process exits.
+
+        Parameters
+        ----------
+        cancel_running
+            True kills running jobs and drops queued ones at once. False lets queued
+            and running jobs finish until ``timeout`` runs out, and then kills them.
+        timeout
+            Seconds to wait for workers to exit before they are killed with SIGKILL.
+
+        Raises
+        ------
+        RuntimeError
+            If called from an ``on_started`` or ``on_finished`` callback, which runs
+            in the pool thread that this method waits for.
+        """
+        if os.getpid() != self._owner_pid:
+            return  # a fork of the owner process, whose workers are not ours
+        if threading.current_thread() is self._thread:
+            raise RuntimeError(
+                "WorkerPool.shutdown() cannot be called from an on_started or "
+                "on_finished callback; call it from another thread"
+            )
+        with self._lock:
+            if not self._closing:
+                self._closing = True
+                self._cancel_on_shutdown = cancel_running
+                self._shutdown_deadline = time.monotonic() + max(0.0, timeout)
+                if cancel_running:
+                    self._cancel_all_locked("the worker pool was shut down")
+                self._wake_locked()
+            thread = self._thread
+        if thread is not None:
+            thread.join(max(0.0, timeout) + 2 * _KILL_WAIT)
+            if thread.is_alive():
+                logger.error(
+                    "the worker pool thread did not stop within %.1f s", timeout
+                )
+        _live_pools.discard(self)
+
+    # Worker processes
+
+    def _start_worker(self) -> _Worker:
+        """Start one worker process; the caller adds it to ``_workers``."""
+        conn, child_conn = self._context.Pipe(duplex=True)
+        lifeline_r, lifeline_w = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=_worker_main.run_worker,
+            args=(
+                child_conn,
+                lifeline_r,
+                self._preload,
+                self._start_method == "forkserver",
+            ),
+            name=WORKER_PROCESS_NAME,
+        )
+        try:
+            process.start()
+        finally:
+            # The worker has its own copies now. The kernel must not keep the read
+            # end of the lifeline, or the pipe would never reach end of file.
+            child_conn.close()
+            lifeline_r.close()
+        assert process.pid is not None
+        return _Worker(process=process, pid=process.pid, conn=conn, lifeline=lifeline_w)
+
+    def _wait_ready(self, worker: _Worker, deadline: float) -> None:
+        """Receive the READY message of a worker started by start()."""
+        remaining = max(0.0, deadline - time.monotonic())
+        try:
+            if not worker.conn.poll(remaining):
+                raise RuntimeError(
+                    f"worker process {worker.pid} did not become ready within "
+                    f"{_READY_TIMEOUT:.0f} s; see the kernel's stderr for its output"
+                )
+            message = pickle.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            worker.process.join(_KILL_WAIT)
+            raise RuntimeError(
+                f"worker process {worker.pid} {_describe_exit(worker.process.exitcode)} "
+                "before it became ready; see the kernel's stderr for its error output"
+            ) from None
+        self._apply_ready(worker, message)
+
+    def _apply_ready(self, worker: _Worker, message: tuple[Any, ...]) -> None:
+        _, pid, pgid, preload_errors = message
+        worker.pgid = pgid
+        worker.state = _WorkerState.IDLE
+        for error in preload_errors:
+            logger.warning("worker process %d could not preload %s", pid, error)
+        if pgid != pid:
+            logger.warning(
+                "worker process %d is not a process group leader; cancelling its "
+                "jobs kills the worker but not the job's children",
+                pid,
+            )
+
+    def _kill_group(self, worker: _Worker) -> None:
+        """Send SIGKILL to the worker's process group, or to the worker alone.
+
+        The worker may already be dead: the group id stays taken while any child
+        of the job lives, so the kill still reaches those children.
+        """
+        # NOTE: the forkserver reaps a dead worker before the pool thread reads its
+        # sentinel. In that window a new process could reuse the pid or group id,
+        # which needs a pid wraparound within milliseconds and is not guarded.
+        try:
+            if worker.pgid == worker.pid:
+                os.killpg(worker.pid, signal.SIGKILL)
+            else:
+                os.kill(worker.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _release(self, worker: _Worker) -> None:
+        """Close the kernel's ends of a worker's pipes and reap the process."""
+        worker.conn.close()
+        worker.lifeline.close()
+        worker.process.join(_KILL_WAIT)
+        if worker.process.exitcode is not None:
+            worker.process.close()
+        else:
+            logger.error("worker process %d did not exit after SIGKILL", worker.pid)
+
+    # Pool thread
+
+    def _run(self) -> None:
+        try:
+            while self._run_once():
+                pass
+        except BaseException:
+            logger.exception("the worker pool thread failed; killing all workers")
+            self._abort()
+            raise
+
+    def _run_once(self) -> bool:
+        """Wait for one round of events and handle it.
+
+        Returns False once the pool is closed and the thread should exit.
+        """
+        with self._lock:
+            assert self._wake_r is not None
+            wake_r = self._wake_r
+            waitables: list[Connection | int] = [wake_r]
+            owners: dict[Connection | int, _Worker] = {}
+            for worker in self._workers.values():
+                if worker.conn_open:
+                    waitables.append(worker.conn)
+                    owners[worker.conn] = worker
+                sentinel = worker.process.sentinel
+                waitables.append(sentinel)
+                owners[sentinel] = worker
+            timeout = self._wait_timeout_locked()
+
+        ready = wait(waitables, timeout)
+
+        if wake_r in ready:
+            with self._lock:
+                # Clear the flag before this round reads the queue, so that a
+                # submit after this point writes a new byte and is not missed.
+                _drain(wake_r)
+                self._wake_pending = False
+        # Read messages before reaping, so a result sent just before the worker
+        # died still counts.
+        for item in ready:
+            if isinstance(item, Connection):
+                self._receive(owners[item])
+        for item in ready:
+            if isinstance(item, int) and item != wake_r:
+                self._reap(owners[item])
+
+        self._start_replacements()
+        with self._lock:
+            sends = self._assign_jobs_locked()
+            stops = self._stop_idle_workers_locked()
+            self._enforce_shutdown_deadline_locked()
+            events = list(self._events)
+            self._events.clear()
+            finished = self._closing and not self._workers
+            if (
+                self._kill_deadline is not None
+                and time.monotonic() > self._kill_deadline
+            ):
+                for worker in self._workers.values():
+                    logger.error(
+                        "worker process %d did not exit after SIGKILL; leaving it",
+                        worker.pid,
+                    )
+                finished = True
+
+        for worker, job in sends:
+            self._send_job(worker, job)
+        for worker in stops:
+            self._send_stop(worker)
+        self._deliver(events)
+
+        if finished:
+            self._close()
+            return False
+        return True
+
+    def _wait_timeout_locked(self) -> float | None:
+        if not self._closing:
+            return None
+        now = time.monotonic()
+        if self._kill_deadline is not None:
+            return max(0.0, self._kill_deadline - now)
+        return max(0.0, self._shutdown_deadline - now)
+
+    def _receive(self, worker: _Worker) -> None:
+        """Read one message from a worker and apply it."""
+        try:
+            message = pickle.loads(worker.conn.recv_bytes())
+            value_bytes = None
+            if message[0] == _worker_main.DONE and message[3]:
+                value_bytes = worker.conn.recv_bytes()
+        except (EOFError, OSError):
+            # The worker is exiting. Its sentinel reports how.
+            with self._lock:
+                worker.conn_open = False
+            return
+
+        if message[0] == _worker_main.READY:
+            with self._lock:
+                if worker.state is _WorkerState.STARTING:
+                    self._apply_ready(worker, message)
+                    self._start_failures = 0
+            logger.debug("worker process %d is ready", worker.pid)
+            return
+
+        _, key, ok, _, error, reason, started_at, finished_at = message
+        value = None
+        if value_bytes is not None:
+            try:
+                value = pickle.loads(value_bytes)
+            except Exception as exc:  # noqa: BLE001 - any error of the value's code
+                ok = False
+                reason = REASON_RESULT_UNPICKLING_FAILED
+                error = (
+                    f"the return value of job {key!r} could not be unpickled in the "
+                    f"kernel: {type(exc).__name__}: {exc}"
+                )
+            del value_bytes
+        outcome = WorkOutcome(
+            key=key,
+            ok=ok,
+            value=value,
+            error=error,
+            pid=worker.pid,
+            started_at=started_at,
+            finished_at=finished_at,
+            reason=reason,
+        )
+        with self._lock:
+            job = worker.job
+            if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
+                return  # cancelled after the worker sent its result
+            worker.job = None
+            worker.state = _WorkerState.IDLE
+            del self._jobs[key]
+            self._events.append(outcome)
+        logger.debug(
+            "job %r finished on worker process %d: %s", key, worker.pid, reason
+        )
+
+    def _reap(self, worker: _Worker) -> None:
+        """Remove a worker whose sentinel reported its exit, and fail its job."""
+        if worker.pgid == worker.pid:
+            # Kills children that the job left behind in the worker's group. The
+            # worker itself is not signalled by pid, because the forkserver may have
+            # reaped it and freed the pid already.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(worker.pid, signal.SIGKILL)
+        worker.process.join(_KILL_WAIT)
+        exitcode = worker.process.exitcode
+        self._release(worker)
+        with self._lock:
+            del self._workers[worker.pid]
+            state, job = worker.state, worker.job
+            worker.job = None
+            if state is _WorkerState.BUSY and job is not None:
+                self._fail_job_locked(worker, job, exitcode)
+            elif state is _WorkerState.STARTING and not self._closing:
+                self._count_start_failure_locked(
+                    f"worker process {worker.pid} {_describe_exit(exitcode)} before "
+                    "it became ready; see the kernel's stderr for its error output"
+                )
+            else:
+                logger.debug(
+                    "worker process %d %s", worker.pid, _describe_exit(exitcode)
+                )
+
+    def _fail_job_locked(
+        self, worker: _Worker, job: _Job, exitcode: int | None
+    ) -> None:
+        error = (
+            f"worker process {worker.pid} {_describe_exit(exitcode)} while running "
+            f"job {job.key!r}"
+        )
+        logger.warning("%s; starting a replacement", error)
+        del self._jobs[job.key]
+        self._events.append(
+            WorkOutcome(
+                key=job.key,
+                ok=False,
+                error=error,
+                exit_code=exitcode if exitcode is not None and exitcode >= 0 else None,
+                signal=-exitcode if exitcode is not None and exitcode < 0 else None,
+                pid=worker.pid,
+                started_at=job.started_at,
+                finished_at=time.time(),
+                reason=REASON_WORKER_DIED,
+            )
+        )
+
+    def _count_start_failure_locked(self, failure: str) -> None:
+        """Record a worker that failed to start, and fail the queue after too many."""
+        self._start_failures += 1
+        logger.error("%s (failure %d in a row)", failure, self._start_failures)
+        if self._start_failures < _MAX_START_FAILURES:
+            return
+        serving = (_WorkerState.IDLE, _WorkerState.BUSY)
+        if any(w.state in serving for w in self._workers.values()):
+            return  # the workers that did start still serve the queue
+        error = (
+            f"{_MAX_START_FAILURES} worker processes in a row failed to start, the "
+            f"last one because: {failure}. The pool starts workers again on the next "
+            "submit"
+        )
+        while self._queue:
+            job = self._queue.popleft()
+            del self._jobs[job.key]
+            self._events.append(
+                WorkOutcome(
+                    key=job.key,
+                    ok=False,
+                    error=f"job {job.key!r} could not start: {error}",
+                    finished_at=time.time(),
+                    reason=REASON_WORKER_START_FAILED,
+                )
+            )
+
+    def _start_replacements(self) -> None:
+        with self._lock:
+            if self._closing or self._start_failures >= _MAX_START_FAILURES:
+                return
+            live = sum(
+                w.state is not _WorkerState.RETIRING for w in self._workers.values()
+            )
+            missing = self._max_workers - live
+        while missing > 0:
+            try:
+                worker = self._start_worker()
+            except Exception as exc:  # noqa: BLE001 - fork, pipe and pickling errors
+                with self._lock:
+                    self._count_start_failure_locked(
+                        f"could not start a worker process: {type(exc).__name__}: {exc}"
+                    )
+                    if self._start_failures >= _MAX_START_FAILURES:
+                        return
+                continue
+            logger.debug("started replacement worker process %d", worker.pid)
+            with self._lock:
+                self._workers[worker.pid] = worker
+            missing -= 1
+
+    def _assign_jobs_locked(self) -> list[tuple[_Worker, _Job]]:
+        """Pair queued jobs with idle workers, in FIFO order, and mark them busy."""
+        if self._closing and self._cancel_on_shutdown:
+            return []
+        sends = []
+        idle = [w for w in self._workers.values() if w.state is _WorkerState.IDLE]
+        for worker in idle:
+            if not self._queue:
+                break
+            job = self._queue.popleft()
+            job.started_at = time.time()
+            job.worker = worker
+            worker.state = _WorkerState.BUSY
+            worker.job = job
+            self._events.append((job.key, worker.pid))
+            sends.append((worker, job))
+        return sends
+
+    def _send_job(self, worker: _Worker, job: _Job) -> None:
+        header = (_worker_main.RUN, job.key, job.log_path, job.cwd, job.sys_path)
+        payload, job.payload = job.payload, b""
+        try:
+            worker.conn.send_bytes(
+                pickle.dumps(header, protocol=_worker_main.PICKLE_PROTOCOL)
+            )
+            worker.conn.send_bytes(payload)
+        except OSError as exc:
+            # The worker died or was cancelled. Its sentinel reports the job.
+            logger.debug(
+                "could not send job %r to worker %d: %s", job.key, worker.pid, exc
+            )
+            return
+        logger.debug("dispatched job %r to worker process %d", job.key, worker.pid)
+
+    def _stop_idle_workers_locked(self) -> list[_Worker]:
+        """During shutdown, mark idle workers with nothing left to run as retiring."""
+        if not self._closing:
+            return []
+        if self._queue and not self._cancel_on_shutdown:
+            return []  # the idle workers are about to get the queued jobs
+        stops = [w for w in self._workers.values() if w.state is _WorkerState.IDLE]
+        for worker in stops:
+            worker.state = _WorkerState.RETIRING
+        return stops
+
+    def _send_stop(self, worker: _Worker) -> None:
+        try:
+            worker.conn.send_bytes(pickle.dumps((_worker_main.STOP,)))
+        except OSError:
+            pass  # already exiting
+
+    def _enforce_shutdown_deadline_locked(self) -> None:
+        if not self._closing or self._kill_deadline is not None:
+            return
+        if time.monotonic() < self._shutdown_deadline:
+            return
+        self._cancel_all_locked("the worker pool shutdown timed out")
+        for worker in self._workers.values():
+            worker.state = _WorkerState.RETIRING
+            self._kill_group(worker)
+        self._kill_deadline = time.monotonic() + _KILL_WAIT
+
+    def _cancel_all_locked(self, error: str) -> None:
+        """Drop queued jobs and kill running ones, with a cancelled outcome each."""
+        now = time.time()
+        cancelled: list[tuple[_Job, int | None]] = [(job, None) for job in self._queue]
+        self._queue.clear()
+        for worker in self._workers.values():
+            if worker.state is _WorkerState.BUSY and worker.job is not None:
+                cancelled.append((worker.job, worker.pid))
+                worker.job = None
+                worker.state = _WorkerState.RETIRING
+                self._kill_group(worker)
+        for job, pid in cancelled:
+            del self._jobs[job.key]
+            self._events.append(
+                WorkOutcome(
+                    key=job.key,
+                    ok=False,
+                    error=f"job {job.key!r} was cancelled because {error}",
+                    cancelled=True,
+                    pid=pid,
+                    started_at=job.started_at,
+                    finished_at=now,
+                    reason=REASON_SHUTDOWN,
+                )
+            )
+
+    def _deliver(self, events: list[_Event]) -> None:
+        for event in events:
+            try:
+                if isinstance(event, WorkOutcome):
+                    self._on_finished(event.key, event)
+                else:
+                    self._on_started(*event)
+            except Exception:
+                logger.exception("a WorkerPool callback raised for event %r", event)
+
+    def _close(self) -> None:
+        with self._lock:
+            for worker in self._workers.values():
+                worker.conn.close()
+                worker.lifeline.close()
+            self._workers.clear()
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._wake_r = self._wake_w = None
+
+    def _abort(self) -> None:
+        """Kill every worker after the pool thread failed, failing every job."""
+        with self._lock:
+            self._closing = True
+            self._cancel_all_locked("the worker pool thread failed")
+            for worker in self._workers.values():
+                self._kill_group(worker)
+            events = list(self._events)
+            self._events.clear()
+        self._deliver(events)
+        self._close()
+
+    def _wake_locked(self) -> None:
+        if self._wake_w is None or self._wake_pending:
+            return  # not started yet, closed, or already woken
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass  # the pipe is full, so a wake-up is already pending
+        self._wake_pending = True
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    """Describe a ``multiprocessing`` exit code: negative means killed by a signal."""
+    if exitcode is None:
+        return "exited with an unknown status"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = str(-exitcode)
+        return f"was killed by signal {name}"
+    return f"exited with code {exitcode}"
+
+
+# Pools whose pool thread may be running, shut down at interpreter exit. The workers
+# are not daemonic processes, so that jobs may start processes of their own.
+_live_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+def _shutdown_live_pools() -> None:
+    for pool in list(_live_pools):
+        pool.shutdown(timeout=1.0)
+
+
+atexit.register(_shutdown_live_pools)

@@ -1,0 +1,927 @@
+"""Tests of WorkerPool with real worker processes.
+
+Every wait is bounded. The forkserver and the resource tracker that multiprocessing
+keeps for the whole interpreter are started by a module fixture before the first
+test, so the leak checks count them as already running.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import psutil
+import pytest
+from helpers.processes import (
+    descendants,
+    describe,
+    new_non_daemon_threads,
+    wait_for_exit,
+)
+
+from jupyter_scenarios.executors import _worker_main
+from jupyter_scenarios.executors.pool import (
+    POOL_THREAD_NAME,
+    REASON_CANCELLED,
+    REASON_COMPLETED,
+    REASON_EXCEPTION,
+    REASON_LOG_OPEN_FAILED,
+    REASON_PICKLING_FAILED,
+    REASON_RESULT_PICKLING_FAILED,
+    REASON_SHUTDOWN,
+    REASON_WORKER_DIED,
+    REASON_WORKER_START_FAILED,
+    WorkerPool,
+    WorkOutcome,
+)
+
+if TYPE_CHECKING:
+    # helpers.kernel imports jupyter_client, which workers would import too when
+    # they load this module for the job functions below.
+    from helpers.kernel import KernelSession
+
+pytestmark = pytest.mark.timeout(120)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Seconds to wait for an outcome. Generous because CI machines may have 2 cores.
+OUTCOME_TIMEOUT = 30.0
+# Seconds the worker and the job's children may take to die after cancel().
+CANCEL_DEADLINE = 1.0
+# Seconds the workers of a SIGKILLed parent may take to exit by themselves.
+ORPHAN_DEADLINE = 5.0
+
+
+class Recorder:
+    """Collects callback calls and lets the test wait for them."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self.started: dict[str, int] = {}
+        self.finished: dict[str, list[WorkOutcome]] = {}
+        self.calls: list[tuple[str, str]] = []  # ("started" or "finished", key)
+        self.threads: set[str] = set()
+
+    def on_started(self, key: str, pid: int) -> None:
+        with self._condition:
+            self.started[key] = pid
+            self.calls.append(("started", key))
+            self.threads.add(threading.current_thread().name)
+            self._condition.notify_all()
+
+    def on_finished(self, key: str, outcome: WorkOutcome) -> None:
+        with self._condition:
+            self.finished.setdefault(key, []).append(outcome)
+            self.calls.append(("finished", key))
+            self.threads.add(threading.current_thread().name)
+            self._condition.notify_all()
+
+    def wait_started(self, key: str, timeout: float = OUTCOME_TIMEOUT) -> int:
+        with self._condition:
+            if not self._condition.wait_for(lambda: key in self.started, timeout):
+                raise AssertionError(f"job {key!r} did not start within {timeout} s")
+            return self.started[key]
+
+    def wait(
+        self, key: str, timeout: float = OUTCOME_TIMEOUT, *, count: int = 1
+    ) -> WorkOutcome:
+        """Wait for the ``count``-th outcome of ``key`` and return it."""
+        with self._condition:
+            if not self._condition.wait_for(
+                lambda: len(self.finished.get(key, ())) >= count, timeout
+            ):
+                raise AssertionError(f"job {key!r} did not finish within {timeout} s")
+            return self.finished[key][count - 1]
+
+    def outcome(self, key: str) -> WorkOutcome:
+        """Return the only outcome of ``key``, which must have arrived."""
+        outcomes = self.finished.get(key, [])
+        assert len(outcomes) == 1, f"{len(outcomes)} on_finished calls for {key!r}"
+        return outcomes[0]
+
+
+PoolFactory = Callable[..., tuple[WorkerPool, Recorder]]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def multiprocessing_helpers() -> None:
+    """Start the interpreter-wide forkserver and resource tracker before the tests."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([_worker_main.__name__])
+    multiprocessing.forkserver.ensure_running()
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_workers_or_threads() -> Iterator[None]:
+    """Fail a test that leaves worker processes, the pool thread or other threads."""
+    pids_before = {process.pid for process in descendants(os.getpid())}
+    threads_before = set(threading.enumerate())
+    yield
+    started = [p for p in descendants(os.getpid()) if p.pid not in pids_before]
+    leftovers = wait_for_exit(started, timeout=5.0)
+    for process in leftovers:
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not leftovers, "worker processes left behind: " + ", ".join(
+        describe(process) for process in leftovers
+    )
+    pool_threads = [t for t in threading.enumerate() if t.name == POOL_THREAD_NAME]
+    assert not pool_threads, "the pool thread is still running"
+    threads = new_non_daemon_threads(threads_before)
+    assert not threads, f"non-daemon threads left behind: {threads}"
+
+
+@pytest.fixture
+def make_pool() -> Iterator[PoolFactory]:
+    """Return a factory of started pools, each shut down after the test."""
+    pools: list[WorkerPool] = []
+
+    def factory(max_workers: int = 2, **kwargs: Any) -> tuple[WorkerPool, Recorder]:
+        recorder = Recorder()
+        pool = WorkerPool(
+            max_workers,
+            on_started=recorder.on_started,
+            on_finished=recorder.on_finished,
+            **kwargs,
+        )
+        pools.append(pool)
+        pool.start()
+        return pool, recorder
+
+    yield factory
+    for pool in pools:
+        pool.shutdown(timeout=5.0)
+
+
+def main_namespace(source: str) -> dict[str, Any]:
+    """Execute ``source`` like a notebook cell, in a namespace named ``__main__``."""
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(textwrap.dedent(source), namespace)  # noqa: S102 - test input
+    return namespace
+
+
+def wait_for_file(path: Path, timeout: float = OUTCOME_TIMEOUT) -> str:
+    """Return the content of ``path`` once a job has written it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.02)
+    raise AssertionError(f"{path} was not written within {timeout} s")
+
+
+def is_gone(pid: int) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until_gone(pids: list[int], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` seconds and return the pids still alive then."""
+    deadline = time.monotonic() + timeout
+    alive = [pid for pid in pids if not is_gone(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.01)
+        alive = [pid for pid in alive if not is_gone(pid)]
+    return alive
+
+
+# Job functions. Module-level functions travel by reference, which also checks that
+# the workers can import this test module.
+
+
+def sleep_and_return(seconds: float, value: Any) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def record_interval(path: str, seconds: float) -> None:
+    start = time.time()
+    time.sleep(seconds)
+    Path(path).write_text(f"{start} {time.time()}")
+
+
+def spawn_child_and_sleep(pid_file: str) -> None:
+    child = subprocess.Popen(["sleep", "60"])
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(60)
+
+
+def write_output(marker: str) -> None:
+    import ctypes
+
+    print(f"print {marker}")
+    logging.warning("logging %s", marker)  # noqa: LOG015 - root logger on purpose
+    subprocess.run(["echo", f"child {marker}"], check=True)
+    os.write(2, f"fd2 {marker}\n".encode())
+    ctypes.CDLL(None).printf(f"printf {marker}\n".encode())
+
+
+def loaded_gui_modules() -> list[str]:
+    prefixes = ("IPython", "ipywidgets", "ipykernel")
+    return sorted(name for name in sys.modules if name.startswith(prefixes))
+
+
+def group_and_session() -> tuple[int, int, int]:
+    return os.getpid(), os.getpgrp(), os.getsid(0)
+
+
+def start_forked_child() -> int | None:
+    process = multiprocessing.get_context("fork").Process(target=os._exit, args=(0,))
+    process.start()
+    process.join(10)
+    return process.exitcode
+
+
+# Results
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_basic_result(make_pool: PoolFactory, start_method: str) -> None:
+    pool, recorder = make_pool(2, start_method=start_method)
+    pool.submit("pow", pow, (2, 10), None)
+    outcome = recorder.wait("pow")
+    assert outcome.ok
+    assert outcome.value == 1024
+    assert outcome.reason == REASON_COMPLETED
+    assert outcome.error is None
+    assert outcome.pid == recorder.started["pow"]
+    assert outcome.started_at is not None
+    assert outcome.finished_at is not None
+    assert outcome.started_at <= outcome.finished_at
+    assert recorder.calls == [("started", "pow"), ("finished", "pow")]
+    assert recorder.threads == {POOL_THREAD_NAME}
+
+
+def test_worker_leads_own_process_group(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("ids", group_and_session, (), None)
+    pid, pgid, sid = recorder.wait("ids").value
+    assert pgid == pid
+    assert sid == pid
+    assert pid != os.getpid()
+
+
+def test_worker_does_not_import_ipython(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("modules", loaded_gui_modules, (), None)
+    assert recorder.wait("modules").value == []
+
+
+def test_lambda_and_closure(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(2)
+    offset = 10
+
+    def add_offset(x: int) -> int:
+        return x + offset
+
+    pool.submit("lambda", lambda x: x * 3, (7,), None)
+    pool.submit("closure", add_offset, (5,), None)
+    assert recorder.wait("lambda").value == 21
+    assert recorder.wait("closure").value == 15
+
+
+def test_main_function(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    namespace = main_namespace(
+        """
+        FACTOR = 4
+
+        def scale(x):
+            return x * FACTOR
+        """
+    )
+    assert namespace["scale"].__module__ == "__main__"
+    pool.submit("scale", namespace["scale"], (3,), None)
+    assert recorder.wait("scale").value == 12
+
+
+def test_main_function_redefinition(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    first = main_namespace("def version():\n    return 1\n")["version"]
+    pool.submit("first", first, (), None)
+    assert recorder.wait("first").value == 1
+    second = main_namespace("def version():\n    return 2\n")["version"]
+    pool.submit("second", second, (), None)
+    assert recorder.wait("second").value == 2
+
+
+def test_main_class_result_keeps_class(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    namespace = main_namespace(
+        """
+        import dataclasses
+
+        @dataclasses.dataclass
+        class Point:
+            x: int
+            y: int
+
+        def make_point(x, y):
+            return Point(x, y)
+        """
+    )
+    pool.submit("point", namespace["make_point"], (1, 2), None)
+    outcome = recorder.wait("point")
+    assert outcome.ok, outcome.error
+    assert type(outcome.value) is namespace["Point"]
+    assert outcome.value == namespace["Point"](1, 2)
+
+
+def test_exception_traceback_has_every_frame(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    namespace = main_namespace(
+        """
+        def inner_frame():
+            raise ValueError("boom in inner")
+
+        def middle_frame():
+            inner_frame()
+
+        def outer_frame():
+            middle_frame()
+        """
+    )
+    pool.submit("raises", namespace["outer_frame"], (), None)
+    outcome = recorder.wait("raises")
+    assert not outcome.ok
+    assert outcome.reason == REASON_EXCEPTION
+    assert outcome.error is not None
+    assert outcome.error.startswith("Traceback (most recent call last):")
+    for frame in ("outer_frame", "middle_frame", "inner_frame"):
+        assert f"in {frame}" in outcome.error
+    assert "ValueError: boom in inner" in outcome.error
+    assert "_call" not in outcome.error
+
+    # The worker survives an exception and takes the next job.
+    pool.submit("after", os.getpid, (), None)
+    assert recorder.wait("after").value == outcome.pid
+
+
+def test_system_exit_is_an_exception(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("exit", sys.exit, (4,), None)
+    outcome = recorder.wait("exit")
+    assert outcome.reason == REASON_EXCEPTION
+    assert outcome.error is not None
+    assert "SystemExit: 4" in outcome.error
+
+
+# Worker deaths
+
+
+def test_worker_exit_fails_only_that_job(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(2)
+    pool.submit("slow", sleep_and_return, (1.0, "still fine"), None)
+    pool.submit("exits", os._exit, (3,), None)
+    outcome = recorder.wait("exits")
+    assert not outcome.ok
+    assert outcome.reason == REASON_WORKER_DIED
+    assert outcome.exit_code == 3
+    assert outcome.signal is None
+    assert outcome.error == (
+        f"worker process {outcome.pid} exited with code 3 while running job 'exits'"
+    )
+    assert recorder.wait("slow").value == "still fine"
+
+    # A replacement worker takes new jobs.
+    pool.submit("next", os.getpid, (), None)
+    next_pid = recorder.wait("next").value
+    assert next_pid != outcome.pid
+
+
+def test_segfault_fails_job(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    namespace = main_namespace(
+        """
+        def crash():
+            import ctypes
+            ctypes.string_at(0)
+        """
+    )
+    pool.submit("segv", namespace["crash"], (), None)
+    outcome = recorder.wait("segv")
+    assert not outcome.ok
+    assert outcome.reason == REASON_WORKER_DIED
+    assert outcome.signal == signal.SIGSEGV
+    assert outcome.error is not None
+    assert "killed by signal SIGSEGV" in outcome.error
+    pool.submit("next", pow, (3, 2), None)
+    assert recorder.wait("next").value == 9
+
+
+def test_external_sigkill_fails_job(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(2)
+    pool.submit("victim", time.sleep, (60,), None)
+    pool.submit("bystander", sleep_and_return, (0.5, "done"), None)
+    pid = recorder.wait_started("victim")
+    os.kill(pid, signal.SIGKILL)
+    outcome = recorder.wait("victim")
+    assert outcome.reason == REASON_WORKER_DIED
+    assert outcome.signal == signal.SIGKILL
+    assert outcome.error == (
+        f"worker process {pid} was killed by signal SIGKILL while running job 'victim'"
+    )
+    assert recorder.wait("bystander").value == "done"
+    pool.submit("next", pow, (2, 3), None)
+    assert recorder.wait("next").value == 8
+
+
+# Cancel
+
+
+def test_cancel_running_kills_worker_and_children(
+    make_pool: PoolFactory, tmp_path: Path
+) -> None:
+    pool, recorder = make_pool(1)
+    pid_file = tmp_path / "child.pid"
+    pool.submit("parent", spawn_child_and_sleep, (str(pid_file),), None)
+    worker_pid = recorder.wait_started("parent")
+    child_pid = int(wait_for_file(pid_file))
+    assert pool.running() == {"parent": worker_pid}
+
+    assert pool.cancel("parent")
+    alive = wait_until_gone([worker_pid, child_pid], CANCEL_DEADLINE)
+    assert alive == [], f"still alive {CANCEL_DEADLINE} s after cancel: {alive}"
+
+    outcome = recorder.wait("parent")
+    assert outcome.cancelled
+    assert not outcome.ok
+    assert outcome.reason == REASON_CANCELLED
+    assert outcome.pid == worker_pid
+    assert pool.running() == {}
+    assert pool.free_slots() == 1
+    assert not pool.cancel("parent")
+
+    pool.submit("next", os.getpid, (), None)
+    assert recorder.wait("next").value != worker_pid
+
+
+def test_cancel_queued_job(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("running", time.sleep, (60,), None)
+    pool.submit("queued", pow, (2, 2), None)
+    recorder.wait_started("running")
+    assert pool.free_slots() == 0
+
+    assert pool.cancel("queued")
+    outcome = recorder.wait("queued")
+    assert outcome.cancelled
+    assert outcome.reason == REASON_CANCELLED
+    assert outcome.pid is None
+    assert outcome.started_at is None
+    assert "queued" not in recorder.started
+    assert not pool.cancel("queued")
+    assert not pool.cancel("unknown")
+    assert pool.cancel("running")
+    assert recorder.wait("running").cancelled
+
+
+# Pickling
+
+
+def test_unpicklable_result(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("lock", threading.Lock, (), None)
+    outcome = recorder.wait("lock")
+    assert not outcome.ok
+    assert outcome.reason == REASON_RESULT_PICKLING_FAILED
+    assert outcome.error is not None
+    assert "'lock'" in outcome.error
+    assert "could not be pickled" in outcome.error
+    pool.submit("next", pow, (5, 2), None)
+    assert recorder.wait("next").value == 25
+
+
+def test_unpicklable_function(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    lock = threading.Lock()
+    pool.submit("holds-lock", lambda: lock.locked(), (), None)
+    outcome = recorder.wait("holds-lock")
+    assert not outcome.ok
+    assert outcome.reason == REASON_PICKLING_FAILED
+    assert outcome.error is not None
+    assert "'holds-lock'" in outcome.error
+    assert "holds-lock" not in recorder.started
+    pool.submit("next", pow, (2, 5), None)
+    assert recorder.wait("next").value == 32
+
+
+# Output capture
+
+
+def test_output_capture(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    log_path = tmp_path / "job.log"
+    log_path.write_text("existing line\n")
+    pool.submit("writes", write_output, ("one",), log_path)
+    assert recorder.wait("writes").ok
+
+    log = log_path.read_text()
+    assert log.startswith("existing line\n")
+    for line in (
+        "print one",
+        "WARNING:root:logging one",
+        "child one",
+        "fd2 one",
+        "printf one",
+    ):
+        assert line in log
+
+    # Output of a job without a log file does not reach the previous log.
+    pool.submit("unlogged", write_output, ("two",), None)
+    assert recorder.wait("unlogged").ok
+    assert "two" not in log_path.read_text()
+
+    pool.submit("again", write_output, ("three",), log_path)
+    assert recorder.wait("again").ok
+    log = log_path.read_text()
+    assert "print one" in log
+    assert "print three" in log
+    assert "logging three" in log
+
+
+def test_exception_traceback_in_log(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    log_path = tmp_path / "job.log"
+    pool.submit("raises", int, ("not a number",), log_path)
+    assert recorder.wait("raises").reason == REASON_EXCEPTION
+    assert "ValueError: invalid literal" in log_path.read_text()
+
+
+def test_log_open_failure(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    log_path = tmp_path / "missing-folder" / "job.log"
+    pool.submit("nolog", pow, (2, 2), log_path)
+    outcome = recorder.wait("nolog")
+    assert outcome.reason == REASON_LOG_OPEN_FAILED
+    assert outcome.error is not None
+    assert "'nolog'" in outcome.error
+    assert str(log_path) in outcome.error
+
+
+# Scheduling
+
+
+def test_max_concurrency_not_exceeded(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(2)
+    keys = [f"job-{index}" for index in range(6)]
+    for key in keys:
+        pool.submit(key, record_interval, (str(tmp_path / key), 0.3), None)
+    for key in keys:
+        assert recorder.wait(key).ok
+
+    events = []
+    for key in keys:
+        start, end = map(float, (tmp_path / key).read_text().split())
+        events.append((start, 1))
+        events.append((end, -1))
+    running = max_running = 0
+    for _, change in sorted(events):
+        running += change
+        max_running = max(max_running, running)
+    assert max_running <= 2
+    assert max_running == 2  # the pool does use both workers
+
+
+def test_queue_is_fifo(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    keys = [f"job-{index}" for index in range(8)]
+    for key in keys:
+        pool.submit(key, pow, (2, 2), None)
+    for key in keys:
+        recorder.wait(key)
+    started = [key for kind, key in recorder.calls if kind == "started"]
+    assert started == keys
+
+
+def test_free_slots(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(2)
+    assert pool.free_slots() == 2
+    pool.submit("a", time.sleep, (60,), None)
+    assert pool.free_slots() == 1
+    pool.submit("b", time.sleep, (60,), None)
+    pool.submit("c", time.sleep, (60,), None)
+    assert pool.free_slots() == 0
+    recorder.wait_started("a")
+    recorder.wait_started("b")
+    assert set(pool.running()) == {"a", "b"}
+    assert pool.cancel("c")
+    assert pool.free_slots() == 0
+    assert pool.cancel("a")
+    assert pool.free_slots() == 1
+
+
+def test_duplicate_key_rejected(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("same", time.sleep, (60,), None)
+    with pytest.raises(ValueError, match="'same' is already queued or running"):
+        pool.submit("same", pow, (2, 2), None)
+    pool.cancel("same")
+    recorder.wait("same")
+    pool.submit("same", pow, (2, 2), None)
+    assert recorder.wait("same", count=2).value == 4
+
+
+def test_job_follows_kernel_directory(
+    make_pool: PoolFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pool, recorder = make_pool(1)
+    monkeypatch.chdir(tmp_path)
+    pool.submit("cwd", os.getcwd, (), None)
+    assert recorder.wait("cwd").value == str(tmp_path)
+
+
+def test_job_may_start_processes(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("fork", start_forked_child, (), None)
+    outcome = recorder.wait("fork")
+    assert outcome.ok, outcome.error
+    assert outcome.value == 0
+
+
+def test_callback_error_does_not_stop_pool(caplog: pytest.LogCaptureFixture) -> None:
+    finished = threading.Event()
+    calls: list[str] = []
+
+    def on_finished(key: str, outcome: WorkOutcome) -> None:
+        calls.append(key)
+        if key == "first":
+            raise RuntimeError("callback failure")
+        finished.set()
+
+    def on_started(key: str, pid: int) -> None:
+        pass
+
+    pool = WorkerPool(1, on_started=on_started, on_finished=on_finished)
+    pool.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="jupyter_scenarios.executors.pool"):
+            pool.submit("first", pow, (2, 2), None)
+            pool.submit("second", pow, (2, 3), None)
+            assert finished.wait(OUTCOME_TIMEOUT)
+    finally:
+        pool.shutdown()
+    assert calls == ["first", "second"]
+    assert "a WorkerPool callback raised" in caplog.text
+
+
+EXIT_ON_IMPORT_MODULE = """\
+import os
+from pathlib import Path
+
+if Path(__file__).with_name("exit-on-import.flag").exists():
+    os._exit(7)
+"""
+
+
+def test_worker_start_failure_fails_queue(
+    make_pool: PoolFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exit_on_import.py").write_text(EXIT_ON_IMPORT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool, recorder = make_pool(1, preload=["exit_on_import"])
+
+    # From now on every new worker exits while it imports its preloads.
+    (tmp_path / "exit-on-import.flag").touch()
+    pool.submit("kills-worker", os._exit, (3,), None)
+    pool.submit("queued", pow, (2, 2), None)
+    assert recorder.wait("kills-worker").reason == REASON_WORKER_DIED
+    outcome = recorder.wait("queued")
+    assert outcome.reason == REASON_WORKER_START_FAILED
+    assert outcome.error is not None
+    assert "'queued'" in outcome.error
+    assert "failed to start" in outcome.error
+    assert "exited with code 7 before it became ready" in outcome.error
+    assert "queued" not in recorder.started
+
+    # The next submit starts workers again.
+    (tmp_path / "exit-on-import.flag").unlink()
+    pool.submit("retry", pow, (2, 3), None)
+    assert recorder.wait("retry").value == 8
+
+
+def test_start_failure_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "exit_on_import.py").write_text(EXIT_ON_IMPORT_MODULE)
+    (tmp_path / "exit-on-import.flag").touch()
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pool = WorkerPool(
+        2,
+        on_started=Recorder().on_started,
+        on_finished=Recorder().on_finished,
+        preload=["exit_on_import"],
+    )
+    with pytest.raises(RuntimeError, match="exited with code 7 before it became ready"):
+        pool.start()
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit("late", pow, (2, 2), None)
+    pool.shutdown()
+
+
+def test_preload_error_logged(
+    make_pool: PoolFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="jupyter_scenarios.executors.pool"):
+        pool, recorder = make_pool(1, preload=["no_such_module_for_the_pool"])
+    assert "could not preload no_such_module_for_the_pool" in caplog.text
+    pool.submit("works", pow, (2, 4), None)
+    assert recorder.wait("works").value == 16
+
+
+def test_invalid_arguments() -> None:
+    def ignore(*args: Any) -> None:
+        pass
+
+    with pytest.raises(ValueError, match="at least 1"):
+        WorkerPool(0, on_started=ignore, on_finished=ignore)
+    with pytest.raises(ValueError, match="plain fork is unsafe"):
+        WorkerPool(1, on_started=ignore, on_finished=ignore, start_method="fork")
+    pool = WorkerPool(1, on_started=ignore, on_finished=ignore)
+    with pytest.raises(RuntimeError, match="before start"):
+        pool.submit("early", pow, (2, 2), None)
+    pool.shutdown()
+
+
+# Shutdown and orphans
+
+
+def test_shutdown_idempotent_and_cancels(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("running", time.sleep, (60,), None)
+    pool.submit("queued", pow, (2, 2), None)
+    worker_pid = recorder.wait_started("running")
+
+    began = time.monotonic()
+    pool.shutdown()
+    assert time.monotonic() - began < 5.0
+    pool.shutdown()
+
+    for key in ("running", "queued"):
+        outcome = recorder.outcome(key)
+        assert outcome.cancelled
+        assert outcome.reason == REASON_SHUTDOWN
+    assert is_gone(worker_pid)
+    assert pool.running() == {}
+    assert pool.free_slots() == 0
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit("late", pow, (2, 2), None)
+
+
+def test_shutdown_without_cancel_waits(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("first", sleep_and_return, (0.3, 1), None)
+    pool.submit("second", sleep_and_return, (0.3, 2), None)
+    recorder.wait_started("first")
+    pool.shutdown(cancel_running=False, timeout=10.0)
+    assert recorder.outcome("first").value == 1
+    assert recorder.outcome("second").value == 2
+
+
+def test_shutdown_timeout_kills(make_pool: PoolFactory) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("stuck", time.sleep, (60,), None)
+    recorder.wait_started("stuck")
+    began = time.monotonic()
+    pool.shutdown(cancel_running=False, timeout=0.5)
+    assert time.monotonic() - began < 5.0
+    outcome = recorder.outcome("stuck")
+    assert outcome.cancelled
+    assert outcome.reason == REASON_SHUTDOWN
+
+
+ORPHAN_SCRIPT = """\
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from jupyter_scenarios.executors.pool import WorkerPool
+
+
+def spawn_child_and_sleep(pid_file):
+    child = subprocess.Popen(["sleep", "60"])
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(60)
+
+
+if __name__ == "__main__":
+    started = threading.Event()
+    pool = WorkerPool(
+        2,
+        on_started=lambda key, pid: started.set(),
+        on_finished=lambda key, outcome: None,
+        start_method=sys.argv[2],
+    )
+    pool.start()
+    pool.submit("long", spawn_child_and_sleep, (sys.argv[1],), None)
+    started.wait(30)
+    print("running", flush=True)
+    time.sleep(120)
+"""
+
+
+def read_line(process: subprocess.Popen[str], timeout: float) -> str:
+    """Read one stdout line of ``process`` or fail after ``timeout`` seconds."""
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            raise AssertionError(f"no output from process {process.pid} in {timeout} s")
+    return process.stdout.readline()
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_parent_sigkill_leaves_no_orphans(tmp_path: Path, start_method: str) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(ORPHAN_SCRIPT)
+    pid_file = tmp_path / "child.pid"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(pid_file), start_method],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    tree: list[psutil.Process] = []
+    try:
+        assert read_line(parent, OUTCOME_TIMEOUT) == "running\n"
+        child_pid = int(wait_for_file(pid_file))
+        tree = [*descendants(parent.pid), psutil.Process(child_pid)]
+        pids = sorted({process.pid for process in tree})
+        # Two workers, the job's child, and multiprocessing's helper processes.
+        assert len(pids) >= 3
+        parent.kill()
+        parent.wait(OUTCOME_TIMEOUT)
+        alive = wait_until_gone(pids, ORPHAN_DEADLINE)
+        assert alive == [], (
+            f"still alive {ORPHAN_DEADLINE} s after the parent was killed: "
+            + ", ".join(describe(psutil.Process(pid)) for pid in alive)
+        )
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(OUTCOME_TIMEOUT)
+        if parent.stdout is not None:
+            parent.stdout.close()
+        # Survivors are no longer our descendants, so the leak check cannot see them.
+        for process in tree:
+            if process.is_running():
+                process.kill()
+
+
+KERNEL_CELL = """\
+import sys
+import threading
+
+sys.path.insert(0, {repo_root!r})
+from jupyter_scenarios.executors.pool import WorkerPool
+
+outcomes = {{}}
+all_done = threading.Event()
+
+
+def on_finished(key, outcome):
+    outcomes[key] = outcome
+    if len(outcomes) == 2:
+        all_done.set()
+
+
+def double(x):
+    return 2 * x
+
+
+pool = WorkerPool(1, on_started=lambda key, pid: None, on_finished=on_finished)
+pool.start()
+pool.submit("double", double, (21,), None)
+pool.submit(
+    "modules",
+    lambda: sorted(m for m in sys.modules if m.startswith(("IPython", "ipykernel"))),
+    (),
+    None,
+)
+finished = all_done.wait(30)
+pool.shutdown()
+print(finished, outcomes["double"].value, outcomes["modules"].value)
+"""
+
+
+def test_pool_inside_ipython_kernel(kernel: KernelSession) -> None:
+    result = kernel.execute(KERNEL_CELL.format(repo_root=str(REPO_ROOT)), timeout=90)
+    result.check()
+    assert result.stdout.strip() == "True 42 []"
