@@ -30,6 +30,7 @@ from helpers.processes import (
     SESSION_PROCESS_PIDS,
     descendants,
     describe,
+    is_multiprocessing_helper,
     new_non_daemon_threads,
     process_tree,
     session_owned_pids,
@@ -85,7 +86,9 @@ def no_leaked_processes_or_threads() -> Iterator[None]:
 
     Processes and threads started during the test get ``LEAK_GRACE_SECONDS`` to end.
     Leftover processes are then terminated by PID, so one leaky test does not
-    affect the next. The session's Playwright driver and browser are exempt.
+    affect the next. The session's Playwright driver and browser are exempt, and so
+    are multiprocessing's forkserver and resource tracker, which live once per process
+    (their worker children are still checked).
     """
     me = os.getpid()
     pids_before = {process.pid for process in descendants(me)}
@@ -97,7 +100,11 @@ def no_leaked_processes_or_threads() -> Iterator[None]:
     leaked_threads = new_non_daemon_threads(threads_before)
 
     exempt = pids_before | session_owned_pids()
-    started = [process for process in descendants(me) if process.pid not in exempt]
+    started = [
+        process
+        for process in descendants(me)
+        if process.pid not in exempt and not is_multiprocessing_helper(process)
+    ]
     leaked = wait_for_exit(started, max(1.0, deadline - time.monotonic()))
     problems = []
     if leaked:

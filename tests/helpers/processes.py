@@ -93,6 +93,21 @@ def terminate(
     return alive
 
 
+def is_multiprocessing_helper(process: psutil.Process) -> bool:
+    """Return whether ``process`` is multiprocessing's forkserver or resource tracker.
+
+    Both are started once per Python process and stay until it exits.
+    """
+    try:
+        command = " ".join(process.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return (
+        "multiprocessing.forkserver import main" in command
+        or "multiprocessing.resource_tracker import main" in command
+    )
+
+
 def session_owned_pids() -> set[int]:
     """Return the registered session-long PIDs together with all their descendants."""
     owned = set(SESSION_PROCESS_PIDS)
