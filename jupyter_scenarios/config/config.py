@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..enums import Frequency, Scope
 from ..exceptions import ConfigurationError, ConfigurationUpdateBlocked
+from .templates import is_template
 from .sections import (
     DEFAULT_ID,
     CoreSection,
@@ -268,7 +269,8 @@ class Config(metaclass=_ConfigMeta):
         from ..storage import get_backend_class
 
         chosen_type = storage_type if storage_type is not None else default.storage_type
-        get_backend_class(chosen_type)
+        if not is_template(chosen_type):
+            get_backend_class(chosen_type)
         section = DataNodeConfig(
             id,
             storage_type=chosen_type,
@@ -658,7 +660,8 @@ class Config(metaclass=_ConfigMeta):
         """Apply the sections of ``filename`` over the configuration declared in code."""
         from .toml_format import read_layer
 
-        registry.set_file_layer(read_layer(Path(filename)))
+        # The file may refer to data nodes and tasks that only the code declares.
+        registry.set_file_layer(read_layer(Path(filename), known=registry.code))
 
     # -- checks and state ----------------------------------------------------------
 

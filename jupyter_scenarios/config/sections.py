@@ -419,7 +419,9 @@ class JobConfig(Section):
 
     @property
     def mode(self) -> str:
-        return str(templates.resolve(self._mode, where="JOB.mode"))
+        value = templates.resolve(self._mode, where="JOB.mode")
+        # None when a file's [JOB] table leaves the mode out.
+        return str(value) if value is not None else "development"
 
     @mode.setter
     def mode(self, value: str) -> None:
