@@ -55,6 +55,7 @@ from .api import (
     tag,
     unsubscribe_scenario,
     untag,
+    wait_all,
 )
 from .config import Config
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
@@ -110,6 +111,7 @@ __all__ = [
     "unload_ipython_extension",
     "unsubscribe_scenario",
     "untag",
+    "wait_all",
 ]
 
 

@@ -11,6 +11,7 @@ warning says why.
 from __future__ import annotations
 
 import atexit
+import sys
 import logging
 import threading
 from collections.abc import Callable
@@ -81,10 +82,22 @@ def start(force_restart: bool = False) -> Scheduler:
             _state.store = None
             store.close()
             raise
+        _install_widgets_in_kernel()
         if not _state.atexit_registered:
             atexit.register(_stop_at_exit)
             _state.atexit_registered = True
         return scheduler
+
+
+def _install_widgets_in_kernel() -> None:
+    # In a Jupyter kernel, submissions show progress widgets even without
+    # %load_ext; plain scripts never import ipywidgets.
+    if "ipykernel" not in sys.modules:
+        return
+    from .widgets import install_auto_display, is_kernel
+
+    if is_kernel():
+        install_auto_display()
 
 
 def stop(wait: bool = True, timeout: float | None = None) -> None:

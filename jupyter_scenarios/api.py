@@ -7,6 +7,8 @@ Every function starts the runtime on first use (see ``_runtime``), so
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -309,6 +311,41 @@ def _resolve_submittable(entity: Any) -> Submittable:
     raise TypeError(
         f"Cannot submit {entity!r}: submit a Scenario, a Sequence or a Task."
     )
+
+
+def wait_all(timeout: float | None = None) -> bool:
+    """Wait for every unfinished submission, then refresh every live widget.
+
+    End a notebook with ``tp.wait_all()`` (or ``%wait``) so that a headless run
+    (nbconvert, nbclient) stores each widget's final state.
+
+    Parameters
+    ----------
+    timeout
+        Seconds to wait at most (None: no limit).
+
+    Returns
+    -------
+    bool
+        Whether every submission finished in time.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    scheduler = _runtime.orchestrator()
+    finished = True
+    for submission in get_submissions():
+        # Only this process's jobs: another kernel's jobs may never finish here.
+        if not any(
+            not job.is_finished() and job._owner == scheduler.owner
+            for job in submission.jobs
+        ):
+            continue
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        finished = scheduler.wait(submission, remaining) and finished
+    if "jupyter_scenarios.widgets" in sys.modules:
+        from .widgets import refresh_all_widgets
+
+        refresh_all_widgets(wait=False)
+    return finished
 
 
 def cancel_job(job: Job | str) -> None:
