@@ -18,6 +18,7 @@ Declare data nodes and tasks with ``Config`` (or the cell magics loaded by
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ._version import __version__
@@ -60,6 +61,12 @@ from .api import (
 from .config import Config
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
 from .enums import EntityType, Frequency, Scope, Status, SubmissionStatus
+from .exceptions import SubmissionTimeoutWarning
+
+# Library convention: no output unless the application configures logging. Without
+# it, logging's last-resort handler would print records of the scheduler thread into
+# whichever notebook cell happens to run.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "Config",
@@ -76,6 +83,7 @@ __all__ = [
     "Status",
     "Submission",
     "SubmissionStatus",
+    "SubmissionTimeoutWarning",
     "Task",
     "__version__",
     "cancel_job",

@@ -99,3 +99,7 @@ class WorkerDied(ScenarioError):
 
 class SubmissionTimeout(ScenarioError, TimeoutError):
     """Waiting for a submission ran past its timeout."""
+
+
+class SubmissionTimeoutWarning(UserWarning):
+    """``submit(wait=True, timeout=...)`` returned before the submission finished."""

@@ -44,6 +44,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,12 @@ from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
 from .enums import EntityType, Status
 from .events import Event, EventEntityType, EventOperation, bus
-from .exceptions import ConfigurationError, ModeNotAvailable, NonExistingTask
+from .exceptions import (
+    ConfigurationError,
+    ModeNotAvailable,
+    NonExistingTask,
+    SubmissionTimeoutWarning,
+)
 from .executors.base import Executor, JobOutcome
 from .graph import topological_order
 from .store import Store, is_process_alive, process_identity
@@ -62,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 #: How long cancel_job waits for the manager thread to apply a cancel, in seconds.
 CANCEL_WAIT_SECONDS = 5.0
+#: How long submit waits for the manager thread to mark the new jobs PENDING or
+#: BLOCKED, in seconds. Past it, submit returns with the jobs still SUBMITTED.
+SCHEDULE_WAIT_SECONDS = 5.0
 
 
 @dataclasses.dataclass
@@ -162,12 +171,29 @@ class Scheduler:
         bus.unsubscribe(self._subscriber)
 
     def _wait_for_running(self, timeout: float | None) -> None:
+        # A job that finishes can release blocked jobs, which then start. So the
+        # running and ready jobs are listed again after each one finishes, once the
+        # manager thread has handled every command posted before ("sync").
+        if self._on_owner_thread():
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
-        for job in list(self._running.values()) + list(self._ready):
+        while True:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return
-            job.wait(remaining)
+            if self._thread is not None:
+                synced = threading.Event()
+                self._post(_Command("sync", done=synced))
+                synced.wait(30.0 if remaining is None else remaining)
+            unfinished = [
+                job
+                for job in list(self._running.values()) + list(self._ready)
+                if not job.is_finished()
+            ]
+            if not unfinished:
+                return
+            remaining = None if deadline is None else deadline - time.monotonic()
+            unfinished[0].wait(remaining)
 
     # -- public entry points (any thread) ---------------------------------------------
 
@@ -210,13 +236,18 @@ class Scheduler:
                 hook(submission)
             except Exception:
                 logger.exception("Submit hook %r failed for %s", hook, submission.id)
-        self._post(_Command("submit", (submission, jobs)))
+        scheduled = threading.Event()
+        self._post(_Command("submit", (submission, jobs), done=scheduled))
+        if not self._on_owner_thread():
+            # As in Taipy, submit returns with each job PENDING or BLOCKED (or
+            # further along), not SUBMITTED.
+            scheduled.wait(SCHEDULE_WAIT_SECONDS)
         if wait:
             self.wait(submission, timeout)
         return submission
 
     def wait(self, submission: Submission, timeout: float | None = None) -> bool:
-        """Block until ``submission`` finishes or ``timeout`` seconds pass.
+        """Block until every job of ``submission`` ends or ``timeout`` seconds pass.
 
         Returns whether it finished. A timeout logs a warning naming the submission
         and the jobs still unfinished. An interrupt (the kernel's stop button) stops
@@ -233,16 +264,17 @@ class Scheduler:
             ) from None
         if not finished:
             unfinished = [job for job in submission.jobs if not job.is_finished()]
-            logger.warning(
-                "Waiting for submission %s timed out after %s s; %d of %d jobs are "
-                "not finished (%s). They keep running: wait again with "
-                "submission.wait() or look at tp.get_jobs().",
-                submission.id,
-                timeout,
-                len(unfinished),
-                len(submission.job_ids),
-                ", ".join(f"{job.id} {job.status.name}" for job in unfinished[:5]),
+            message = (
+                f"Waiting for submission {submission.id} timed out after {timeout:g} s; "
+                f"{len(unfinished)} of {len(submission.job_ids)} jobs are not finished "
+                f"({', '.join(f'{job.id} {job.status.name}' for job in unfinished[:5])}"
+                "). They keep running: wait again with submission.wait() or look at "
+                "tp.get_jobs()."
             )
+            logger.warning("%s", message)
+            # Also a Python warning, which notebooks and scripts show even when
+            # logging is not configured; this runs on the waiting thread.
+            warnings.warn(message, SubmissionTimeoutWarning, stacklevel=3)
         return finished
 
     def cancel(self, job: Job) -> None:
@@ -280,19 +312,23 @@ class Scheduler:
         return topological_order(tasks)  # type: ignore[return-value]
 
     def _check_runnable(self, entity: Any, tasks: list[Task]) -> None:
-        if self.executor.shares_kernel_memory:
-            return
+        shares_memory = self.executor.shares_kernel_memory
         for task in tasks:
             for node in task.data_nodes.values():
-                if node.storage_type == "in_memory":
+                if node.storage_type == "in_memory" and not shares_memory:
                     raise ConfigurationError(
                         f"Data node {node.config_id!r} of {entity.id!r} uses in_memory "
                         f"storage, which lives in the kernel and cannot be read by the "
                         f"worker processes of {self.mode} mode. Use pickle storage (the "
                         "default) for it, or run in development mode."
                     )
+        # Only the submission's own inputs must exist now. A file written by a task of
+        # the same submission is missing until that task runs.
+        produced = {node_id for task in tasks for node_id in task.output_ids}
         for task in tasks:
             for node in task.input.values():
+                if node.id in produced:
+                    continue
                 path = node.path
                 if (
                     node.storage_type not in ("pickle", "in_memory", "generic")
@@ -539,7 +575,7 @@ class Scheduler:
                 function=function,
                 inputs=tuple(self._spec(node) for node in task.input.values()),
                 outputs=tuple(self._spec(node) for node in task.output.values()),
-                sources=notebook_sources(function) if self.is_asynchronous else {},
+                sources=notebook_sources(function),
             )
         except Exception as error:
             logger.exception("Job %s could not be prepared", job.id)
@@ -549,6 +585,10 @@ class Scheduler:
         self._running[job.id] = job
         self._staged[job.id] = run
         self.store.get(job.submit_id)._refresh_status()
+        if not self.is_asynchronous:
+            # The job runs in this thread now: record RUNNING first, so another
+            # process sees it and a crash during the job is reconciled as FAILED.
+            self.store.flush()
         try:
             self.executor.execute(run, job.log_path)
         except Exception as error:
@@ -588,7 +628,7 @@ class Scheduler:
             self._fail(job, result.errors, result.summary)
             return
         try:
-            self._commit_outputs(job, result)
+            written = self._commit_outputs(job, result)
         except OSError as error:
             discard_staged(result.outputs)
             self._fail(
@@ -597,10 +637,12 @@ class Scheduler:
                 f"committing the outputs failed: {error}",
             )
             return
+        # The producer is COMPLETED before any consumer it unblocks turns PENDING.
         self._set_status(job, Status.COMPLETED)
+        self._release(written)
         self._after_final(job)
 
-    def _commit_outputs(self, job: Job, result: Any) -> None:
+    def _commit_outputs(self, job: Job, result: Any) -> list[str]:
         written: list[str] = []
         for output in result.outputs:
             if output.staged_path and output.final_path:
@@ -610,7 +652,7 @@ class Scheduler:
                 node.track_edit(job_id=job.id)
                 node._unlock()
                 written.append(node.id)
-        self._release(written)
+        return written
 
     def _fail(self, job: Job, stacktrace: list[str], summary: str) -> None:
         job._stacktrace = list(stacktrace)

@@ -253,6 +253,13 @@ class Store:
                 if pending:
                     self._write(list(pending.values()))
 
+    def flush(self) -> None:
+        """Write this thread's pending saves now; the open ``batch()`` goes on."""
+        pending = getattr(self._local, "pending", None)
+        if pending:
+            self._local.pending = {}
+            self._write(list(pending.values()))
+
     def delete(self, entity_ids: list[str]) -> None:
         """Remove entities by id, from the database and the identity map."""
         with self._transaction() as cursor:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import linecache
+import types
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -92,6 +93,25 @@ def notebook_sources(function: Callable[..., Any]) -> dict[str, list[str]]:
     return {filename: list(entry[2])}
 
 
+def _with_code_filename(function: Any, filename: str) -> Any:
+    # cloudpickle gives functions shipped by value a placeholder file name; putting
+    # the cell's name back lets tracebacks show the cell's lines from linecache.
+    if not isinstance(function, types.FunctionType):
+        return function
+    if function.__code__.co_filename == filename:
+        return function
+    function.__code__ = _renamed_code(function.__code__, filename)
+    return function
+
+
+def _renamed_code(code: types.CodeType, filename: str) -> types.CodeType:
+    constants = tuple(
+        _renamed_code(item, filename) if isinstance(item, types.CodeType) else item
+        for item in code.co_consts
+    )
+    return code.replace(co_filename=filename, co_consts=constants)
+
+
 def staging_path(final: Path, job_id: str) -> Path:
     """Return the staging file used for ``final`` by job ``job_id``."""
     return final.with_name(f".{final.name}.{job_id}.staging")
@@ -99,15 +119,17 @@ def staging_path(final: Path, job_id: str) -> Path:
 
 def run_task(run: TaskRun) -> TaskResult:
     """Execute ``run`` and report what happened; never raises for task errors."""
+    function = run.function
     for filename, lines in run.sources.items():
         linecache.cache.setdefault(filename, (0, None, lines, filename))
+        function = _with_code_filename(function, filename)
     try:
         arguments = [_read_input(run, spec) for spec in run.inputs]
     except Exception as error:
         return _failure(run, error, "reading an input failed")
 
     try:
-        result = run.function(*arguments)
+        result = function(*arguments)
     except Exception as error:
         return _failure(run, error, "the task function raised", skip_frames=1)
 

@@ -231,7 +231,6 @@ class DataNode(Entity):
                 "use read_or_raise() to get an error instead."
             )
             warnings.warn(message, stacklevel=2)
-            logger.warning(message)
             return None
         return self.backend.read()
 
