@@ -11,6 +11,7 @@ warning says why.
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import logging
 import threading
@@ -98,6 +99,54 @@ def _install_widgets_in_kernel() -> None:
 
     if is_kernel():
         install_auto_display()
+        _hook_kernel_shutdown()
+
+
+def _hook_kernel_shutdown() -> None:
+    """Stop the runtime when the kernel receives a shutdown or restart request.
+
+    On that request ipykernel signals every child process in its process group and
+    waits for them. multiprocessing's resource tracker ignores SIGTERM, so the wait
+    lasts until the front end kills the kernel, and the kernel then dies without
+    running ``atexit``. Stopping here first cancels the running jobs with a reason and
+    ends the workers; the forkserver and the resource tracker, useless once the
+    kernel exits, are ended too so the shutdown does not wait for them.
+    """
+    from IPython import get_ipython
+
+    shell = get_ipython()  # type: ignore[no-untyped-call]
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None or getattr(kernel, "_jupyter_scenarios_hooked", False):
+        return
+    original = kernel.do_shutdown
+
+    def do_shutdown(restart: bool) -> object:
+        try:
+            stop(wait=False)
+            _end_multiprocessing_helpers()
+        except Exception:
+            logger.exception("Stopping jupyter_scenarios at kernel shutdown failed")
+        return original(restart)
+
+    kernel.do_shutdown = do_shutdown
+    kernel._jupyter_scenarios_hooked = True
+
+
+def _end_multiprocessing_helpers() -> None:
+    # NOTE: reads private attributes of multiprocessing (checked on CPython 3.11 and
+    # 3.12); if they move, the helpers simply end when the kernel process exits.
+    import signal
+    from multiprocessing import forkserver, resource_tracker
+
+    for pid in (
+        getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None),
+        getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None),
+    ):
+        if isinstance(pid, int) and pid > 0:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                continue
 
 
 def stop(wait: bool = True, timeout: float | None = None) -> None:

@@ -97,9 +97,11 @@ class ScenarioMagics(Magics):
         if args.storage:
             Config.configure_core(storage_folder=args.storage)
         job = Config.job_config
+        workers = job.max_nb_of_workers
+        on_workers = f" on {workers} worker{'s' if workers != 1 else ''}"
         print(
             f"Jobs run in {job.mode} mode"
-            + (f" on {job.max_nb_of_workers} workers" if job.mode != "development" else "")
+            + (on_workers if job.mode != "development" else "")
             + f"; entities are stored in {_runtime.storage_folder()}."
         )
 
@@ -403,9 +405,10 @@ class ScenarioMagics(Magics):
         nbclient) stores the widgets' final state.
         """
         args = _parse_args(self.wait, line)
-        from .widgets import refresh_all_widgets
-
-        refresh_all_widgets(wait=True, timeout=args.timeout)
+        if args.timeout is not None and args.timeout < 0:
+            raise UsageError(f"--timeout {args.timeout} is negative; give seconds >= 0.")
+        if not api.wait_all(timeout=args.timeout):
+            print(f"Some jobs are still running after {args.timeout:g} s.")
 
     # -- helpers ---------------------------------------------------------------------------
 
