@@ -3,15 +3,20 @@
 JSON values are stored as they are. Anything else (a class given as ``exposed_type``, a
 ``read_fct`` function, a set) is stored by cloudpickle, base64-encoded, under a
 ``__pickle__`` key, so that properties survive a restart whatever their type.
+``PersistedProperties`` saves its entity when a user changes ``entity.properties``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 _PICKLE_KEY = "__pickle__"
 
@@ -57,3 +62,54 @@ def is_json_serializable(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+class PersistedProperties(dict[str, Any]):
+    """An entity's ``properties`` dict that saves the entity after each change.
+
+    Inside a ``with entity:`` block the save is deferred to the end of the block, as
+    for any other attribute. Copies and pickles are plain dicts.
+    """
+
+    def __init__(self, values: Mapping[str, Any], save: Callable[[], None]) -> None:
+        super().__init__(values)
+        self._save = save
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._save()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._save()
+
+    def __ior__(self, other: Any) -> Self:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def pop(self, key: str, *default: Any) -> Any:
+        value = super().pop(key, *default)
+        self._save()
+        return value
+
+    def popitem(self) -> tuple[str, Any]:
+        item = super().popitem()
+        self._save()
+        return item
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key in self:
+            return self[key]
+        self[key] = default
+        return default
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        super().update(*args, **kwargs)
+        self._save()
+
+    def clear(self) -> None:
+        super().clear()
+        self._save()

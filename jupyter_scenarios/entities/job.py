@@ -90,7 +90,11 @@ class Job(Entity):
 
     @property
     def submit_entity(self) -> Any:
-        return self._store.get(self._submit_entity_id)
+        """The scenario, sequence or task that was submitted."""
+        from ..api import get
+
+        # api.get also finds sequences, which are stored inside their scenario.
+        return get(self._submit_entity_id)
 
     @property
     def force(self) -> bool:

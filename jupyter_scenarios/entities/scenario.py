@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..exceptions import NonExistingSequence
 from ._base import Entity, from_iso, new_id, to_iso
-from ._values import decode_mapping, encode_mapping
+from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -65,7 +65,7 @@ class Scenario(Entity):
         self._creation_date = creation_date or datetime.now()
         self._name = name
         self._cycle_id = cycle_id
-        self._properties = dict(properties or {})
+        self._properties = PersistedProperties(properties or {}, self._save)
         self._is_primary = False
         self._tags: set[str] = set()
         # name -> {"task_ids": [...], "properties": {...}}
@@ -350,7 +350,9 @@ class Scenario(Entity):
         self._creation_date = from_iso(doc["creation_date"])  # type: ignore[assignment]
         self._name = doc.get("name")
         self._cycle_id = doc.get("cycle_id")
-        self._properties = decode_mapping(doc["properties"])
+        self._properties = PersistedProperties(
+            decode_mapping(doc["properties"]), self._save
+        )
         self._is_primary = doc["is_primary"]
         self._tags = set(doc["tags"])
         self._sequences = {

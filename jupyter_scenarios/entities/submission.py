@@ -13,10 +13,10 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from ..enums import EntityType, Status, SubmissionStatus
+from ..enums import FINAL_STATUSES, EntityType, Status, SubmissionStatus
 from ..events import Event, EventEntityType, EventOperation, bus
 from ._base import Entity, from_iso, new_id, to_iso
-from ._values import decode_mapping, encode_mapping
+from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -71,13 +71,15 @@ class Submission(Entity):
         self._job_ids: list[str] = []
         self._creation_date = datetime.now()
         self._status = SubmissionStatus.SUBMITTED
-        self._properties = dict(properties or {})
+        self._properties = PersistedProperties(properties or {}, self._save)
         self._version = ""
         self._init_runtime()
 
     def _init_runtime(self) -> None:
-        # Set once the submission reaches a finished status; submit(wait=True) and
-        # wait() block on it. Threads: set by the scheduler, waited on by any thread.
+        # Set once every job is finished; submit(wait=True) and wait() block on it.
+        # A FAILED or CANCELED status can come earlier, while other branches still
+        # run. A submission loaded from the store trusts its stored status instead.
+        # Threads: set by the scheduler, waited on by any thread.
         self._finished = threading.Event()
         if self._status in FINISHED_SUBMISSION_STATUSES:
             self._finished.set()
@@ -96,7 +98,11 @@ class Submission(Entity):
 
     @property
     def entity(self) -> Any:
-        return self._store.get(self._entity_id)
+        """The scenario, sequence or task that was submitted."""
+        from ..api import get
+
+        # api.get also finds sequences, which are stored inside their scenario.
+        return get(self._entity_id)
 
     @property
     def job_ids(self) -> list[str]:
@@ -166,7 +172,7 @@ class Submission(Entity):
         return self.is_finished() or self._status is SubmissionStatus.UNDEFINED
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the submission is finished or ``timeout`` passes; return finished."""
+        """Block until every job is finished or ``timeout`` passes; return finished."""
         return self._finished.wait(timeout)
 
     def get_label(self) -> str:
@@ -180,12 +186,15 @@ class Submission(Entity):
         self._save()
 
     def _refresh_status(self) -> SubmissionStatus:
-        status = derive_status(job.status for job in self.jobs)
+        statuses = [job.status for job in self.jobs]
+        # Without jobs (a scenario with no tasks) there is nothing left to run, so
+        # the submission is COMPLETED and wait() returns at once.
+        status = derive_status(statuses) if statuses else SubmissionStatus.COMPLETED
+        if all(job_status in FINAL_STATUSES for job_status in statuses):
+            self._finished.set()
         if status is not self._status:
             self._status = status
             self._save()
-            if status in FINISHED_SUBMISSION_STATUSES:
-                self._finished.set()
             bus.publish(
                 Event(
                     EventEntityType.SUBMISSION,
@@ -221,7 +230,9 @@ class Submission(Entity):
         self._job_ids = list(doc["job_ids"])
         self._creation_date = from_iso(doc["creation_date"])  # type: ignore[assignment]
         self._status = SubmissionStatus[doc["status"]]
-        self._properties = decode_mapping(doc["properties"])
+        self._properties = PersistedProperties(
+            decode_mapping(doc["properties"]), self._save
+        )
         self._version = doc.get("version", "")
         if self._status in FINISHED_SUBMISSION_STATUSES and hasattr(self, "_finished"):
             self._finished.set()

@@ -1,16 +1,19 @@
 """Tasks: a function with its input and output data nodes, inside a scenario.
 
 The function is found at each submission, in this order: the function of the task's
-configuration in the current ``Config`` (so a function redefined in a notebook cell
-runs in existing scenarios), the function imported from its recorded
+configuration in the current ``Config``, the function imported from its recorded
 ``module.qualname``, and the copy pickled by value when the task was created (for
 functions defined in a notebook, used by another process that shares the store).
+For a configured function of ``__main__``, the object its name is bound to now runs,
+so a function redefined in a notebook cell runs in existing scenarios even if the
+configuration cell is not run again.
 """
 
 from __future__ import annotations
 
 import base64
 import importlib
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,26 @@ def is_importable(function: Callable[..., Any]) -> bool:
     except (ImportError, AttributeError):
         return False
     return found is function
+
+
+def latest_main_definition(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Return the function now bound to ``function``'s name in ``__main__``.
+
+    Running a notebook cell again binds its function names to new objects, while the
+    configuration keeps the old ones. Taipy looks ``__main__`` functions up by name
+    at each submission, so the newest definition runs; this does the same. Functions
+    defined elsewhere, lambdas and closures are returned unchanged.
+    """
+    main = sys.modules.get("__main__")
+    qualname = getattr(function, "__qualname__", "")
+    if main is None or "<" in qualname:
+        return function
+    if getattr(function, "__globals__", None) is not vars(main):
+        return function
+    found: Any = main
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found if callable(found) else function
 
 
 def import_reference(reference: str) -> Callable[..., Any]:
@@ -184,7 +207,7 @@ class Task(Entity):
 
         config = Config.tasks.get(self._config_id)
         if config is not None and config.function is not None:
-            return config.function
+            return latest_main_definition(config.function)
         try:
             return import_reference(self._function_ref)
         except ImportError:

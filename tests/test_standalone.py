@@ -1,0 +1,718 @@
+"""Standalone mode with real worker processes.
+
+Jobs run in processes of ``executors/pool.py``. Tests control how long a job runs
+with gate files: ``wait_for_gate(path)`` blocks until the test creates ``path``.
+Concurrency is checked from the jobs' RUNNING intervals (``run_at`` to
+``finished_at``), never from wall-clock bounds. Every wait has a timeout, and the
+``standalone`` fixture fails a test that leaves a worker or a job's child process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import subprocess
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from engine_fixtures import (
+    KILL_WAIT_SECONDS,
+    WAIT_SECONDS,
+    main_namespace,
+    max_overlap,
+    running_interval,
+    use_workers,
+    wait_for_file,
+    wait_gone,
+    wait_status,
+    wait_until,
+)
+from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
+from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
+from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
+
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config, Scope, Status, SubmissionStatus
+from jupyter_scenarios.exceptions import ConfigurationError, SubmissionTimeoutWarning
+
+pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(240)]
+
+ADD_SLEEP_SECONDS = 1.0
+
+
+# -- task functions (importable, so they travel by reference) --------------------------
+
+
+def double(value: int) -> int:
+    return 2 * value
+
+
+def add_slowly(value: int) -> int:
+    time.sleep(ADD_SLEEP_SECONDS)
+    return value + 1
+
+
+def wait_for_gate(path: str) -> str:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {path} was never opened")
+        time.sleep(0.01)
+    return path
+
+
+def exit_worker(value: Any) -> None:
+    os._exit(3)
+
+
+def crash_worker(value: Any) -> None:
+    ctypes.string_at(0)
+
+
+def raise_error(value: Any) -> None:
+    raise KeyError(f"no entry for {value!r}")
+
+
+def return_generator(value: Any) -> Any:
+    return (item for item in range(3))
+
+
+def print_and_echo(value: str) -> str:
+    print(f"python says {value}", flush=True)
+    subprocess.run(["echo", f"child says {value}"], check=True)
+    return value
+
+
+def start_child_and_wait(folder: str) -> str:
+    child = subprocess.Popen(["sleep", "300"])
+    Path(folder, "child.pid").write_text(str(child.pid))
+    Path(folder, "worker.pid").write_text(str(os.getpid()))
+    child.wait()
+    return "finished normally"
+
+
+def record_interval(folder: str) -> str:
+    start = time.time()
+    time.sleep(0.3)
+    end = time.time()
+    Path(folder, f"{os.getpid()}-{start}").write_text(f"{start} {end}")
+    return folder
+
+
+# -- scenario builders -----------------------------------------------------------------
+
+
+def tutorial_config() -> Any:
+    """The tutorial's shape: ``my_input -> double -> middle -> add -> my_output``."""
+    my_input = Config.configure_data_node("my_input", default_data=21)
+    middle = Config.configure_data_node("middle")
+    my_output = Config.configure_data_node("my_output")
+    first = Config.configure_task("double", double, my_input, middle)
+    second = Config.configure_task("add", add_slowly, middle, my_output)
+    return Config.configure_scenario("tutorial", [first, second])
+
+
+def gated_config(gate: Path, downstream: bool = True) -> Any:
+    """``gate_path -> wait -> waited [-> double_path -> after]``; waits for ``gate``."""
+    gate_path = Config.configure_data_node("gate_path", default_data=str(gate))
+    waited = Config.configure_data_node("waited")
+    tasks = [Config.configure_task("wait", wait_for_gate, gate_path, waited)]
+    if downstream:
+        after = Config.configure_data_node("after")
+        tasks.append(Config.configure_task("follow", str.upper, waited, after))
+    return Config.configure_scenario("gated", tasks)
+
+
+def jobs_by_task(submission: tp.Submission) -> dict[str, tp.Job]:
+    return {job.task_config_id: job for job in submission.jobs}
+
+
+def wait_finished(submission: tp.Submission, timeout: float = WAIT_SECONDS) -> None:
+    assert submission.wait(timeout), (
+        f"{submission.id} did not finish within {timeout} s: "
+        f"{[(job.task_config_id, job.status.name) for job in submission.jobs]}"
+    )
+
+
+# -- parallel runs -----------------------------------------------------------------------
+
+
+def test_two_scenarios_run_in_parallel() -> None:
+    config = tutorial_config()
+    first = tp.create_scenario(config)
+    second = tp.create_scenario(config)
+
+    submissions = [first.submit(), second.submit()]
+    for submission in submissions:
+        wait_finished(submission)
+
+    assert first.my_output.read() == 43
+    assert second.my_output.read() == 43
+    first_add = jobs_by_task(submissions[0])["add"]
+    second_add = jobs_by_task(submissions[1])["add"]
+    first_start, first_end = running_interval(first_add)
+    second_start, second_end = running_interval(second_add)
+    assert first_start < second_end
+    assert second_start < first_end
+    assert first_add.worker_pid != second_add.worker_pid
+    for job in first_add, second_add:
+        assert job.execution_duration >= ADD_SLEEP_SECONDS
+    for submission in submissions:
+        assert submission.execution_duration >= ADD_SLEEP_SECONDS
+        assert submission.submission_status is SubmissionStatus.COMPLETED
+
+
+def test_submit_returns_before_jobs_run(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    scenario = tp.create_scenario(gated_config(gate))
+
+    submission = scenario.submit()
+
+    assert not submission.is_finished()
+    assert jobs_by_task(submission)["follow"].status is Status.BLOCKED
+    assert scenario.waited.edit_in_progress is True
+    wait_status(jobs_by_task(submission)["wait"], Status.RUNNING)
+    gate.touch()
+    wait_finished(submission)
+    assert scenario.after.read() == str(gate).upper()
+    assert scenario.waited.edit_in_progress is False
+
+
+def test_wait_timeout_warns_and_returns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    gate = tmp_path / "gate"
+    scenario = tp.create_scenario(gated_config(gate))
+
+    with (
+        caplog.at_level(logging.WARNING, logger="jupyter_scenarios"),
+        pytest.warns(SubmissionTimeoutWarning) as warned,
+    ):
+        submission = scenario.submit(wait=True, timeout=0.5)
+
+    assert submission.id in str(warned[0].message)
+    assert not submission.is_finished()
+    assert submission.submission_status in (
+        SubmissionStatus.PENDING,
+        SubmissionStatus.RUNNING,
+    )
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(submission.id in record.getMessage() for record in warnings)
+    assert any("timed out" in record.getMessage() for record in warnings)
+    gate.touch()
+    wait_finished(submission)
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+
+
+def test_wait_true_waits_for_completion() -> None:
+    scenario = tp.create_scenario(tutorial_config())
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.is_finished()
+    assert submission.jobs[1].finished_at is not None
+    assert scenario.my_output.read() == 43
+
+
+def test_max_concurrency_never_exceeded(tmp_path: Path) -> None:
+    intervals_folder = tmp_path / "intervals"
+    intervals_folder.mkdir()
+    folder = Config.configure_data_node("folder", default_data=str(intervals_folder))
+    tasks = []
+    for index in range(6):
+        output = Config.configure_data_node(f"done_{index}")
+        tasks.append(
+            Config.configure_task(f"record_{index}", record_interval, folder, output)
+        )
+    scenario = tp.create_scenario(Config.configure_scenario("many", tasks))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    jobs = submission.jobs
+    assert all(job.status is Status.COMPLETED for job in jobs)
+    assert max_overlap(running_interval(job) for job in jobs) <= 2
+    worker_intervals = []
+    for path in intervals_folder.iterdir():
+        start, end = (float(part) for part in path.read_text().split())
+        worker_intervals.append((start, end))
+    assert len(worker_intervals) == 6
+    assert max_overlap(worker_intervals) <= 2
+    assert len({job.worker_pid for job in jobs}) <= 2
+
+
+def test_third_job_waits_for_free_worker(tmp_path: Path) -> None:
+    gates = [tmp_path / f"gate_{index}" for index in range(3)]
+    tasks = []
+    for index, gate in enumerate(gates):
+        path = Config.configure_data_node(f"path_{index}", default_data=str(gate))
+        output = Config.configure_data_node(f"out_{index}")
+        tasks.append(
+            Config.configure_task(f"wait_{index}", wait_for_gate, path, output)
+        )
+    config = Config.configure_scenario("three", tasks)
+    submissions = [
+        tp.submit(tp.create_scenario(config).tasks[f"wait_{i}"]) for i in range(2)
+    ]
+    third_scenario = tp.create_scenario(config)
+    for submission in submissions:
+        wait_status(submission.jobs[0], Status.RUNNING)
+
+    third = third_scenario.tasks["wait_2"].submit()
+
+    assert third.jobs[0].status is Status.PENDING
+    assert third.submission_status is SubmissionStatus.PENDING
+    for submission in submissions:
+        assert submission.submission_status is SubmissionStatus.RUNNING
+    gates[0].touch()
+    wait_finished(submissions[0])
+    wait_status(third.jobs[0], Status.RUNNING)
+    gates[1].touch()
+    gates[2].touch()
+    wait_finished(submissions[1])
+    wait_finished(third)
+
+
+def test_same_output_jobs_do_not_overlap(tmp_path: Path) -> None:
+    # The scheduler's rule: a job whose output is also the output of an unfinished
+    # job waits for that job, so writes to one data node never interleave.
+    gate = tmp_path / "gate"
+    scenario = tp.create_scenario(gated_config(gate))
+    first = scenario.submit()
+    wait_status(jobs_by_task(first)["wait"], Status.RUNNING)
+    second = scenario.submit()
+    time.sleep(0.5)
+    gate.touch()
+    wait_finished(first)
+    wait_finished(second)
+
+    writers = [jobs_by_task(first)["wait"], jobs_by_task(second)["wait"]]
+    intervals = [running_interval(job) for job in writers]
+    assert max_overlap(intervals) == 1
+
+
+# -- functions defined in a notebook -------------------------------------------------------
+
+
+def test_notebook_function_runs() -> None:
+    namespace = main_namespace(
+        """
+        import math
+
+        def hypotenuse(value):
+            return math.sqrt(value * value + 9)
+        """
+    )
+    assert namespace["hypotenuse"].__module__ == "__main__"
+    side = Config.configure_data_node("side", default_data=4)
+    length = Config.configure_data_node("length")
+    task = Config.configure_task("hypotenuse", namespace["hypotenuse"], side, length)
+    scenario = tp.create_scenario(Config.configure_scenario("notebook", [task]))
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.jobs[0].status is Status.COMPLETED, submission.jobs[0].stacktrace
+    assert scenario.length.read() == 5.0
+    assert submission.jobs[0].worker_pid != os.getpid()
+
+
+def test_lambda_and_closure_tasks() -> None:
+    offset = 1000
+
+    def make_adder(step: int) -> Any:
+        def adder(value: int) -> int:
+            return value + step + offset
+
+        return adder
+
+    source = Config.configure_data_node("source", default_data=5)
+    from_lambda = Config.configure_data_node("from_lambda")
+    from_closure = Config.configure_data_node("from_closure")
+    tasks = [
+        Config.configure_task(
+            "lambda_task", lambda value: value * 3, source, from_lambda
+        ),
+        Config.configure_task("closure_task", make_adder(7), source, from_closure),
+    ]
+    scenario = tp.create_scenario(Config.configure_scenario("anonymous", tasks))
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert [job.status for job in submission.jobs] == [Status.COMPLETED] * 2
+    assert scenario.from_lambda.read() == 15
+    assert scenario.from_closure.read() == 1012
+
+
+def test_redefined_function_runs_new_code() -> None:
+    cell = """
+        def transform(value):
+            return value + {step}
+    """
+    source = Config.configure_data_node("source", default_data=1)
+    target = Config.configure_data_node("target")
+    first = main_namespace(cell.format(step=10))["transform"]
+    Config.configure_task("transform", first, source, target)
+    scenario = tp.create_scenario(
+        Config.configure_scenario("redefined", [Config.tasks["transform"]])
+    )
+    scenario.submit(wait=True, timeout=WAIT_SECONDS)
+    assert scenario.target.read() == 11
+
+    second = main_namespace(cell.format(step=20))["transform"]
+    Config.configure_task("transform", second, source, target)
+    scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert scenario.target.read() == 21
+
+
+def test_task_output_in_job_logs() -> None:
+    word = Config.configure_data_node("word", default_data="hello")
+    echoed = Config.configure_data_node("echoed")
+    task = Config.configure_task("echo", print_and_echo, word, echoed)
+    scenario = tp.create_scenario(Config.configure_scenario("logging", [task]))
+
+    job = scenario.submit(wait=True, timeout=WAIT_SECONDS).jobs[0]
+
+    assert job.status is Status.COMPLETED
+    assert "python says hello" in job.logs
+    assert "child says hello" in job.logs
+
+
+def test_person_write_releases_blocked_job() -> None:
+    my_input = Config.configure_data_node("my_input")
+    my_output = Config.configure_data_node("my_output")
+    task = Config.configure_task("double", double, my_input, my_output)
+    scenario = tp.create_scenario(Config.configure_scenario("waiting", [task]))
+    submission = scenario.submit()
+    job = submission.jobs[0]
+    wait_status(job, Status.BLOCKED)
+
+    scenario.my_input.write(8)
+
+    wait_status(job, Status.COMPLETED)
+    assert job.status_history[-3][0] is Status.PENDING
+    assert scenario.my_output.read() == 16
+    wait_until(lambda: submission.submission_status is SubmissionStatus.COMPLETED)
+
+
+def test_in_memory_node_rejected() -> None:
+    cache = Config.configure_in_memory_data_node("cache", default_data=1)
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("double", double, cache, result)
+    scenario = tp.create_scenario(Config.configure_scenario("memory", [task]))
+
+    with pytest.raises(ConfigurationError) as raised:
+        scenario.submit()
+
+    assert "'cache'" in str(raised.value)
+    assert "in_memory" in str(raised.value)
+    assert tp.get_jobs() == []
+
+
+# -- cancelling ----------------------------------------------------------------------------
+
+
+def test_cancel_pending_job(tmp_path: Path) -> None:
+    use_workers(1)
+    gate = tmp_path / "gate"
+    busy = tp.create_scenario(gated_config(gate))
+    busy_submission = busy.submit()
+    wait_status(jobs_by_task(busy_submission)["wait"], Status.RUNNING)
+    queued = tp.create_scenario("gated")
+    queued_submission = queued.submit()
+    queued_jobs = jobs_by_task(queued_submission)
+    assert queued_jobs["wait"].status is Status.PENDING
+
+    tp.cancel_job(queued_jobs["wait"])
+
+    assert queued_jobs["wait"].status is Status.CANCELED
+    assert queued_jobs["follow"].status is Status.ABANDONED
+    assert queued.waited.edit_in_progress is False
+    assert queued.after.edit_in_progress is False
+    assert queued_submission.submission_status is SubmissionStatus.CANCELED
+    assert jobs_by_task(busy_submission)["wait"].status is Status.RUNNING
+    gate.touch()
+    wait_finished(busy_submission)
+    assert busy_submission.submission_status is SubmissionStatus.COMPLETED
+    assert queued_jobs["wait"].run_at is None
+
+
+def test_cancel_blocked_job(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    scenario = tp.create_scenario(gated_config(gate))
+    submission = scenario.submit()
+    jobs = jobs_by_task(submission)
+    wait_status(jobs["wait"], Status.RUNNING)
+    assert jobs["follow"].status is Status.BLOCKED
+
+    tp.cancel_job(jobs["follow"].id)
+
+    assert jobs["follow"].status is Status.CANCELED
+    assert scenario.after.edit_in_progress is False
+    gate.touch()
+    wait_status(jobs["wait"], Status.COMPLETED)
+    wait_until(lambda: submission.submission_status is SubmissionStatus.CANCELED)
+    assert scenario.after.last_edit_date is None
+
+
+def test_cancel_running_job_kills_worker(tmp_path: Path) -> None:
+    folder = Config.configure_data_node("folder", default_data=str(tmp_path))
+    result = Config.configure_data_node("result")
+    after = Config.configure_data_node("after")
+    tasks = [
+        Config.configure_task("hold", start_child_and_wait, folder, result),
+        Config.configure_task("follow", str.upper, result, after),
+    ]
+    scenario = tp.create_scenario(Config.configure_scenario("killable", tasks))
+    scenario.result.write("before")
+    edits_before = len(scenario.result.edits)
+    submission = scenario.submit()
+    jobs = jobs_by_task(submission)
+    child_pid = int(wait_for_file(tmp_path / "child.pid"))
+    worker_pid = int(wait_for_file(tmp_path / "worker.pid"))
+    assert jobs["hold"].status is Status.RUNNING
+    wait_until(lambda: jobs["hold"].worker_pid == worker_pid, what="worker pid")
+
+    tp.cancel_job(jobs["hold"])
+
+    assert wait_gone([worker_pid, child_pid], KILL_WAIT_SECONDS) == []
+    wait_status(jobs["hold"], Status.CANCELED, timeout=KILL_WAIT_SECONDS)
+    assert jobs["follow"].status is Status.ABANDONED
+    assert jobs["hold"].reason
+    assert scenario.result.edit_in_progress is False
+    assert scenario.after.edit_in_progress is False
+    assert scenario.result.read() == "before"
+    assert len(scenario.result.edits) == edits_before
+    assert submission.submission_status is SubmissionStatus.CANCELED
+
+    (tmp_path / "child.pid").unlink()
+    second = tp.create_scenario(tutorial_config())
+    later = second.submit(wait=True, timeout=WAIT_SECONDS)
+    assert later.submission_status is SubmissionStatus.COMPLETED
+    assert all(job.worker_pid != worker_pid for job in later.jobs)
+
+
+def test_cancel_scoped_to_submission(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    scenario = tp.create_scenario(gated_config(gate))
+    first = scenario.submit()
+    wait_status(jobs_by_task(first)["wait"], Status.RUNNING)
+    second = scenario.submit()
+    second_jobs = jobs_by_task(second)
+
+    tp.cancel_job(second_jobs["wait"])
+
+    assert second_jobs["wait"].status is Status.CANCELED
+    assert second_jobs["follow"].status is Status.ABANDONED
+    assert [job.status for job in first.jobs] == [Status.RUNNING, Status.BLOCKED]
+    gate.touch()
+    wait_finished(first)
+    assert first.submission_status is SubmissionStatus.COMPLETED
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def branching_config(failing: Any) -> Any:
+    """``source -> failing -> broken -> after``, plus an independent slow branch."""
+    source = Config.configure_data_node("source", default_data=5)
+    broken = Config.configure_data_node("broken")
+    after = Config.configure_data_node("after")
+    other = Config.configure_data_node("other")
+    tasks = [
+        Config.configure_task("failing", failing, source, broken),
+        Config.configure_task("after_failing", double, broken, after),
+        Config.configure_task("other_branch", add_slowly, source, other),
+    ]
+    return Config.configure_scenario("branching", tasks)
+
+
+def test_worker_exit_fails_only_its_job() -> None:
+    scenario = tp.create_scenario(branching_config(exit_worker))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    jobs = jobs_by_task(submission)
+    failed = jobs["failing"]
+    assert failed.status is Status.FAILED
+    assert "exited with code 3" in failed.reason
+    assert "exited with code 3" in failed.stacktrace[0]
+    assert jobs["after_failing"].status is Status.ABANDONED
+    assert jobs["other_branch"].status is Status.COMPLETED
+    assert scenario.other.read() == 6
+    assert scenario.broken.edit_in_progress is False
+    later = tp.create_scenario(tutorial_config()).submit(
+        wait=True, timeout=WAIT_SECONDS
+    )
+    assert later.submission_status is SubmissionStatus.COMPLETED
+
+
+def test_worker_segfault_fails_only_its_job() -> None:
+    scenario = tp.create_scenario(branching_config(crash_worker))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    jobs = jobs_by_task(submission)
+    assert jobs["failing"].status is Status.FAILED
+    assert "SIGSEGV" in jobs["failing"].reason
+    assert jobs["after_failing"].status is Status.ABANDONED
+    assert jobs["other_branch"].status is Status.COMPLETED
+    later = tp.create_scenario(tutorial_config()).submit(
+        wait=True, timeout=WAIT_SECONDS
+    )
+    assert later.submission_status is SubmissionStatus.COMPLETED
+
+
+LOOKUP_CELL = """
+    def lookup(value):
+        table = {}
+        return helper(table, value)
+
+    def helper(table, value):
+        return table[value]
+"""
+
+
+def test_task_exception_has_full_traceback() -> None:
+    namespace = main_namespace(LOOKUP_CELL, "/tmp/ipykernel_0/lookup_cell.py")
+    scenario = tp.create_scenario(branching_config(namespace["lookup"]))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    jobs = jobs_by_task(submission)
+    failed = jobs["failing"]
+    assert failed.status is Status.FAILED
+    trace = failed.stacktrace[0]
+    assert trace.startswith("Traceback")
+    assert "in lookup" in trace
+    assert "in helper" in trace
+    assert trace.rstrip().endswith("KeyError: 5")
+    assert jobs["after_failing"].status is Status.ABANDONED
+    assert jobs["other_branch"].status is Status.COMPLETED
+    assert submission.submission_status is SubmissionStatus.FAILED
+
+
+def test_notebook_traceback_shows_helper_source() -> None:
+    # Development mode shows the lines of every cell function in the traceback,
+    # including ``helper``, which the task function calls; standalone mode should too.
+    namespace = main_namespace(LOOKUP_CELL, "/tmp/ipykernel_0/source_cell.py")
+    scenario = tp.create_scenario(branching_config(namespace["lookup"]))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    trace = jobs_by_task(submission)["failing"].stacktrace[0]
+    assert "return helper(table, value)" in trace
+    assert "return table[value]" in trace
+
+
+def test_importable_task_exception_traceback() -> None:
+    scenario = tp.create_scenario(branching_config(raise_error))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    trace = jobs_by_task(submission)["failing"].stacktrace[0]
+    assert "in raise_error" in trace
+    assert "KeyError" in trace
+    assert "no entry for 5" in trace
+
+
+def test_unpicklable_result_fails_cleanly() -> None:
+    scenario = tp.create_scenario(branching_config(return_generator))
+
+    submission = scenario.submit()
+    wait_finished(submission)
+
+    jobs = jobs_by_task(submission)
+    failed = jobs["failing"]
+    assert failed.status is Status.FAILED
+    assert "generator" in failed.stacktrace[0]
+    assert "broken" in failed.stacktrace[0]
+    assert scenario.broken.edit_in_progress is False
+    assert scenario.broken.last_edit_date is None
+    assert jobs["other_branch"].status is Status.COMPLETED
+    later = tp.create_scenario(tutorial_config()).submit(
+        wait=True, timeout=WAIT_SECONDS
+    )
+    assert later.submission_status is SubmissionStatus.COMPLETED
+
+
+# -- stopping ------------------------------------------------------------------------------
+
+
+def test_stop_cancels_running_jobs(tmp_path: Path) -> None:
+    folder = Config.configure_data_node("folder", default_data=str(tmp_path))
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("hold", start_child_and_wait, folder, result)
+    scenario = tp.create_scenario(Config.configure_scenario("stoppable", [task]))
+    submission = scenario.submit()
+    job = submission.jobs[0]
+    child_pid = int(wait_for_file(tmp_path / "child.pid"))
+    worker_pid = int(wait_for_file(tmp_path / "worker.pid"))
+    wait_status(job, Status.RUNNING)
+
+    tp.Orchestrator().stop(wait=False)
+
+    assert wait_gone([worker_pid, child_pid], KILL_WAIT_SECONDS) == []
+    assert job.status is Status.CANCELED
+    assert "stopped" in job.reason
+    assert scenario.result.edit_in_progress is False
+    assert submission.submission_status is SubmissionStatus.CANCELED
+
+
+def test_stop_with_timeout_lets_short_jobs_finish() -> None:
+    scenario = tp.create_scenario(tutorial_config())
+    submission = scenario.submit()
+
+    tp.Orchestrator().stop(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    assert scenario.my_output.read() == 43
+
+
+def test_runtime_restarts_after_stop() -> None:
+    scenario = tp.create_scenario(tutorial_config())
+    scenario.submit(wait=True, timeout=WAIT_SECONDS)
+    tp.Orchestrator().stop()
+
+    again = tp.get(scenario.id).submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert again.submission_status is SubmissionStatus.COMPLETED
+
+
+def test_global_node_shared_across_workers() -> None:
+    rate = Config.configure_data_node("rate", scope=Scope.GLOBAL, default_data=3)
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("double", double, rate, result)
+    config = Config.configure_scenario("uses_rate", [task])
+    first = tp.create_scenario(config)
+    second = tp.create_scenario(config)
+
+    first.rate.write(50)
+    submission = second.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    assert second.result.read() == 100
+
+
+def test_job_timestamps_are_ordered() -> None:
+    scenario = tp.create_scenario(tutorial_config())
+    before = datetime.now()
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    first, second = submission.jobs
+    for job in first, second:
+        assert before <= job.submitted_at <= job.run_at <= job.finished_at
+    assert first.finished_at <= second.run_at
+    assert submission.run_at == first.run_at
+    assert submission.finished_at == second.finished_at
+    assert submission.execution_duration >= ADD_SLEEP_SECONDS

@@ -1,0 +1,282 @@
+"""The SQLite store: sharing a storage folder between processes, restarts, crashes.
+
+Other processes are fresh interpreters started with ``run_python``; they import this
+repository and the tests folder, so they can run the importable task functions below.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from engine_fixtures import (
+    WAIT_SECONDS,
+    main_namespace,
+    run_python,
+    start_python,
+    wait_for_file,
+    wait_until,
+)
+from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
+
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config, Status, SubmissionStatus
+
+pytestmark = [pytest.mark.usefixtures("engine"), pytest.mark.timeout(240)]
+
+
+def double(value: int) -> int:
+    return 2 * value
+
+
+def add_one(value: int) -> int:
+    return value + 1
+
+
+def chain_scenario(default: int = 5) -> tp.Scenario:
+    my_input = Config.configure_data_node("my_input", default_data=default)
+    middle = Config.configure_data_node("middle")
+    my_output = Config.configure_data_node("my_output")
+    first = Config.configure_task("double", double, my_input, middle)
+    second = Config.configure_task("add_one", add_one, middle, my_output)
+    return tp.create_scenario(Config.configure_scenario("chain", [first, second]))
+
+
+def counts(folder: Path) -> dict[str, int]:
+    with sqlite3.connect(folder / "entities.db") as connection:
+        return {
+            kind: connection.execute(f"SELECT COUNT(*) FROM {kind}").fetchone()[0]
+            for kind in ("scenario", "task", "data_node", "job", "submission", "cycle")
+        }
+
+
+def open_in_subprocess(folder: Path, body: str) -> str:
+    """Run ``body`` in a fresh interpreter whose runtime uses ``folder``."""
+    source = f"""
+import json
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+Config.configure_core(storage_folder={str(folder)!r})
+{body}
+tp.Orchestrator().stop()
+"""
+    return run_python(source).stdout
+
+
+# -- sharing a folder between processes --------------------------------------------------
+
+
+def test_other_process_reads_and_submits(engine: Path) -> None:
+    scenario = chain_scenario()
+    scenario_id = scenario.id
+    tp.Orchestrator().stop()
+
+    output = open_in_subprocess(
+        engine,
+        f"""
+scenario = tp.get({scenario_id!r})
+submission = scenario.submit()
+print(json.dumps({{
+    "status": submission.submission_status.name,
+    "output": scenario.my_output.read(),
+    "jobs": submission.job_ids,
+}}))
+""",
+    )
+
+    result = json.loads(output.strip().splitlines()[-1])
+    assert result["status"] == "COMPLETED"
+    assert result["output"] == 11
+    reloaded = tp.get(scenario_id)
+    assert reloaded.my_output.read() == 11
+    assert reloaded.my_output.job_ids == [result["jobs"][1]]
+    submission = tp.get_latest_submission(reloaded)
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    assert [job.status for job in submission.jobs] == [Status.COMPLETED] * 2
+
+
+def test_notebook_function_runs_in_other_process(engine: Path) -> None:
+    namespace = main_namespace(
+        """
+        def triple(value):
+            return value * 3
+        """
+    )
+    my_input = Config.configure_data_node("my_input", default_data=7)
+    my_output = Config.configure_data_node("my_output")
+    task = Config.configure_task("triple", namespace["triple"], my_input, my_output)
+    scenario = tp.create_scenario(Config.configure_scenario("notebook", [task]))
+    tp.Orchestrator().stop()
+
+    output = open_in_subprocess(
+        engine,
+        f"""
+scenario = tp.get({scenario.id!r})
+scenario.submit()
+print(scenario.my_output.read())
+""",
+    )
+
+    assert output.strip().splitlines()[-1] == "21"
+
+
+def test_start_deletes_nothing(engine: Path) -> None:
+    scenario = chain_scenario()
+    scenario.submit()
+    before = counts(engine)
+    files_before = sorted(path.name for path in (engine / "data").iterdir())
+    tp.Orchestrator().stop()
+
+    tp.Orchestrator().run()
+    open_in_subprocess(engine, "tp.Orchestrator().run()")
+
+    assert counts(engine) == before
+    assert sorted(path.name for path in (engine / "data").iterdir()) == files_before
+    assert tp.get(scenario.id).my_output.read() == 11
+
+
+def test_concurrent_kernels_keep_each_others_edits(engine: Path) -> None:
+    scenario = chain_scenario()
+    node = scenario.my_output
+    node_id = node.id
+
+    open_in_subprocess(
+        engine,
+        f"tp.get({node_id!r}).write(123, comment='from the other kernel')",
+    )
+
+    assert node.read() == 123
+    comments = [edit.get("comment") for edit in node.edits]
+    assert "from the other kernel" in comments
+    tp.Orchestrator().stop()
+    tp.Orchestrator().run()
+    reloaded = [edit.get("comment") for edit in tp.get(node_id).edits]
+    assert "from the other kernel" in reloaded
+
+
+# -- deleting ------------------------------------------------------------------------------
+
+
+def test_clean_all_entities_deletes_everything(engine: Path, tmp_path: Path) -> None:
+    user_file = tmp_path / "kept.json"
+    user_file.write_text("[1, 2]")
+    external = Config.configure_json_data_node("external", default_path=str(user_file))
+    copied = Config.configure_data_node("copied")
+    task = Config.configure_task("copy", list, external, copied)
+    Config.configure_scenario("copying", [task])
+    scenario = tp.create_scenario("copying")
+    scenario.submit()
+    chain_scenario().submit()
+    assert any((engine / "data").iterdir())
+    assert any((engine / "logs").iterdir())
+
+    assert tp.clean_all_entities() is True
+
+    assert set(counts(engine).values()) == {0}
+    assert list((engine / "data").iterdir()) == []
+    assert list((engine / "logs").iterdir()) == []
+    assert user_file.read_text() == "[1, 2]"
+    assert tp.get_scenarios() == []
+    assert tp.get(scenario.id) is None
+
+
+# -- SQLite settings and crashes ------------------------------------------------------------
+
+
+def test_store_uses_wal(engine: Path) -> None:
+    chain_scenario()
+
+    with sqlite3.connect(engine / "entities.db") as connection:
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+
+    assert mode == "wal"
+
+
+def test_killed_writer_leaves_readable_store(engine: Path, tmp_path: Path) -> None:
+    chain_scenario()
+    tp.Orchestrator().stop()
+    progress = tmp_path / "progress"
+    log = tmp_path / "writer.log"
+    writer = start_python(
+        f"""
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+from test_store import chain_scenario
+Config.configure_core(storage_folder={str(engine)!r})
+count = 0
+while True:
+    scenario = chain_scenario(count)
+    scenario.submit()
+    scenario.my_input.write(list(range(2000)), comment="bulk")
+    count += 1
+    with open({str(progress)!r}, "w") as marker:
+        marker.write(str(count))
+""",
+        log,
+    )
+    try:
+        wait_until(
+            lambda: (
+                progress.exists()
+                and progress.read_text().strip().isdigit()
+                and int(progress.read_text()) >= 5
+            ),
+            WAIT_SECONDS,
+            f"the writer to make progress (log: {log})",
+        )
+        time.sleep(0.2)
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(WAIT_SECONDS)
+    assert writer.returncode == -signal.SIGKILL
+
+    with sqlite3.connect(engine / "entities.db") as connection:
+        assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    tp.Orchestrator().run()
+    scenarios = tp.get_scenarios()
+    assert len(scenarios) >= 6
+    for scenario in scenarios:
+        for node in scenario.data_nodes.values():
+            if node.last_edit_date is not None:
+                node.read()
+        for task in scenario.tasks.values():
+            assert task.function is not None
+    for job in tp.get_jobs():
+        assert job.status in (Status.COMPLETED, Status.FAILED, Status.ABANDONED), job
+
+
+def test_two_processes_write_concurrently(engine: Path, tmp_path: Path) -> None:
+    scenario = chain_scenario()
+    mine, theirs = scenario.my_input, scenario.middle
+    done = tmp_path / "done"
+    log = tmp_path / "other.log"
+    other = start_python(
+        f"""
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+Config.configure_core(storage_folder={str(engine)!r})
+node = tp.get({theirs.id!r})
+for index in range(100):
+    node.write(index, comment=f"other {{index}}")
+tp.Orchestrator().stop()
+open({str(done)!r}, "w").write("done")
+""",
+        log,
+    )
+    try:
+        for index in range(100):
+            mine.write(index, comment=f"mine {index}")
+        wait_for_file(done)
+    finally:
+        other.wait(WAIT_SECONDS)
+    assert other.returncode == 0, log.read_text()
+
+    tp.Orchestrator().stop()
+    tp.Orchestrator().run()
+    assert len(tp.get(mine.id).edits) == 101
+    assert len(tp.get(theirs.id).edits) == 100
+    assert tp.get(theirs.id).read() == 99
