@@ -26,8 +26,8 @@ commands itself, one at a time, under ``_drain_lock``, so a chain of any length 
 iteratively before ``submit`` returns.
 
 Decisions:
-- A job whose output is also the output of an unfinished job waits for that job, since
-  the output is locked.
+- Two jobs never write the same data node at once: a ready job whose output another
+  RUNNING job is writing stays PENDING until that job ends.
 - A RUNNING job is cancelled by killing its worker process (standalone); in development
   mode a running job cannot be stopped and ``cancel_job`` says so.
 - ``stop()`` and interpreter exit cancel the jobs still running (their workers are
@@ -62,7 +62,13 @@ from .exceptions import (
 from .executors.base import Executor, JobOutcome
 from .graph import topological_order
 from .store import Store, is_process_alive, process_identity
-from .worker import NodeSpec, TaskRun, discard_staged, notebook_sources
+from .worker import (
+    NodeSpec,
+    TaskRun,
+    discard_staged,
+    notebook_code_files,
+    notebook_sources,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +132,9 @@ class Scheduler:
         self._running: dict[str, Job] = {}
         self._waiting_on: dict[str, set[str]] = collections.defaultdict(set)
         self._staged: dict[str, TaskRun] = {}
+        # Output data node id -> the RUNNING job writing it; two jobs never write
+        # the same data node at once.
+        self._writing: dict[str, str] = {}
 
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
@@ -253,6 +262,20 @@ class Scheduler:
         and the jobs still unfinished. An interrupt (the kernel's stop button) stops
         the waiting, not the jobs, and says so.
         """
+        if not self.is_asynchronous and not submission.is_finished():
+            # Development mode ran everything it could before submit returned; what
+            # is left is BLOCKED on inputs only a person can write, so waiting here
+            # would never end.
+            blocked = [job for job in submission.jobs if job.is_blocked()]
+            if blocked:
+                warnings.warn(
+                    f"Submission {submission.id} has {len(blocked)} BLOCKED jobs "
+                    f"({', '.join(job.task_config_id for job in blocked[:5])}) waiting "
+                    "for inputs that are not written; write those data nodes and the "
+                    "jobs run.",
+                    stacklevel=3,
+                )
+                return False
         try:
             finished = submission.wait(timeout)
         except KeyboardInterrupt:
@@ -538,9 +561,15 @@ class Scheduler:
         self._refresh_submissions(touched)
 
     def _dispatch(self) -> None:
+        # Each ready job is looked at once per call; a job whose output another
+        # RUNNING job is writing goes back to the queue until that job ends.
+        deferred: list[Job] = []
         while self._ready and self.executor.free_slots() > 0:
             job = self._ready.popleft()
             if job.is_finished():
+                continue
+            if any(node_id in self._writing for node_id in job.task.output_ids):
+                deferred.append(job)
                 continue
             if self._can_skip(job):
                 self._set_status(job, Status.SKIPPED)
@@ -548,6 +577,7 @@ class Scheduler:
                 self._after_final(job)
                 continue
             self._start(job)
+        self._ready.extendleft(reversed(deferred))
 
     def _can_skip(self, job: Job) -> bool:
         task = job.task
@@ -576,6 +606,7 @@ class Scheduler:
                 inputs=tuple(self._spec(node) for node in task.input.values()),
                 outputs=tuple(self._spec(node) for node in task.output.values()),
                 sources=notebook_sources(function),
+                code_files=notebook_code_files(function),
             )
         except Exception as error:
             logger.exception("Job %s could not be prepared", job.id)
@@ -584,6 +615,8 @@ class Scheduler:
         self._set_status(job, Status.RUNNING)
         self._running[job.id] = job
         self._staged[job.id] = run
+        for node_id in task.output_ids:
+            self._writing[node_id] = job.id
         self.store.get(job.submit_id)._refresh_status()
         if not self.is_asynchronous:
             # The job runs in this thread now: record RUNNING first, so another
@@ -608,6 +641,9 @@ class Scheduler:
     def _finish(self, outcome: JobOutcome) -> None:
         job = self._running.pop(outcome.job_id, None)
         self._staged.pop(outcome.job_id, None)
+        for node_id, writer in list(self._writing.items()):
+            if writer == outcome.job_id:
+                del self._writing[node_id]
         if job is None:
             if outcome.result is not None:
                 discard_staged(outcome.result.outputs)

@@ -91,6 +91,9 @@ class Store:
         self._factories: dict[str, Factory] = {}
         # Per-thread pending saves of an open batch(); other threads write at once.
         self._local = threading.local()
+        # Every thread's open pending dict, so refresh() can skip entities with
+        # unsaved changes; guarded by _lock.
+        self._open_batches: list[dict[str, Any]] = []
         self.closed = False
 
     def _create_tables(self) -> None:
@@ -244,21 +247,48 @@ class Store:
         outer = getattr(self._local, "pending", None) is None
         if outer:
             self._local.pending = {}
+            with self._lock:
+                self._open_batches.append(self._local.pending)
         try:
             yield
         finally:
             if outer:
                 pending = self._local.pending
                 self._local.pending = None
-                if pending:
-                    self._write(list(pending.values()))
+                try:
+                    if pending:
+                        self._write(list(pending.values()))
+                finally:
+                    with self._lock:
+                        self._open_batches = [
+                            batch for batch in self._open_batches if batch is not pending
+                        ]
 
     def flush(self) -> None:
         """Write this thread's pending saves now; the open ``batch()`` goes on."""
         pending = getattr(self._local, "pending", None)
         if pending:
-            self._local.pending = {}
-            self._write(list(pending.values()))
+            entities = list(pending.values())
+            self._write(entities)
+            pending.clear()
+
+    def refresh(self, entity: Any) -> None:
+        """Update ``entity``'s changing state from the database.
+
+        Another process sharing the folder may have changed it. Skipped while any
+        thread of this process has unsaved changes to the entity in a ``batch()``.
+        """
+        kind = kind_of(entity.id)
+        if kind is None or self.closed:
+            return
+        with self._lock:
+            if any(entity.id in batch for batch in self._open_batches):
+                return
+            row = self._connection.execute(
+                f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
+            ).fetchone()
+            if row is not None:
+                entity._refresh_doc(json.loads(row[0]))
 
     def delete(self, entity_ids: list[str]) -> None:
         """Remove entities by id, from the database and the identity map."""

@@ -57,6 +57,8 @@ class TaskRun:
     #: Source lines of notebook cells the function was defined in, by file name, so
     #: that tracebacks formatted in a worker show the cell's lines.
     sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: Original file name of each notebook function by qualified name.
+    code_files: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -82,26 +84,52 @@ class TaskResult:
 
 
 def notebook_sources(function: Callable[..., Any]) -> dict[str, list[str]]:
-    """Return the cached source lines of ``function``'s cell, if it has no file."""
-    code = getattr(function, "__code__", None)
-    if code is None:
-        return {}
-    filename = code.co_filename
-    entry = linecache.cache.get(filename)
-    if entry is None or Path(filename).exists():
-        return {}
-    return {filename: list(entry[2])}
+    """Return the cached source lines of the cells ``function`` was defined in.
+
+    Covers the function and the notebook functions it calls by name, directly or
+    through each other; files that exist on disk are left out.
+    """
+    sources: dict[str, list[str]] = {}
+    for item in _notebook_functions(function):
+        filename = item.__code__.co_filename
+        entry = linecache.cache.get(filename)
+        if entry is not None and not Path(filename).exists():
+            sources[filename] = list(entry[2])
+    return sources
 
 
-def _with_code_filename(function: Any, filename: str) -> Any:
+def _notebook_functions(function: Any) -> list[types.FunctionType]:
+    found: list[types.FunctionType] = []
+    pending = [function]
+    while pending:
+        item = pending.pop()
+        if not isinstance(item, types.FunctionType) or item in found:
+            continue
+        found.append(item)
+        names = _code_names(item.__code__)
+        pending.extend(
+            value
+            for name, value in item.__globals__.items()
+            if name in names and getattr(value, "__module__", None) == item.__module__
+        )
+    return found
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for constant in code.co_consts:
+        if isinstance(constant, types.CodeType):
+            names |= _code_names(constant)
+    return names
+
+
+def _restore_code_filenames(function: Any, filenames: dict[str, str]) -> None:
     # cloudpickle gives functions shipped by value a placeholder file name; putting
-    # the cell's name back lets tracebacks show the cell's lines from linecache.
-    if not isinstance(function, types.FunctionType):
-        return function
-    if function.__code__.co_filename == filename:
-        return function
-    function.__code__ = _renamed_code(function.__code__, filename)
-    return function
+    # each cell's name back lets tracebacks show the cell's lines from linecache.
+    for item in _notebook_functions(function):
+        filename = filenames.get(item.__qualname__)
+        if filename and item.__code__.co_filename != filename:
+            item.__code__ = _renamed_code(item.__code__, filename)
 
 
 def _renamed_code(code: types.CodeType, filename: str) -> types.CodeType:
@@ -117,12 +145,23 @@ def staging_path(final: Path, job_id: str) -> Path:
     return final.with_name(f".{final.name}.{job_id}.staging")
 
 
+def notebook_code_files(function: Callable[..., Any]) -> dict[str, str]:
+    """Return the file name of ``function`` and its notebook helpers by qualname."""
+    return {
+        item.__qualname__: item.__code__.co_filename
+        for item in _notebook_functions(function)
+        if item.__code__.co_filename in linecache.cache
+        and not Path(item.__code__.co_filename).exists()
+    }
+
+
 def run_task(run: TaskRun) -> TaskResult:
     """Execute ``run`` and report what happened; never raises for task errors."""
     function = run.function
     for filename, lines in run.sources.items():
         linecache.cache.setdefault(filename, (0, None, lines, filename))
-        function = _with_code_filename(function, filename)
+    if run.code_files:
+        _restore_code_filenames(function, run.code_files)
     try:
         arguments = [_read_input(run, spec) for spec in run.inputs]
     except Exception as error:

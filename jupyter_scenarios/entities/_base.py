@@ -75,6 +75,10 @@ class Entity:
     def _load_doc(self, doc: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _refresh_doc(self, doc: dict[str, Any]) -> None:
+        """Take the state another process stored; by default, all of it."""
+        self._load_doc(doc)
+
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other.id == self.id  # type: ignore[attr-defined]
 

@@ -244,6 +244,8 @@ class DataNode(Entity):
         return self.backend.read()
 
     def _has_data(self) -> bool:
+        if self._last_edit_date is None:
+            self._store.refresh(self)
         if self._last_edit_date is not None:
             return True
         if self._storage_type != "in_memory" and self.backend.exists():
@@ -291,6 +293,8 @@ class DataNode(Entity):
         **options: Any,
     ) -> None:
         """Record an edit made by a job or a person."""
+        # Another kernel may have edited this node since it was loaded.
+        self._store.refresh(self)
         edit: dict[str, Any] = {"timestamp": to_iso(timestamp or datetime.now())}
         if job_id:
             edit["job_id"] = job_id
@@ -411,6 +415,14 @@ class DataNode(Entity):
             "editor_expiration_date": to_iso(self._editor_expiration_date),
             "version": self._version,
         }
+
+    def _refresh_doc(self, doc: dict[str, Any]) -> None:
+        # Only what changes after creation: edits and locks.
+        self._last_edit_date = from_iso(doc["last_edit_date"])
+        self._edits = list(doc["edits"])
+        self._edit_in_progress = doc["edit_in_progress"]
+        self._editor_id = doc["editor_id"]
+        self._editor_expiration_date = from_iso(doc["editor_expiration_date"])
 
     def _load_doc(self, doc: dict[str, Any]) -> None:
         self._config_id = doc["config_id"]

@@ -50,7 +50,10 @@ class DevelopmentExecutor(Executor):
         with open(log_path, "a", encoding="utf-8") as log:
             tee_out = _Tee(sys.stdout, log)
             tee_err = _Tee(sys.stderr, log)
-            with contextlib.redirect_stdout(tee_out), contextlib.redirect_stderr(tee_err):
+            with (
+                contextlib.redirect_stdout(tee_out),
+                contextlib.redirect_stderr(tee_err),
+            ):
                 result = run_task(run)
         self._on_finished(JobOutcome(run.job_id, result, worker_pid=os.getpid()))
 
