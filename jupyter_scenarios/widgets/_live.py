@@ -1,0 +1,153 @@
+"""The base of the live widgets: display ids, text and HTML forms, and closing.
+
+Each live widget is displayed under a display id of its own, so that its text and
+HTML forms can be replaced by the final ones once its jobs finish (see
+``LiveWidgetMixin._update_displays``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import uuid
+from typing import Any
+
+from ipywidgets import Layout
+from ipywidgets.widgets.widget_style import Style
+
+from .refresh import Pacer, timer
+
+# Widgets whose state is fixed once created.
+_FIXED = (Layout, Style)
+
+logger = logging.getLogger(__name__)
+
+
+def is_kernel() -> bool:
+    """Return whether this code runs in an IPython kernel that a front end can reach.
+
+    True in ipykernel's ``ZMQInteractiveShell`` (Jupyter, JupyterLab, VS Code,
+    nbclient); False in a plain script and in terminal IPython.
+    """
+    # A kernel has imported both already; a plain script pays for no import here.
+    if "IPython" not in sys.modules or "ipykernel" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        return False
+    from ipykernel.zmqshell import ZMQInteractiveShell
+
+    return isinstance(shell, ZMQInteractiveShell) and shell.kernel is not None
+
+
+class LiveWidgetMixin:
+    """Display, representation and closing shared by the live widgets.
+
+    Put it before the ipywidgets base class. Subclasses call ``_init_live`` at the
+    end of ``__init__`` and implement ``_text_repr``, ``_html_repr`` and the
+    ``refresh.Refreshable`` methods.
+    """
+
+    _redraw_lock: threading.RLock
+    _display_id: str
+    _displayed: bool
+    _closed: bool
+    _owned: list[Any]
+    #: Number of redraws since creation, from any thread.
+    redraws: int
+
+    def _init_live(self, owned: list[Any]) -> None:
+        # Guards the child widgets' traits, the row assignments and the cached
+        # snapshots. Taken by the timer thread (redraws), by the thread that calls
+        # refresh_all_widgets or a repr, and by the kernel's main thread (button
+        # clicks). Never held while cancelling a job or sending a display update.
+        self._redraw_lock = threading.RLock()
+        self._display_id = f"jupyter-scenarios-{uuid.uuid4().hex}"
+        self._displayed = False
+        self._closed = False
+        self._owned = owned
+        self.redraws = 0
+
+    # -- representations ---------------------------------------------------------------
+
+    def _text_repr(self) -> str:
+        raise NotImplementedError
+
+    def _html_repr(self) -> str:
+        raise NotImplementedError
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle: dict[str, Any] = {}
+        if not self._closed:
+            bundle = dict(super()._repr_mimebundle_(**kwargs) or {})  # type: ignore[misc]
+        bundle["text/plain"] = self._text_repr()
+        bundle["text/html"] = self._html_repr()
+        return bundle
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self._text_repr())
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        self._displayed = True
+        display(  # type: ignore[no-untyped-call]
+            self._repr_mimebundle_(), raw=True, display_id=self._display_id
+        )
+
+    def _update_displays(self) -> None:
+        """Replace the text and HTML forms of every display of this widget.
+
+        Only in a kernel: terminal IPython would print the text again.
+        """
+        # NOTE: JupyterLab 4 renders the output again on update_display, with new
+        # views of the same models, so a traceback opened in the table closes then.
+        if not self._displayed or self._closed or not is_kernel():
+            return
+        from IPython.display import update_display
+
+        update_display(  # type: ignore[no-untyped-call]
+            self._repr_mimebundle_(), raw=True, display_id=self._display_id
+        )
+
+    # -- state and closing -----------------------------------------------------------
+
+    def _resend(self, pacer: Pacer) -> None:
+        self._send_state_tree(pacer)
+        self._update_displays()
+
+    def _send_state_tree(self, pacer: Pacer) -> None:
+        """Send the full state of this widget and of the widgets it owns.
+
+        Layouts and styles are skipped: they never change after creation.
+        """
+        with self._redraw_lock:
+            if self._closed:
+                return
+            for widget in self._owned:
+                if isinstance(widget, LiveWidgetMixin):
+                    widget._send_state_tree(pacer)
+                elif widget.comm is not None and not isinstance(widget, _FIXED):
+                    pacer.send_state(widget)
+            pacer.send_state(self)
+
+    def _wait(self, deadline: float | None) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Stop following job changes and close this widget and its children."""
+        lock = getattr(self, "_redraw_lock", None)
+        if lock is None:  # closed by ipywidgets before _init_live ran
+            super().close()  # type: ignore[misc]
+            return
+        with lock:
+            if self._closed:
+                return
+            self._closed = True
+        timer.close(self)  # type: ignore[arg-type]
+        for widget in self._owned:
+            widget.close()
+        super().close()  # type: ignore[misc]
