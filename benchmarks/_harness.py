@@ -1,0 +1,201 @@
+"""Helpers shared by the benchmark scripts: engines, scenario shapes, timing, tables.
+
+Task functions live here rather than in the scripts, so that worker processes import
+them by reference from this module instead of re-running a script's ``__main__``.
+
+Scenario shapes (every task function is cheap unless the name says otherwise):
+
+fan-out N
+    One input data node ``x`` and N independent tasks ``t_i(x) -> out_i``.
+chain N
+    ``d_0 -> t_1 -> d_1 -> ... -> t_N -> d_N``; each task needs the previous output.
+diamond L x W
+    L layers of W tasks (L * W tasks in all). Every task of layer 1 reads ``x``.
+    Task j of layer k > 1 reads the outputs of tasks j and (j + 1) mod W of layer
+    k - 1, so each layer waits for the whole previous one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    # Run from a checkout without an installed package.
+    sys.path.insert(0, str(REPO_ROOT))
+
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+from jupyter_scenarios.config.sections import ScenarioConfig
+
+# Seconds that one submission may take before a benchmark gives up.
+SUBMIT_TIMEOUT = 1800.0
+MIB = 1024 * 1024
+
+
+# -- task functions ---------------------------------------------------------------------
+
+
+def tiny(x: int) -> int:
+    return x + 1
+
+
+def add(left: int, right: int) -> int:
+    return left + right
+
+
+def sleep_one_second(x: int) -> int:
+    time.sleep(1.0)
+    return x
+
+
+def big_bytes(x: int) -> bytes:
+    """Return 200 MiB of zeros: an output that must not travel through the kernel."""
+    return bytes(200 * MIB)
+
+
+# -- scenario shapes --------------------------------------------------------------------
+
+
+def fan_out_config(count: int, function: Callable[..., Any] = tiny) -> ScenarioConfig:
+    source = Config.configure_data_node("x", default_data=1)
+    tasks = [
+        Config.configure_task(
+            f"t_{index}", function, source, Config.configure_data_node(f"out_{index}")
+        )
+        for index in range(count)
+    ]
+    return Config.configure_scenario(f"fan_out_{count}", task_configs=tasks)
+
+
+def chain_config(length: int) -> ScenarioConfig:
+    nodes = [Config.configure_data_node("d_0", default_data=0)]
+    nodes += [
+        Config.configure_data_node(f"d_{index}") for index in range(1, length + 1)
+    ]
+    tasks = [
+        Config.configure_task(f"t_{index}", tiny, nodes[index - 1], nodes[index])
+        for index in range(1, length + 1)
+    ]
+    return Config.configure_scenario(f"chain_{length}", task_configs=tasks)
+
+
+def diamond_config(layers: int, width: int) -> ScenarioConfig:
+    source = Config.configure_data_node("x", default_data=1)
+    previous = [Config.configure_data_node(f"l1_{index}") for index in range(width)]
+    tasks = [
+        Config.configure_task(f"t1_{index}", tiny, source, previous[index])
+        for index in range(width)
+    ]
+    for layer in range(2, layers + 1):
+        outputs = [
+            Config.configure_data_node(f"l{layer}_{index}") for index in range(width)
+        ]
+        for index in range(width):
+            inputs = [previous[index], previous[(index + 1) % width]]
+            tasks.append(
+                Config.configure_task(f"t{layer}_{index}", add, inputs, outputs[index])
+            )
+        previous = outputs
+    return Config.configure_scenario(f"diamond_{layers}x{width}", task_configs=tasks)
+
+
+def diamond_direct(layers: int, width: int) -> list[int]:
+    """Compute the diamond's last layer by calling the functions in a loop."""
+    values = [tiny(1) for _ in range(width)]
+    for _ in range(2, layers + 1):
+        values = [add(values[i], values[(i + 1) % width]) for i in range(width)]
+    return values
+
+
+# -- engines ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_engine(mode: str, workers: int = 2) -> Iterator[Path]:
+    """Configure ``mode`` on a new temporary storage folder; stop and delete after."""
+    tp.Orchestrator().stop(wait=False)
+    Config.unblock_update()
+    Config._reset()
+    folder = Path(tempfile.mkdtemp(prefix="jupyter-scenarios-bench-"))
+    Config.configure_core(storage_folder=str(folder))
+    Config.configure_job_executions(mode=mode, max_nb_of_workers=workers)
+    try:
+        yield folder
+    finally:
+        tp.Orchestrator().stop(wait=False)
+        Config._reset()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def warm_up_workers() -> None:
+    """Start the orchestrator and run one tiny job, so timings exclude start-up."""
+    scenario = tp.create_scenario(fan_out_config(1))
+    submit_and_check(scenario)
+
+
+def submit_and_check(scenario: tp.Scenario) -> tp.Submission:
+    """Submit ``scenario``, wait, and raise unless every job completed."""
+    submission = scenario.submit(wait=True, timeout=SUBMIT_TIMEOUT)
+    if submission.submission_status is not tp.SubmissionStatus.COMPLETED:
+        failed = [job for job in submission.jobs if not job.is_completed()]
+        first = failed[0] if failed else None
+        detail = "".join(first.stacktrace)[-2000:] if first is not None else ""
+        raise RuntimeError(
+            f"submission ended {submission.submission_status.name}; "
+            f"{len(failed)} jobs did not complete. First:\n{detail}"
+        )
+    return submission
+
+
+# -- timing and output --------------------------------------------------------------------
+
+
+def median_of(samples: Sequence[float]) -> float:
+    return statistics.median(samples)
+
+
+def time_call(function: Callable[[], object]) -> float:
+    began = time.perf_counter()
+    function()
+    return time.perf_counter() - began
+
+
+def print_table(
+    title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
+) -> None:
+    """Print ``rows`` as an aligned text table under ``title``."""
+    widths = [
+        max(len(str(row[column])) for row in [header, *rows])
+        for column in range(len(header))
+    ]
+    print()
+    print(title)
+    print("  " + "  ".join(f"{name:>{widths[i]}}" for i, name in enumerate(header)))
+    for row in rows:
+        print("  " + "  ".join(f"{cell:>{widths[i]}}" for i, cell in enumerate(row)))
+
+
+def machine_description() -> str:
+    """Return the CPU count, CPU model and Python version, for the output header."""
+    import os
+    import platform
+
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (
+        f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )
