@@ -132,6 +132,9 @@ class Scheduler:
         self._running: dict[str, Job] = {}
         self._waiting_on: dict[str, set[str]] = collections.defaultdict(set)
         self._staged: dict[str, TaskRun] = {}
+        # Submission id -> input data node id -> that submission's jobs reading it,
+        # for abandoning downstream jobs without scanning the whole submission.
+        self._consumers: dict[str, dict[str, list[Job]]] = {}
         # Output data node id -> the RUNNING job writing it; two jobs never write
         # the same data node at once.
         self._writing: dict[str, str] = {}
@@ -518,6 +521,11 @@ class Scheduler:
     # -- scheduling (owner thread) ------------------------------------------------------------
 
     def _schedule(self, submission: Submission, jobs: list[Job]) -> None:
+        consumers: dict[str, list[Job]] = collections.defaultdict(list)
+        for job in jobs:
+            for node_id in job.task.input_ids:
+                consumers[node_id].append(job)
+        self._consumers[submission.id] = consumers
         for job in jobs:
             missing = self._unready_inputs(job)
             if missing:
@@ -717,20 +725,15 @@ class Scheduler:
         self._after_final(job)
 
     def _abandon_downstream(self, job: Job) -> None:
-        submission = self.store.get(job.submit_id)
-        if submission is None:
+        by_input = self._consumers.get(job.submit_id)
+        if by_input is None:
             return
-        by_input: dict[str, list[Job]] = collections.defaultdict(list)
-        for other in submission.jobs:
-            if not other.is_finished() and other.id != job.id:
-                for node_id in other.task.input_ids:
-                    by_input[node_id].append(other)
         frontier = list(job.task.output_ids)
         seen: set[str] = set()
         while frontier:
             node_id = frontier.pop()
             for other in by_input.get(node_id, []):
-                if other.id in seen or other.is_finished():
+                if other.id in seen or other.id == job.id or other.is_finished():
                     continue
                 seen.add(other.id)
                 self._blocked.pop(other.id, None)
@@ -752,6 +755,8 @@ class Scheduler:
         submission = self.store.get(job.submit_id)
         if submission is not None:
             submission._refresh_status()
+            if submission.wait(0):
+                self._consumers.pop(submission.id, None)
 
     def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
         for submission_id in submission_ids:

@@ -153,6 +153,11 @@ class Store:
         with self._lock:
             self._live[entity.id] = entity
 
+    def peek(self, entity_id: str) -> Any | None:
+        """Return the live entity with ``entity_id`` if loaded, without loading it."""
+        with self._lock:
+            return self._live.get(entity_id)
+
     def get(self, entity_id: str) -> Any | None:
         """Return the live entity with ``entity_id``, loading it if needed."""
         with self._lock:

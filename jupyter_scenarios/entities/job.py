@@ -247,8 +247,12 @@ class Job(Entity):
     def _set_status(
         self, status: Status, *, reason: str | None = None, when: datetime | None = None
     ) -> None:
+        old = self._status
         self._status = status
         self._status_history.append((status, when or datetime.now()))
+        submission = self._store.peek(self._submit_id)
+        if submission is not None:
+            submission._count_transition(old, status)
         if reason is not None:
             self._reason = reason
         self._save()

@@ -8,6 +8,7 @@ or SKIPPED the submission is COMPLETED; ABANDONED jobs alone leave it UNDEFINED.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterable
 from datetime import datetime
@@ -76,6 +77,9 @@ class Submission(Entity):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
+        # Number of jobs in each status, kept by the scheduler; None until first
+        # counted from the jobs themselves.
+        self._status_counts: collections.Counter[Status] | None = None
         # Set once every job is finished; submit(wait=True) and wait() block on it.
         # A FAILED or CANCELED status can come earlier, while other branches still
         # run. A submission loaded from the store trusts its stored status instead.
@@ -183,10 +187,20 @@ class Submission(Entity):
 
     def _add_jobs(self, jobs: list[Job]) -> None:
         self._job_ids.extend(job.id for job in jobs)
+        self._status_counts = None
         self._save()
 
+    def _count_transition(self, old: Status, new: Status) -> None:
+        # Called by each job status change, so that refreshing the status costs
+        # O(1) instead of reading every job.
+        if self._status_counts is not None:
+            self._status_counts[old] -= 1
+            self._status_counts[new] += 1
+
     def _refresh_status(self) -> SubmissionStatus:
-        statuses = [job.status for job in self.jobs]
+        if self._status_counts is None:
+            self._status_counts = collections.Counter(job.status for job in self.jobs)
+        statuses = [status for status, count in self._status_counts.items() if count > 0]
         # Without jobs (a scenario with no tasks) there is nothing left to run, so
         # the submission is COMPLETED and wait() returns at once.
         status = derive_status(statuses) if statuses else SubmissionStatus.COMPLETED
