@@ -74,6 +74,10 @@ logger = logging.getLogger(__name__)
 
 #: How long cancel_job waits for the manager thread to apply a cancel, in seconds.
 CANCEL_WAIT_SECONDS = 5.0
+
+#: Longest time, in seconds, that the manager thread keeps changes before writing
+#: them to the store when commands keep arriving.
+FLUSH_SECONDS = 0.05
 #: How long submit waits for the manager thread to mark the new jobs PENDING or
 #: BLOCKED, in seconds. Past it, submit returns with the jobs still SUBMITTED.
 SCHEDULE_WAIT_SECONDS = 5.0
@@ -473,30 +477,53 @@ class Scheduler:
                 self._draining.active = False
 
     def _run_manager(self) -> None:
-        while True:
-            command = self._commands.get()
-            batch = [command]
+        # One batch stays open while the thread runs: the changes of many commands
+        # are written in one transaction, at most FLUSH_SECONDS after the first of
+        # them, or at once when no job is running or ready. A kill loses at most
+        # that window, and the store stays consistent.
+        with self.store.batch():
+            first_unwritten: float | None = None
             while True:
+                timeout = None
+                if first_unwritten is not None:
+                    timeout = max(0.0, first_unwritten + FLUSH_SECONDS - time.monotonic())
                 try:
-                    batch.append(self._commands.get_nowait())
+                    command = self._commands.get(timeout=timeout)
                 except queue.Empty:
-                    break
-            stop = False
-            with self.store.batch():
-                for item in batch:
+                    self.store.flush()
+                    first_unwritten = None
+                    continue
+                batch = [command]
+                while True:
                     try:
-                        self._handle(item)
-                    except Exception:
-                        logger.exception("Scheduler failed to handle %s", item.kind)
-                    if item.kind == "stop":
-                        stop = True
-                if not stop:
-                    self._dispatch()
-            for item in batch:
-                if item.done is not None:
-                    item.done.set()
-            if stop:
-                return
+                        batch.append(self._commands.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = self._handle_batch(batch)
+                if first_unwritten is None:
+                    first_unwritten = time.monotonic()
+                idle = not self._running and not self._ready
+                if stop or idle or time.monotonic() - first_unwritten >= FLUSH_SECONDS:
+                    self.store.flush()
+                    first_unwritten = None
+                for item in batch:
+                    if item.done is not None:
+                        item.done.set()
+                if stop:
+                    return
+
+    def _handle_batch(self, batch: list[_Command]) -> bool:
+        stop = False
+        for item in batch:
+            try:
+                self._handle(item)
+            except Exception:
+                logger.exception("Scheduler failed to handle %s", item.kind)
+            if item.kind == "stop":
+                stop = True
+        if not stop:
+            self._dispatch()
+        return stop
 
     def _handle(self, command: _Command) -> None:
         if command.kind == "submit":

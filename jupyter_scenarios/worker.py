@@ -24,6 +24,7 @@ from typing import Any
 
 from .exceptions import DataNodeWritingError, NoData
 from .storage import make_backend
+from .storage.atomic import without_fsync
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,7 +232,8 @@ def _write_output(run: TaskRun, spec: NodeSpec, value: Any) -> StagedOutput:
         return StagedOutput(spec.id, None, str(final) if final else None)
     final.parent.mkdir(parents=True, exist_ok=True)
     staged = staging_path(final, run.job_id)
-    spec.backend(staged).write(value)
+    with without_fsync():
+        spec.backend(staged).write(value)
     return StagedOutput(spec.id, str(staged), str(final))
 
 

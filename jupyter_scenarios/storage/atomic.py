@@ -11,6 +11,7 @@ the target open, because Python opens files without ``FILE_SHARE_DELETE`` there.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import secrets
 import stat
@@ -74,13 +75,35 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+# False inside ``without_fsync()``: the writes are still atomic for readers and
+# against a killed process, but may not survive a power loss.
+_SYNC_TO_DISK: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "jupyter_scenarios_sync_to_disk", default=True
+)
+
+
+@contextlib.contextmanager
+def without_fsync() -> Iterator[None]:
+    """Skip fsync in ``atomic_path`` within this block (this thread or task only).
+
+    Used for job outputs written to staging files: the kernel renames them later
+    without fsync either, so syncing the staging file would only add latency.
+    """
+    token = _SYNC_TO_DISK.set(False)
+    try:
+        yield
+    finally:
+        _SYNC_TO_DISK.reset(token)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write to, then move it onto ``path`` atomically.
 
     The parent folders of ``path`` are created if missing. The temporary file is
     created empty in the same folder as ``path``. When the ``with`` block exits without
-    an error, the temporary file is flushed to disk with fsync and renamed onto
+    an error, the temporary file is flushed to disk with fsync (unless inside
+    ``without_fsync()``) and renamed onto
     ``path``. When the block raises, the temporary file is removed, ``path`` is left
     unchanged and the error propagates.
 
@@ -109,7 +132,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temp = _create_temp_file(target)
     try:
         yield temp
-        _fsync_file(temp)
+        sync = _SYNC_TO_DISK.get()
+        if sync:
+            _fsync_file(temp)
         # The mode is set last, so that a read-only target does not stop the writes.
         if target_mode is not None:
             os.chmod(temp, target_mode)
@@ -117,7 +142,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_folder(target.parent)
+    if sync:
+        _fsync_folder(target.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
