@@ -166,7 +166,9 @@ class _SharedParts:
     """Layouts and styles shared by every row of one table, to save widgets."""
 
     def __init__(self) -> None:
-        self.cell_layout = widgets.Layout(flex="1 1 0%", min_width="0", margin="0")
+        # The cells' tables need 720 px (see render._TABLE_STYLE); the table widget
+        # scrolls sideways below that instead of cutting columns.
+        self.cell_layout = widgets.Layout(flex="1 1 0%", min_width="720px", margin="0")
         self.row_layout = widgets.Layout(margin="0", align_items="flex-start")
         self.button_layout = widgets.Layout(
             width="76px", height="22px", margin="0 0 0 4px", padding="0"
@@ -274,7 +276,7 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         self.note = widgets.HTML(style=shared.html_style)
         super().__init__(
             children=(header, self.rows_box, self.note),
-            layout=widgets.Layout(width="100%"),
+            layout=widgets.Layout(width="100%", overflow_x="auto"),
         )
 
         owned = [header_html, header, self.rows_box, self.note, *shared.widgets()]

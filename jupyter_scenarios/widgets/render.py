@@ -38,20 +38,23 @@ CANCELLABLE_STATUSES = frozenset(
 TEXT_BAR_WIDTH = 20
 
 # Columns of the job table: heading and width. Error and output share what is left.
+# Widths fit the longest values ("COMPLETED", "12:34:56", a pid) in bold 12 px
+# text with the cell padding; Error and Output share the rest of the width.
 _COLUMNS: tuple[tuple[str, str | None], ...] = (
-    ("Job", "74px"),
+    ("Job", "80px"),
     ("Task", "96px"),
     ("Scenario", "96px"),
-    ("Status", "92px"),
-    ("Started", "66px"),
-    ("Duration", "74px"),
-    ("Worker", "62px"),
+    ("Status", "100px"),
+    ("Started", "76px"),
+    ("Duration", "72px"),
+    ("Worker", "64px"),
     ("Error", None),
     ("Output", None),
 )
 
+# Below min-width the table scrolls sideways instead of cutting the fixed columns.
 _TABLE_STYLE = (
-    "table-layout:fixed;width:100%;border-collapse:collapse;"
+    "table-layout:fixed;width:100%;min-width:720px;border-collapse:collapse;"
     "font-size:12px;line-height:1.4;margin:0"
 )
 _CELL_STYLE = (
