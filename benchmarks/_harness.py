@@ -8,7 +8,8 @@ Scenario shapes (every task function is cheap unless the name says otherwise):
 fan-out N
     One input data node ``x`` and N independent tasks ``t_i(x) -> out_i``.
 chain N
-    ``d_0 -> t_1 -> d_1 -> ... -> t_N -> d_N``; each task needs the previous output.
+    ``d_0 -> t_1 -> d_1 -> ... -> t_N -> d_N``, where each task needs the previous
+    output.
 diamond L x W
     L layers of W tasks (L * W tasks in all). Every task of layer 1 reads ``x``.
     Task j of layer k > 1 reads the outputs of tasks j and (j + 1) mod W of layer
@@ -41,7 +42,7 @@ SUBMIT_TIMEOUT = 1800.0
 MIB = 1024 * 1024
 
 
-# -- task functions ---------------------------------------------------------------------
+# -- task functions --------------------------------------------------------------------
 
 
 def tiny(x: int) -> int:
@@ -62,7 +63,7 @@ def big_bytes(x: int) -> bytes:
     return bytes(200 * MIB)
 
 
-# -- scenario shapes --------------------------------------------------------------------
+# -- scenario shapes -------------------------------------------------------------------
 
 
 def fan_out_config(count: int, function: Callable[..., Any] = tiny) -> ScenarioConfig:
@@ -116,12 +117,12 @@ def diamond_direct(layers: int, width: int) -> list[int]:
     return values
 
 
-# -- engines ------------------------------------------------------------------------------
+# -- engines ---------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
 def fresh_engine(mode: str, workers: int = 2) -> Iterator[Path]:
-    """Configure ``mode`` on a new temporary storage folder; stop and delete after."""
+    """Configure ``mode`` on a new temporary storage folder, removed at the end."""
     tp.Orchestrator().stop(wait=False)
     Config.unblock_update()
     Config._reset()
@@ -156,7 +157,7 @@ def submit_and_check(scenario: tp.Scenario) -> tp.Submission:
     return submission
 
 
-# -- timing and output --------------------------------------------------------------------
+# -- timing and output -----------------------------------------------------------------
 
 
 def median_of(samples: Sequence[float]) -> float:

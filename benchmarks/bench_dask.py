@@ -10,7 +10,7 @@ baseline, measured in the same run, is a bare ``distributed.Client`` on an ident
 ``LocalCluster`` (2 worker processes, 1 thread each, 127.0.0.1): the fan-out submits
 200 calls at once and gathers them, and the chain passes each future to the next
 call, so Dask itself tracks the dependency. Each repeat uses a new storage folder
-and a new cluster; the table shows the median. Nothing is asserted.
+and a new cluster, and the table shows the median. Nothing is asserted.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ leaves out waiting for the disk and for other processes on a shared machine.
 
 Cases: a fan-out of 200 and of 1,000 tiny tasks, a chain of 50, and the creation of
 scenarios of 50 and 1,000 tasks (fan-out shape). Each repeat uses a new storage
-folder and a new orchestrator; the table shows the median of the repeats.
-Nothing is asserted; the last columns compare with the targets.
+folder and a new orchestrator, and the table shows the median of the repeats.
+Nothing is asserted. The last columns compare with the targets.
 """
 
 from __future__ import annotations

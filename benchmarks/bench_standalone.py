@@ -18,10 +18,11 @@ the previous one came back. "Overhead per job" is (wall time - ideal) / jobs, wh
 the ideal is the sum of the task functions' run times divided by the 2 workers, that
 is 2 s for 4 x sleep(1) and close to 0 for tiny tasks.
 
-The script also prints the resident memory (RSS and USS) of the worker processes,
-the kernel's RSS while a task returns 200 MiB (the data goes from the worker to
-storage, so the kernel should not grow), and how long ``submit()`` takes to return
-for 10,000 jobs. Nothing is asserted; the last columns compare with the targets.
+The script also prints the resident memory (RSS and USS) of the worker processes
+and the kernel's RSS while a task returns 200 MiB. That data goes from the worker to
+storage, so the kernel should not grow. Last, it times how long ``submit()`` takes
+to return for 10,000 jobs. Nothing is asserted, and the last columns compare with
+the targets.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ class Case:
     ideal: float = 0.0
 
 
-# -- engine runs ------------------------------------------------------------------------
+# -- engine runs -----------------------------------------------------------------------
 
 
 def run_standalone(build: Callable[[], ScenarioConfig]) -> float:
@@ -97,7 +98,7 @@ def median_standalone(build: Callable[[], ScenarioConfig], repeats: int) -> floa
     return median_of([run_standalone(build) for _ in range(repeats)])
 
 
-# -- bare pool runs ---------------------------------------------------------------------
+# -- bare pool runs --------------------------------------------------------------------
 
 
 def new_bare_pool() -> concurrent.futures.ProcessPoolExecutor:
@@ -140,7 +141,7 @@ def median_bare(function: Callable[[], float], repeats: int) -> float:
     return median_of([function() for _ in range(repeats)])
 
 
-# -- memory -----------------------------------------------------------------------------
+# -- memory ----------------------------------------------------------------------------
 
 
 def worker_memory() -> list[tuple[int, float, float]]:
@@ -212,7 +213,7 @@ def submit_return_seconds(count: int) -> tuple[float, float]:
         return returned, time.perf_counter() - began
 
 
-# -- report -----------------------------------------------------------------------------
+# -- report ----------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -284,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ]
         )
     print_table(
-        "Makespan, submit(wait=True) to all COMPLETED (seconds; overhead in ms per job)",
+        "Makespan, submit(wait=True) to all COMPLETED (seconds, overhead in ms a job)",
         [
             "case",
             "jobs",
