@@ -11,9 +11,9 @@ warning says why.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import sys
-import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -114,7 +114,7 @@ def _hook_kernel_shutdown() -> None:
     """
     from IPython import get_ipython
 
-    shell = get_ipython()  # type: ignore[no-untyped-call]
+    shell = get_ipython()
     kernel = getattr(shell, "kernel", None)
     if kernel is None or getattr(kernel, "_jupyter_scenarios_hooked", False):
         return

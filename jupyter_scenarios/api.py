@@ -433,7 +433,7 @@ def get_scenarios(
             scenarios.sort(
                 key=lambda s: (s.name or s.config_id, s.id), reverse=descending
             )
-    return scenarios  # type: ignore[no-any-return]
+    return scenarios
 
 
 def get_primary(cycle: Cycle) -> Scenario | None:
@@ -486,22 +486,22 @@ def untag(scenario: Scenario, tag: str) -> None:
 
 def get_sequences() -> list[Sequence]:
     """Return every sequence of every scenario."""
-    sequences = []
+    sequences: list[Sequence] = []
     for scenario in get_scenarios():
         sequences.extend(scenario.sequences.values())
     return sequences
 
 
 def get_tasks() -> list[Task]:
-    return _runtime.store().get_all("task")  # type: ignore[no-any-return]
+    return _runtime.store().get_all("task")
 
 
 def get_data_nodes() -> list[DataNode]:
-    return _runtime.store().get_all("data_node")  # type: ignore[no-any-return]
+    return _runtime.store().get_all("data_node")
 
 
 def get_cycles() -> list[Cycle]:
-    return _runtime.store().get_all("cycle")  # type: ignore[no-any-return]
+    return _runtime.store().get_all("cycle")
 
 
 def get_jobs() -> list[Job]:
@@ -686,19 +686,19 @@ def _delete_scenario(scenario: Scenario, check_primary: bool = True) -> None:
             "tp.set_primary() first."
         )
     for submission in get_submissions():
-        if submission.entity_id == scenario.id or submission.entity_id.endswith(
-            scenario.id
-        ):
-            if not submission.is_deletable():
-                raise SubmissionNotDeletedException(
-                    f"Scenario {scenario.id!r} has an unfinished submission "
-                    f"{submission.id!r}; cancel its jobs or wait for them first."
-                )
-    owned = [
-        entity.id
-        for entity in [*scenario.tasks.values(), *scenario.data_nodes.values()]
-        if entity.owner_id == scenario.id
+        if (
+            submission.entity_id == scenario.id
+            or submission.entity_id.endswith(scenario.id)
+        ) and not submission.is_deletable():
+            raise SubmissionNotDeletedException(
+                f"Scenario {scenario.id!r} has an unfinished submission "
+                f"{submission.id!r}; cancel its jobs or wait for them first."
+            )
+    children: list[Task | DataNode] = [
+        *scenario.tasks.values(),
+        *scenario.data_nodes.values(),
     ]
+    owned = [entity.id for entity in children if entity.owner_id == scenario.id]
     with _runtime.store().batch():
         for submission in get_submissions():
             if submission.entity_id == scenario.id or submission.entity_id.endswith(
@@ -729,9 +729,9 @@ def _delete_data_file(node: DataNode) -> None:
         path = node.path
     except ConfigurationError:
         return
-    if node.storage_type == "in_memory":
-        node.backend.delete()
-    elif path is not None and Path(path).resolve().is_relative_to(store.data_folder):
+    if node.storage_type == "in_memory" or (
+        path is not None and Path(path).resolve().is_relative_to(store.data_folder)
+    ):
         node.backend.delete()
 
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SCENARIOS_ADD_SECONDS"] = f"{args.add_seconds:g}"
     os.environ["SCENARIOS_STORAGE"] = str(store_folder)
 
-    notebook = nbformat.read(args.notebook, as_version=4)
+    notebook = nbformat.read(args.notebook, as_version=4)  # type: ignore[no-untyped-call]
     print(f"Running {args.notebook} in a kernel (add sleeps {args.add_seconds:g} s) ...")
     started = time.monotonic()
     client = NotebookClient(
@@ -74,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = None
     try:
         client.execute()
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - still write and print what ran
         failed = error
     elapsed = time.monotonic() - started
 
     executed_path = output_dir / args.notebook.name
-    nbformat.write(notebook, executed_path)
-    html, _ = HTMLExporter().from_notebook_node(notebook)
+    nbformat.write(notebook, executed_path)  # type: ignore[no-untyped-call]
+    html, _ = HTMLExporter().from_notebook_node(notebook)  # type: ignore[no-untyped-call]
     html_path = executed_path.with_suffix(".html")
     html_path.write_text(html, encoding="utf-8")
 

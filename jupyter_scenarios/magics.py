@@ -26,11 +26,16 @@ import ast
 import logging
 import re
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import (
+    Magics,
+    cell_magic,
+    line_cell_magic,
+    line_magic,
+    magics_class,
+)
 
 from . import _runtime, api
 from .config import Config
@@ -38,6 +43,31 @@ from .config.sections import DataNodeConfig, TaskConfig
 from .config.templates import parse_timedelta
 from .enums import Frequency, Scope
 from .exceptions import ScenarioError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+    _Function = TypeVar("_Function", bound=Callable[..., Any])
+
+    # IPython.core.magic_arguments has no annotations. Each of its decorators returns
+    # the function it decorates. IPython types line_magic(function) as returning
+    # "function or decorator" although it returns the function, so these decorators
+    # accept that union too.
+    def magic_arguments(
+        name: str | None = None,
+    ) -> Callable[[_Function | Callable[[_Function], _Function]], _Function]: ...
+
+    def argument(
+        *args: Any, **kwargs: Any
+    ) -> Callable[[_Function | Callable[[_Function], _Function]], _Function]: ...
+
+    def parse_argstring(
+        magic_func: Callable[..., Any], argstring: str, *, partial: bool = False
+    ) -> argparse.Namespace: ...
+
+else:
+    from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
 logger = logging.getLogger(__name__)
 
@@ -415,8 +445,8 @@ class ScenarioMagics(Magics):
     def _evaluate(self, expression: str, where: str) -> Any:
         assert self.shell is not None
         try:
-            return eval(expression, self.shell.user_ns)  # noqa: S307 - user's own code
-        except Exception as error:
+            return eval(expression, self.shell.user_ns)
+        except Exception as error:  # noqa: BLE001 - user code may raise anything
             raise UsageError(
                 f"Could not evaluate {where} {expression.strip()!r}: "
                 f"{type(error).__name__}: {error}. Give a Python expression, for "

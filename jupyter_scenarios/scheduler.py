@@ -47,7 +47,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
@@ -286,10 +286,12 @@ class Scheduler:
         try:
             finished = submission.wait(timeout)
         except KeyboardInterrupt:
-            unfinished = [job.id for job in submission.jobs if not job.is_finished()]
+            unfinished_ids = [
+                job.id for job in submission.jobs if not job.is_finished()
+            ]
             raise _WaitInterrupted(
                 f"Stopped waiting for submission {submission.id}; its "
-                f"{len(unfinished)} unfinished jobs keep running. Cancel them with "
+                f"{len(unfinished_ids)} unfinished jobs keep running. Cancel them with "
                 "tp.cancel_job(job) or %cancel if they should stop."
             ) from None
         if not finished:
@@ -465,12 +467,14 @@ class Scheduler:
         with self._drain_lock:
             self._draining.active = True
             try:
-                while True:
-                    try:
-                        command = self._commands.get_nowait()
-                    except queue.Empty:
-                        break
-                    with self.store.batch():
+                # One batch for the whole drain: each job's changes are written
+                # when the next job starts (see _start) and at the end.
+                with self.store.batch():
+                    while True:
+                        try:
+                            command = self._commands.get_nowait()
+                        except queue.Empty:
+                            break
                         self._handle(command)
                         self._dispatch()
             finally:
@@ -534,6 +538,9 @@ class Scheduler:
             job = self._running.get(job_id)
             if job is not None:
                 job._set_worker(pid)
+                if job.status is Status.PENDING:
+                    self._set_status(job, Status.RUNNING)
+                    self._after_final(job)
         elif command.kind == "finished":
             self._finish(command.payload)
         elif command.kind == "cancel":
@@ -624,7 +631,8 @@ class Scheduler:
         for node in outputs:
             if node is None or not node.is_valid:
                 return False
-        oldest_output = min(node.last_edit_date for node in outputs)
+        # The loop above returned unless every output exists.
+        oldest_output = min(node.last_edit_date for node in outputs if node is not None)
         for node in task.input.values():
             if node.last_edit_date is not None and node.last_edit_date > oldest_output:
                 return False
@@ -647,12 +655,17 @@ class Scheduler:
             logger.exception("Job %s could not be prepared", job.id)
             self._fail(job, [f"{type(error).__name__}: {error}\n"], str(error))
             return
-        self._set_status(job, Status.RUNNING)
+        if not self.is_asynchronous:
+            self._set_status(job, Status.RUNNING)
+        # Asynchronous executors may queue the job behind a busy worker; it stays
+        # PENDING until the executor reports that a worker started it.
         self._running[job.id] = job
         self._staged[job.id] = run
         for node_id in task.output_ids:
             self._writing[node_id] = job.id
-        self.store.get(job.submit_id)._refresh_status()
+        # NOTE: raises AttributeError if the submission was deleted meanwhile, whereas
+        # _after_final skips a missing submission.
+        cast(Submission, self.store.get(job.submit_id))._refresh_status()
         if not self.is_asynchronous:
             # The job runs in this thread now: record RUNNING first, so another
             # process sees it and a crash during the job is reconciled as FAILED.
@@ -675,10 +688,10 @@ class Scheduler:
 
     def _finish(self, outcome: JobOutcome) -> None:
         job = self._running.pop(outcome.job_id, None)
-        self._staged.pop(outcome.job_id, None)
-        for node_id, writer in list(self._writing.items()):
-            if writer == outcome.job_id:
-                del self._writing[node_id]
+        run = self._staged.pop(outcome.job_id, None)
+        for spec in run.outputs if run is not None else ():
+            if self._writing.get(spec.id) == outcome.job_id:
+                del self._writing[spec.id]
         if job is None:
             if outcome.result is not None:
                 discard_staged(outcome.result.outputs)
@@ -737,7 +750,8 @@ class Scheduler:
         job = self.store.get(job_id)
         if job is None or job.is_finished():
             return
-        if job.is_running():
+        if job.id in self._running:
+            # Handed to the executor: running, or queued behind a busy worker.
             if self.executor.cancel(job.id):
                 return  # The executor reports the outcome; _finish applies it.
             logger.warning("Job %s could not be stopped by %s", job.id, self.mode)

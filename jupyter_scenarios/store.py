@@ -238,7 +238,10 @@ class Store:
                     raise ValueError(f"Entity id {entity.id!r} has no known prefix")
                 doc = entity._to_doc()
                 _, columns = KINDS[kind]
-                values = [entity.id, json.dumps(doc, default=_json_default)]
+                values: list[str | None] = [
+                    entity.id,
+                    json.dumps(doc, default=_json_default),
+                ]
                 values += [_column_value(doc.get(column)) for column in columns]
                 names = ", ".join(("id", "doc", *columns))
                 marks = ", ".join("?" for _ in values)

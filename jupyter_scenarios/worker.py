@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import linecache
-import types
 import traceback
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ def notebook_sources(function: Callable[..., Any]) -> dict[str, list[str]]:
     for item in _notebook_functions(function):
         filename = item.__code__.co_filename
         entry = linecache.cache.get(filename)
-        if entry is not None and not Path(filename).exists():
+        if entry is not None and len(entry) == 4 and not Path(filename).exists():
             sources[filename] = list(entry[2])
     return sources
 
@@ -165,12 +165,12 @@ def run_task(run: TaskRun) -> TaskResult:
         _restore_code_filenames(function, run.code_files)
     try:
         arguments = [_read_input(run, spec) for spec in run.inputs]
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - a failed read fails the task
         return _failure(run, error, "reading an input failed")
 
     try:
         result = function(*arguments)
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - the task may raise anything
         return _failure(run, error, "the task function raised", skip_frames=1)
 
     try:
@@ -182,7 +182,7 @@ def run_task(run: TaskRun) -> TaskResult:
     try:
         for spec, value in zip(run.outputs, values):
             written.append(_write_output(run, spec, value))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any storage error fails the task
         discard_staged(written)
         wrapped = DataNodeWritingError(
             f"Writing output {spec.config_id!r} ({spec.id}) of task "

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from ..enums import Frequency, Scope
 from ..exceptions import ConfigurationError, ConfigurationUpdateBlocked
-from .templates import is_template
 from .sections import (
     DEFAULT_ID,
     CoreSection,
@@ -38,6 +37,7 @@ from .sections import (
     TaskConfig,
     check_identifier,
 )
+from .templates import is_template
 
 if TYPE_CHECKING:
     from .checker import IssueCollector
@@ -285,8 +285,10 @@ class Config(metaclass=_ConfigMeta):
     @classmethod
     def _add_data_node(cls, section: DataNodeConfig) -> DataNodeConfig:
         def change(layer: ConfigLayer) -> None:
+            replaced = section.id in layer.data_nodes
             layer.data_nodes[section.id] = section
-            _relink_data_node(layer, section)
+            if replaced:
+                _relink_data_node(layer, section)
 
         registry.update(change)
         return section
@@ -494,8 +496,10 @@ class Config(metaclass=_ConfigMeta):
         section = TaskConfig(id, function, input, output, skippable, **properties)
 
         def change(layer: ConfigLayer) -> None:
+            replaced = section.id in layer.tasks
             layer.tasks[section.id] = section
-            _relink_task(layer, section)
+            if replaced:
+                _relink_task(layer, section)
 
         registry.update(change)
         return section

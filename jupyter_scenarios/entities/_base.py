@@ -52,7 +52,7 @@ class Entity:
         if self._block_depth:
             self._dirty = True
             return
-        self._store.save(self)  # type: ignore[arg-type]
+        self._store.save(self)
 
     def __enter__(self) -> Any:
         self._block_depth += 1
@@ -67,7 +67,7 @@ class Entity:
         self._block_depth -= 1
         if self._block_depth == 0 and self._dirty:
             self._dirty = False
-            self._store.save(self)  # type: ignore[arg-type]
+            self._store.save(self)
 
     def _to_doc(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -80,7 +80,7 @@ class Entity:
         self._load_doc(doc)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.id == self.id  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.id == self.id
 
     def __hash__(self) -> int:
         return hash(self.id)

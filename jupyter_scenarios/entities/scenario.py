@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..exceptions import NonExistingSequence
 from ._base import Entity, from_iso, new_id, to_iso
@@ -244,11 +244,13 @@ class Scenario(Entity):
             task_ids.append(task_id)
         from ..graph import check_acyclic
 
-        check_acyclic(name, [self._store.get(task_id) for task_id in task_ids])
+        # Every id in task_ids was checked above against this scenario's tasks.
+        stored_tasks = [self._store.get(task_id) for task_id in task_ids]
+        check_acyclic(name, cast("list[Task]", stored_tasks))
         self._sequences[name] = {"task_ids": task_ids, "properties": dict(properties or {})}
         self._save()
         for task_id in task_ids:
-            task = self._store.get(task_id)
+            task = cast("Task", self._store.get(task_id))
             task._parent_ids.add(sequence_id(name, self.id))
             task._save()
         return Sequence(self, name)

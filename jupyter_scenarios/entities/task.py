@@ -203,9 +203,9 @@ class Task(Entity):
     @property
     def function(self) -> Callable[..., Any]:
         """The callable that runs; see the module docstring for where it comes from."""
-        from ..config import Config
+        from ..config import registry
 
-        config = Config.tasks.get(self._config_id)
+        config = registry.applied.tasks.get(self._config_id)
         if config is not None and config.function is not None:
             return latest_main_definition(config.function)
         try:

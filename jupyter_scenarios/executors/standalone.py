@@ -57,8 +57,11 @@ class StandaloneExecutor(Executor):
         )
 
     def free_slots(self) -> int:
+        # Each worker may hold one job queued behind the one it runs, so the pool
+        # starts the next job as soon as a worker frees up, without waiting for the
+        # scheduler thread. At most max_workers jobs still run at once.
         with self._lock:
-            return self.max_workers - len(self._in_flight)
+            return 2 * self.max_workers - len(self._in_flight)
 
     def execute(self, run: TaskRun, log_path: Path) -> None:
         assert self._pool is not None, "start() was not called"
