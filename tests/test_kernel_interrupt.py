@@ -181,6 +181,9 @@ def test_restart_lists_stored_jobs(
     assert wait_for_file(tmp_path / "slow-started", START_TIMEOUT), "slow never ran"
     before = by_task(run_json(kernel, JOBS_JSON_CELL))
     assert before["slow"]["status"] == "RUNNING"
+    # The scheduler writes job changes to the store in batches at most 50 ms apart;
+    # let it record RUNNING before the kernel may be killed.
+    time.sleep(0.3)
     assert kernel.pid is not None
     old_processes = [
         psutil.Process(kernel.pid),
