@@ -17,10 +17,31 @@ from ..worker import TaskRun, run_task
 from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
 
 
+class _LazyLog:
+    """A log file opened on the first write, so silent jobs create no file."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._file: TextIO | None = None
+
+    def write(self, text: str) -> None:
+        if self._file is None:
+            self._file = open(self._path, "a", encoding="utf-8")  # noqa: SIM115
+        self._file.write(text)
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 class _Tee(io.TextIOBase):
     """Write to the original stream and to a log file."""
 
-    def __init__(self, original: TextIO, log: TextIO) -> None:
+    def __init__(self, original: TextIO, log: _LazyLog) -> None:
         self._original = original
         self._log = log
 
@@ -47,7 +68,8 @@ class DevelopmentExecutor(Executor):
 
     def execute(self, run: TaskRun, log_path: Path) -> None:
         self._on_started(run.job_id, os.getpid())
-        with open(log_path, "a", encoding="utf-8") as log:
+        log = _LazyLog(log_path)
+        try:
             tee_out = _Tee(sys.stdout, log)
             tee_err = _Tee(sys.stderr, log)
             with (
@@ -55,6 +77,8 @@ class DevelopmentExecutor(Executor):
                 contextlib.redirect_stderr(tee_err),
             ):
                 result = run_task(run)
+        finally:
+            log.close()
         self._on_finished(JobOutcome(run.job_id, result, worker_pid=os.getpid()))
 
     def cancel(self, job_id: str) -> bool:
