@@ -29,7 +29,7 @@ Decisions:
 - Two jobs never write the same data node at once: a ready job whose output another
   RUNNING job is writing stays PENDING until that job ends.
 - A RUNNING job is cancelled by killing its worker process (standalone); in development
-  mode a running job cannot be stopped and ``cancel_job`` says so.
+  mode a running job cannot be stopped and ``cancel_job`` logs a warning.
 - ``stop()`` and interpreter exit cancel the jobs still running (their workers are
   killed) and mark the jobs not started as CANCELED, each with a reason, so nothing is
   left RUNNING in the store and no worker process outlives the kernel.
