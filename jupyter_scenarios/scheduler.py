@@ -267,7 +267,7 @@ class Scheduler:
 
         Returns whether it finished. A timeout logs a warning naming the submission
         and the jobs still unfinished. An interrupt (the kernel's stop button) stops
-        the waiting, not the jobs, and says so.
+        the waiting, not the jobs, and the error message states that.
         """
         if not self.is_asynchronous and not submission.is_finished():
             # Development mode ran everything it could before submit returned; what
