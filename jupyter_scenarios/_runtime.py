@@ -44,8 +44,10 @@ class _State:
 
 _state = _State()
 
-#: Hooks given to every scheduler this process starts (see Scheduler.submit_hooks).
+#: Hooks given to every scheduler this process starts (see Scheduler.submit_hooks
+#: and Scheduler.wait_hooks).
 submit_hooks: list[Callable[[Submission], None]] = []
+wait_hooks: list[Callable[[Submission], None]] = []
 
 
 def storage_folder() -> Path:
@@ -76,6 +78,7 @@ def start(force_restart: bool = False) -> Scheduler:
         _state.scheduler = scheduler
         _state.settings = _settings()
         scheduler.submit_hooks.extend(submit_hooks)
+        scheduler.wait_hooks.extend(wait_hooks)
         try:
             scheduler.start()
         except BaseException:

@@ -10,12 +10,15 @@ Usage: ``python -m jupyter_scenarios.demo [NOTEBOOK] [--add-seconds S]``.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_NOTEBOOK = Path("notebooks") / "01_job_execution.ipynb"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["SCENARIOS_STORAGE"] = str(store_folder)
 
     notebook = nbformat.read(args.notebook, as_version=4)  # type: ignore[no-untyped-call]
-    print(f"Running {args.notebook} in a kernel (add sleeps {args.add_seconds:g} s) ...")
+    print(
+        f"Running {args.notebook} in a kernel "
+        f"(the add task sleeps {args.add_seconds:g} s) ..."
+    )
     started = time.monotonic()
     client = NotebookClient(
         notebook,
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     executed_path = output_dir / args.notebook.name
     nbformat.write(notebook, executed_path)  # type: ignore[no-untyped-call]
-    html, _ = HTMLExporter().from_notebook_node(notebook)  # type: ignore[no-untyped-call]
+    exporter = HTMLExporter()  # type: ignore[no-untyped-call]
+    html, _ = exporter.from_notebook_node(_without_widget_views(notebook))
     html_path = executed_path.with_suffix(".html")
     html_path.write_text(html, encoding="utf-8")
 
@@ -96,6 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _without_widget_views(notebook: Any) -> Any:
+    """Return a copy whose widget outputs fall back to their final text and HTML.
+
+    With the widget views left in, nbconvert's HTML loads a widget renderer from a
+    public CDN and shows nothing offline; the HTML forms need no script.
+    """
+    static = copy.deepcopy(notebook)
+    static.metadata.pop("widgets", None)
+    for cell in static.cells:
+        for output in cell.get("outputs", []):
+            output.get("data", {}).pop(WIDGET_VIEW, None)
+    return static
+
+
 def _print_cells(notebook: object) -> None:
     print("\n== What the notebook printed ==")
     for index, cell in enumerate(notebook.cells):  # type: ignore[attr-defined]
@@ -108,7 +129,9 @@ def _print_cells(notebook: object) -> None:
             elif output.output_type == "error":
                 texts.append(f"{output.ename}: {output.evalue}\n")
         if texts:
-            print(f"[cell {index}] " + "".join(texts).rstrip().replace("\n", "\n         "))
+            label = f"[In {cell.get('execution_count') or index}]"
+            indent = "\n" + " " * (len(label) + 1)
+            print(f"{label} " + "".join(texts).rstrip().replace("\n", indent))
 
 
 def _print_store(store_folder: Path) -> None:

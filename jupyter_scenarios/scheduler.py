@@ -42,6 +42,7 @@ import dataclasses
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 import warnings
@@ -146,6 +147,10 @@ class Scheduler:
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
         self.submit_hooks: list[Callable[[Submission], None]] = []
+        #: Functions called on the waiting thread when submit(wait=True) returns;
+        #: the notebook layer sends the widgets' final state from there, because
+        #: headless runs keep only what a running cell sends.
+        self.wait_hooks: list[Callable[[Submission], None]] = []
 
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
@@ -260,6 +265,13 @@ class Scheduler:
             scheduled.wait(SCHEDULE_WAIT_SECONDS)
         if wait:
             self.wait(submission, timeout)
+            for wait_hook in list(self.wait_hooks):
+                try:
+                    wait_hook(submission)
+                except Exception:
+                    logger.exception(
+                        "Wait hook %r failed for %s", wait_hook, submission.id
+                    )
         return submission
 
     def wait(self, submission: Submission, timeout: float | None = None) -> bool:
@@ -280,7 +292,7 @@ class Scheduler:
                     f"({', '.join(job.task_config_id for job in blocked[:5])}) waiting "
                     "for inputs that are not written; write those data nodes and the "
                     "jobs run.",
-                    stacklevel=3,
+                    stacklevel=_caller_level(),
                 )
                 return False
         try:
@@ -306,7 +318,7 @@ class Scheduler:
             logger.warning("%s", message)
             # Also a Python warning, which notebooks and scripts show even when
             # logging is not configured; this runs on the waiting thread.
-            warnings.warn(message, SubmissionTimeoutWarning, stacklevel=3)
+            warnings.warn(message, SubmissionTimeoutWarning, stacklevel=_caller_level())
         return finished
 
     def cancel(self, job: Job) -> None:
@@ -901,6 +913,19 @@ class Scheduler:
             return
         if final is not None:
             staging_path(Path(final), job_id).unlink(missing_ok=True)
+
+
+def _caller_level() -> int:
+    """Return the ``stacklevel`` that points a warning at the user's own line."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+        package
+    ):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 class _ScenarioCallback:

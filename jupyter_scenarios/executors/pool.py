@@ -614,14 +614,14 @@ class WorkerPool:
             if not worker.conn.poll(remaining):
                 raise RuntimeError(
                     f"worker process {worker.pid} did not become ready within "
-                    f"{_READY_TIMEOUT:.0f} s; see the kernel's stderr for its output"
+                    f"{_READY_TIMEOUT:.0f} s; see this process's stderr for its output"
                 )
             message = pickle.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
             worker.process.join(_KILL_WAIT)
             raise RuntimeError(
                 f"worker process {worker.pid} {_describe_exit(worker.process.exitcode)} "
-                "before it became ready; see the kernel's stderr for its error output"
+                "before it became ready; see this process's stderr for its error output"
             ) from None
         self._apply_ready(worker, message)
 
@@ -826,7 +826,7 @@ class WorkerPool:
             elif state is _WorkerState.STARTING and not self._closing:
                 self._count_start_failure_locked(
                     f"worker process {worker.pid} {_describe_exit(exitcode)} before "
-                    "it became ready; see the kernel's stderr for its error output"
+                    "it became ready; see this process's stderr for its error output"
                 )
             else:
                 logger.debug(

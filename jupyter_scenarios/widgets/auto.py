@@ -16,6 +16,7 @@ from ..scheduler import Scheduler
 from ._live import is_kernel
 from ._settings import settings
 from .progress import SubmissionProgress
+from .refresh import refresh_submission_widgets
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,13 @@ def install_auto_display() -> None:
     """
     if display_submission not in _runtime.submit_hooks:
         _runtime.submit_hooks.append(display_submission)
+    if refresh_submission_widgets not in _runtime.wait_hooks:
+        _runtime.wait_hooks.append(refresh_submission_widgets)
     scheduler = _running_scheduler()
     if scheduler is not None and display_submission not in scheduler.submit_hooks:
         scheduler.submit_hooks.append(display_submission)
+    if scheduler is not None and refresh_submission_widgets not in scheduler.wait_hooks:
+        scheduler.wait_hooks.append(refresh_submission_widgets)
     logger.debug("Progress widgets are displayed for new submissions")
 
 
@@ -60,6 +65,10 @@ def uninstall_auto_display() -> None:
     scheduler = _running_scheduler()
     while scheduler is not None and display_submission in scheduler.submit_hooks:
         scheduler.submit_hooks.remove(display_submission)
+    while refresh_submission_widgets in _runtime.wait_hooks:
+        _runtime.wait_hooks.remove(refresh_submission_widgets)
+    while scheduler is not None and refresh_submission_widgets in scheduler.wait_hooks:
+        scheduler.wait_hooks.remove(refresh_submission_widgets)
 
 
 def _running_scheduler() -> Scheduler | None:

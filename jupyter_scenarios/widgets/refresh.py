@@ -33,7 +33,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from ..entities import Job
+from ..entities import Job, Submission
 from ..events import Event, EventEntityType, bus
 from ._settings import settings
 
@@ -371,6 +371,23 @@ def refresh_all_widgets(wait: bool = True, timeout: float | None = None) -> bool
         except Exception:
             logger.exception("Sending the state of %s failed", type(widget).__name__)
     return finished
+
+
+def refresh_submission_widgets(submission: Submission) -> None:
+    """Send the current state of the open widgets of ``submission`` again.
+
+    Called on the waiting thread when ``submit(wait=True)`` returns, so that a
+    headless run stores the final state of that submission's progress widget.
+    """
+    pacer = Pacer()
+    for widget in timer.open_widgets():
+        if getattr(widget, "submission", None) is not submission:
+            continue
+        timer.redraw(widget)
+        try:
+            widget._resend(pacer)
+        except Exception:
+            logger.exception("Sending the state of %s failed", type(widget).__name__)
 
 
 def wait_for_jobs(jobs: Iterable[Job], deadline: float | None) -> bool:
