@@ -61,7 +61,7 @@ from .api import (
 from .config import Config
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
 from .enums import EntityType, Frequency, Scope, Status, SubmissionStatus
-from .exceptions import SubmissionTimeoutWarning
+from .exceptions import SubmissionTimeoutWarning, TaskFailed
 
 # Library convention: no output unless the application configures logging. Without
 # it, logging's last-resort handler would print records of the scheduler thread into
@@ -85,6 +85,7 @@ __all__ = [
     "SubmissionStatus",
     "SubmissionTimeoutWarning",
     "Task",
+    "TaskFailed",
     "__version__",
     "cancel_job",
     "clean_all_entities",

@@ -103,3 +103,25 @@ class SubmissionTimeout(ScenarioError, TimeoutError):
 
 class SubmissionTimeoutWarning(UserWarning):
     """``submit(wait=True, timeout=...)`` returned before the submission finished."""
+
+
+class TaskFailed(ScenarioError):
+    """A job failed; carries the traceback formatted where the task ran.
+
+    IPython shows the worker-side traceback, every frame, as it would a local error
+    (through ``_render_traceback_``).
+    """
+
+    def __init__(self, job_id: str, task_config_id: str, stacktrace: list[str]) -> None:
+        self.job_id = job_id
+        self.task_config_id = task_config_id
+        self.stacktrace = list(stacktrace)
+        last = stacktrace[-1].strip().splitlines()[-1] if stacktrace else "no traceback"
+        super().__init__(f"Job {job_id} of task {task_config_id!r} failed: {last}")
+
+    def _render_traceback_(self) -> list[str]:
+        header = f"Job {self.job_id} of task {self.task_config_id!r} failed in its worker:"
+        lines = [header]
+        for trace in self.stacktrace:
+            lines.extend(trace.rstrip("\n").splitlines())
+        return lines

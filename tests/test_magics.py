@@ -326,6 +326,31 @@ def test_task_error_stacktrace_shows_cell_line(kernel: KernelSession) -> None:
     )
 
 
+def test_raise_for_status_shows_worker_traceback(kernel: KernelSession) -> None:
+    start_scenarios(kernel)
+    kernel.execute(DECLARE_DATA_NODES_CELL).check()
+    failing_line = 'raise KeyError(f"missing {nb}")'
+    kernel.execute(
+        "%%task lookup --inputs my_input --outputs my_output\n"
+        "def lookup(nb):\n"
+        f"    {failing_line}\n"
+    ).check()
+    kernel.execute("%%scenario looking --create scenario\nlookup").check()
+    kernel.execute(
+        f"submission = scenario.submit(wait=True, timeout={CELL_TIMEOUT})"
+    ).check()
+
+    result = kernel.execute("submission.raise_for_status()")
+
+    assert len(result.errors) == 1
+    error = result.errors[0]
+    assert error["ename"] == "TaskFailed"
+    rendered = "\n".join(error["traceback"])
+    assert "failed in its worker" in rendered
+    assert failing_line in rendered
+    assert "KeyError: 'missing 21'" in rendered
+
+
 # ---------------------------------------------------------------------------------
 # Loading from IPython configuration
 # ---------------------------------------------------------------------------------

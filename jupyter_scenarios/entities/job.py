@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..enums import FINAL_STATUSES, Status
 from ..events import Event, EventEntityType, EventOperation, bus
+from ..exceptions import TaskFailed
 from ._base import Entity, from_iso, new_id, to_iso
 
 if TYPE_CHECKING:
@@ -300,6 +301,19 @@ class Job(Entity):
 
     def __repr__(self) -> str:
         return f"Job({self.id!r}, {self._status.name})"
+
+    @property
+    def error(self) -> TaskFailed | None:
+        """The failure as an exception with the worker-side traceback, if FAILED."""
+        if self._status is not Status.FAILED:
+            return None
+        return TaskFailed(self.id, self._task_config_id, self._stacktrace)
+
+    def raise_for_status(self) -> None:
+        """Raise ``TaskFailed`` with the worker-side traceback if the job FAILED."""
+        error = self.error
+        if error is not None:
+            raise error
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(repr(self))

@@ -175,6 +175,15 @@ class Submission(Entity):
     def is_deletable(self) -> bool:
         return self.is_finished() or self._status is SubmissionStatus.UNDEFINED
 
+    def raise_for_status(self) -> None:
+        """Raise ``TaskFailed`` for the first FAILED job, with its worker traceback.
+
+        In a notebook, ``submission.raise_for_status()`` shows the error as if the
+        task had run in the cell.
+        """
+        for job in self.jobs:
+            job.raise_for_status()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every job is finished or ``timeout`` passes; return finished."""
         return self._finished.wait(timeout)
