@@ -685,20 +685,24 @@ def _delete_scenario(scenario: Scenario, check_primary: bool = True) -> None:
             "scenarios share that cycle; make another one primary with "
             "tp.set_primary() first."
         )
-    for submission in get_submissions():
-        if (
-            submission.entity_id == scenario.id
-            or submission.entity_id.endswith(scenario.id)
-        ) and not submission.is_deletable():
-            raise SubmissionNotDeletedException(
-                f"Scenario {scenario.id!r} has an unfinished submission "
-                f"{submission.id!r}; cancel its jobs or wait for them first."
-            )
     children: list[Task | DataNode] = [
         *scenario.tasks.values(),
         *scenario.data_nodes.values(),
     ]
     owned = [entity.id for entity in children if entity.owner_id == scenario.id]
+    # A task submitted on its own has a submission of its own; its jobs still use
+    # the task and data nodes deleted below.
+    owned_ids = set(owned)
+    for submission in get_submissions():
+        if (
+            submission.entity_id == scenario.id
+            or submission.entity_id.endswith(scenario.id)
+            or submission.entity_id in owned_ids
+        ) and not submission.is_deletable():
+            raise SubmissionNotDeletedException(
+                f"Scenario {scenario.id!r} has an unfinished submission "
+                f"{submission.id!r}; cancel its jobs or wait for them first."
+            )
     with _runtime.store().batch():
         for submission in get_submissions():
             if submission.entity_id == scenario.id or submission.entity_id.endswith(

@@ -618,20 +618,39 @@ class Scheduler:
         # Each ready job is looked at once per call; a job whose output another
         # RUNNING job is writing goes back to the queue until that job ends.
         deferred: list[Job] = []
-        while self._ready and self.executor.free_slots() > 0:
-            job = self._ready.popleft()
-            if job.is_finished():
-                continue
-            if any(node_id in self._writing for node_id in job.task.output_ids):
-                deferred.append(job)
-                continue
-            if self._can_skip(job):
-                self._set_status(job, Status.SKIPPED)
-                self._unlock_outputs(job)
-                self._after_final(job)
-                continue
-            self._start(job)
-        self._ready.extendleft(reversed(deferred))
+        try:
+            while self._ready and self.executor.free_slots() > 0:
+                job = self._ready.popleft()
+                if job.is_finished():
+                    continue
+                try:
+                    self._dispatch_one(job, deferred)
+                except Exception as error:
+                    # An exception here would end the manager thread and leave every
+                    # later submission SUBMITTED; fail only this job instead.
+                    logger.exception("Job %s could not be dispatched", job.id)
+                    self._running.pop(job.id, None)
+                    self._staged.pop(job.id, None)
+                    for node_id, writer in list(self._writing.items()):
+                        if writer == job.id:
+                            del self._writing[node_id]
+                    self._set_status(
+                        job, Status.FAILED, reason=f"dispatching it failed: {error!r}"
+                    )
+                    self._after_final(job)
+        finally:
+            self._ready.extendleft(reversed(deferred))
+
+    def _dispatch_one(self, job: Job, deferred: list[Job]) -> None:
+        if any(node_id in self._writing for node_id in job.task.output_ids):
+            deferred.append(job)
+            return
+        if self._can_skip(job):
+            self._set_status(job, Status.SKIPPED)
+            self._unlock_outputs(job)
+            self._after_final(job)
+            return
+        self._start(job)
 
     def _can_skip(self, job: Job) -> bool:
         task = job.task

@@ -1,0 +1,78 @@
+"""Adversarial cases in standalone mode: deletions while jobs are unfinished.
+
+Jobs wait on gate files, so each test decides when they finish. Every wait has a
+timeout, and the ``standalone`` fixture fails a test that leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from engine_fixtures import WAIT_SECONDS, use_workers, wait_status
+from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
+from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
+from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
+
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config, Status
+from jupyter_scenarios.exceptions import SubmissionNotDeletedException
+
+pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(240)]
+
+
+def wait_for_gate(path: str) -> str:
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {path} was never opened")
+        time.sleep(0.01)
+    return path
+
+
+def gated_scenario(tmp_path: Path, task_count: int) -> tp.Scenario:
+    gate = Config.configure_data_node("gate", default_data=str(tmp_path / "gate"))
+    tasks = [
+        Config.configure_task(
+            f"t{index}", wait_for_gate, gate, Config.configure_data_node(f"out{index}")
+        )
+        for index in range(task_count)
+    ]
+    return tp.create_scenario(Config.configure_scenario("gated", tasks))
+
+
+def test_delete_scenario_with_running_task_submission(tmp_path: Path) -> None:
+    scenario = gated_scenario(tmp_path, 1)
+    submission = tp.submit(scenario.t0)
+    wait_status(submission.jobs[0], Status.RUNNING)
+
+    with pytest.raises(SubmissionNotDeletedException):
+        tp.delete(scenario.id)
+
+    (tmp_path / "gate").touch()
+    assert submission.wait(WAIT_SECONDS)
+    assert tp.exists(scenario.id)
+    assert scenario.out0.read() == str(tmp_path / "gate")
+
+
+def test_scheduler_survives_deleted_pending_task(tmp_path: Path) -> None:
+    # One worker runs t0 with t1 queued behind it, so t2 and t3 wait in the scheduler's
+    # ready queue when their tasks are deleted.
+    use_workers(1)
+    scenario = gated_scenario(tmp_path, 4)
+    tasks = [scenario.tasks[f"t{index}"] for index in range(4)]
+    submissions = [tp.submit(task) for task in tasks]
+    wait_status(submissions[0].jobs[0], Status.RUNNING)
+    for task in tasks[2:]:
+        tp.delete(task.id)
+
+    (tmp_path / "gate").touch()
+    for submission in submissions[2:]:
+        assert submission.wait(WAIT_SECONDS)
+        assert submission.jobs[0].status is Status.FAILED
+
+    fresh = gated_scenario(tmp_path, 2)
+    submission = fresh.submit(wait=True, timeout=WAIT_SECONDS)
+    assert [job.status for job in submission.jobs] == [Status.COMPLETED] * 2
