@@ -66,6 +66,12 @@ def _settings() -> tuple[str, int, str, str]:
 
 def start(force_restart: bool = False) -> Scheduler:
     """Start the store and scheduler (again, if ``force_restart``)."""
+    if os.environ.get("JUPYTER_SCENARIOS_IN_WORKER"):
+        raise RuntimeError(
+            "A task running in a worker process called the jupyter_scenarios API, "
+            "which works on the kernel's store only. Return values from the task "
+            "and submit or read entities in the notebook instead."
+        )
     with _lock:
         if _state.scheduler is not None and not force_restart:
             return _state.scheduler

@@ -675,7 +675,20 @@ def delete(entity_id: str) -> None:
             _delete_scenario(scenario, check_primary=False)
         _runtime.store().delete([entity.id])
     else:
+        _check_no_unfinished_jobs(entity)
         _delete_owned([entity.id])
+
+
+def _check_no_unfinished_jobs(entity: Task | DataNode) -> None:
+    # A task or data node that unfinished jobs still read or write cannot go.
+    task_ids = {entity.id} if isinstance(entity, Task) else set(entity.parent_ids)
+    for job in get_jobs():
+        if not job.is_finished() and job.task_id in task_ids:
+            raise JobNotDeletedException(
+                f"{type(entity).__name__} {entity.id!r} is used by job {job.id!r}, "
+                f"which is {job.status.name}; cancel it with tp.cancel_job() or wait "
+                "for it before deleting."
+            )
 
 
 def _delete_scenario(scenario: Scenario, check_primary: bool = True) -> None:

@@ -234,6 +234,11 @@ class Scheduler:
                 "The orchestrator was stopped; call tp.Orchestrator().run() before "
                 "submitting again."
             )
+        if timeout is not None and timeout < 0:
+            raise ValueError(
+                f"timeout={timeout!r} is negative; give the seconds to wait (0 or "
+                "more), or None to wait until the jobs finish."
+            )
         tasks = self._tasks_of(entity)
         self._check_runnable(entity, tasks)
 
@@ -295,6 +300,8 @@ class Scheduler:
                     stacklevel=_caller_level(),
                 )
                 return False
+        if self.is_asynchronous:
+            self._warn_if_stuck(submission)
         try:
             finished = submission.wait(timeout)
         except KeyboardInterrupt:
@@ -320,6 +327,32 @@ class Scheduler:
             # logging is not configured; this runs on the waiting thread.
             warnings.warn(message, SubmissionTimeoutWarning, stacklevel=_caller_level())
         return finished
+
+    def _warn_if_stuck(self, submission: Submission) -> None:
+        # A BLOCKED job whose missing input no job of its submission will write
+        # waits for a person or another submission; say so before waiting forever.
+        jobs = submission.jobs
+        produced = {
+            node_id
+            for job in jobs
+            if not job.is_finished()
+            for node_id in job.task.output_ids
+        }
+        stuck = []
+        for job in jobs:
+            if not job.is_blocked():
+                continue
+            for node in job.task.input.values():
+                if node.last_edit_date is None and node.id not in produced:
+                    stuck.append(f"{job.task_config_id} needs {node.config_id}")
+        if stuck:
+            message = (
+                f"Submission {submission.id} waits for data nodes that none of its "
+                f"jobs will write ({', '.join(stuck[:5])}); write them, or interrupt "
+                "the wait. Without a timeout it waits until they are written."
+            )
+            logger.warning("%s", message)
+            warnings.warn(message, stacklevel=_caller_level())
 
     def cancel(self, job: Job) -> None:
         """Cancel ``job`` and abandon the jobs downstream of it in its submission."""

@@ -28,6 +28,10 @@ from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
 
+
+class StoreError(RuntimeError):
+    """The SQLite file of a storage folder is damaged or unreadable."""
+
 SCHEMA_VERSION = 1
 
 #: Entity kind -> id prefix and extra indexed columns.
@@ -82,10 +86,18 @@ class Store:
         self._connection = sqlite3.connect(
             self.path, timeout=30.0, isolation_level=None, check_same_thread=False
         )
-        self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.execute("PRAGMA busy_timeout=30000")
-        self._create_tables()
+        try:
+            self._connection.execute("PRAGMA journal_mode=WAL")
+            self._connection.execute("PRAGMA synchronous=NORMAL")
+            self._connection.execute("PRAGMA busy_timeout=30000")
+            self._create_tables()
+        except sqlite3.DatabaseError as error:
+            self._connection.close()
+            raise StoreError(
+                f"The entity store {self.path} cannot be read ({error}). Nothing was "
+                "changed or deleted. Restore the file from a backup, or point "
+                "Config.configure_core(storage_folder=...) at another folder."
+            ) from error
 
         self._live: dict[str, Any] = {}
         self._factories: dict[str, Factory] = {}

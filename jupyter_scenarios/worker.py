@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import linecache
+import os
 import traceback
 import types
 from collections.abc import Callable
@@ -262,4 +263,6 @@ def run_task_in_worker(run: TaskRun) -> TaskResult:
     from .config import Config
 
     Config.block_update()
+    # Read by _runtime.start: the API's entities live in the kernel's store.
+    os.environ["JUPYTER_SCENARIOS_IN_WORKER"] = "1"
     return run_task(run)

@@ -18,7 +18,11 @@ from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fix
 
 import jupyter_scenarios as tp
 from jupyter_scenarios import Config, Status
-from jupyter_scenarios.exceptions import SubmissionNotDeletedException
+from jupyter_scenarios.exceptions import (
+    JobNotDeletedException,
+    SubmissionNotDeletedException,
+)
+from jupyter_scenarios.store import StoreError
 
 pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(240)]
 
@@ -65,8 +69,12 @@ def test_scheduler_survives_deleted_pending_task(tmp_path: Path) -> None:
     tasks = [scenario.tasks[f"t{index}"] for index in range(4)]
     submissions = [tp.submit(task) for task in tasks]
     wait_status(submissions[0].jobs[0], Status.RUNNING)
+    # tp.delete rejects tasks with unfinished jobs; another kernel sharing the
+    # storage folder can still remove the rows, which the store call stands for.
+    from jupyter_scenarios import _runtime
+
     for task in tasks[2:]:
-        tp.delete(task.id)
+        _runtime.store().delete([task.id])
 
     (tmp_path / "gate").touch()
     for submission in submissions[2:]:
@@ -76,3 +84,70 @@ def test_scheduler_survives_deleted_pending_task(tmp_path: Path) -> None:
     fresh = gated_scenario(tmp_path, 2)
     submission = fresh.submit(wait=True, timeout=WAIT_SECONDS)
     assert [job.status for job in submission.jobs] == [Status.COMPLETED] * 2
+
+
+def test_delete_task_with_unfinished_job_rejected(tmp_path: Path) -> None:
+    scenario = gated_scenario(tmp_path, 1)
+    submission = tp.submit(scenario.t0)
+    wait_status(submission.jobs[0], Status.RUNNING)
+
+    with pytest.raises(JobNotDeletedException, match=scenario.t0.id):
+        tp.delete(scenario.t0.id)
+    with pytest.raises(JobNotDeletedException, match=scenario.out0.id):
+        tp.delete(scenario.out0.id)
+
+    (tmp_path / "gate").touch()
+    assert submission.wait(WAIT_SECONDS)
+    assert tp.exists(scenario.t0.id)
+
+
+def test_negative_timeout_rejected(tmp_path: Path) -> None:
+    scenario = gated_scenario(tmp_path, 1)
+
+    with pytest.raises(ValueError, match="timeout=-1"):
+        scenario.submit(wait=True, timeout=-1)
+
+    assert tp.get_submissions() == []
+
+
+def test_wait_on_unwritable_input_warns(tmp_path: Path) -> None:
+    never = Config.configure_data_node("never_written")
+    task = Config.configure_task("needs", str, never, Config.configure_data_node("got"))
+    scenario = tp.create_scenario(Config.configure_scenario("stuck", [task]))
+
+    with pytest.warns(UserWarning, match="never_written"):
+        submission = scenario.submit(wait=True, timeout=0.2)
+
+    assert submission.jobs[0].status is Status.BLOCKED
+
+
+def call_api_inside_task(value: int) -> int:
+    return len(tp.get_scenarios()) + value
+
+
+def test_api_inside_worker_fails_job(tmp_path: Path) -> None:
+    source = Config.configure_data_node("source", default_data=1)
+    task = Config.configure_task(
+        "nested", call_api_inside_task, source, Config.configure_data_node("result")
+    )
+    scenario = tp.create_scenario(Config.configure_scenario("nesting", [task]))
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    job = submission.jobs[0]
+    assert job.status is Status.FAILED
+    assert "called the jupyter_scenarios API" in job.stacktrace[0]
+
+
+def test_damaged_store_names_file(tmp_path: Path) -> None:
+    folder = tmp_path / "damaged"
+    folder.mkdir()
+    database = folder / "entities.db"
+    database.write_bytes(b"not a database" * 100)
+    size = database.stat().st_size
+    from jupyter_scenarios.store import Store
+
+    with pytest.raises(StoreError, match=str(database)):
+        Store(folder)
+
+    assert database.stat().st_size == size
