@@ -1,0 +1,91 @@
+"""The job execution tutorial, run as a script with only its imports changed.
+
+The tutorial's code is read from the seed document beside the repository (it is the
+product's reference text), its two Taipy imports are replaced, and it runs unchanged
+otherwise: standalone mode with 2 workers, a 10-second task, and an exit while the
+last submission still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+SEED = REPOSITORY.parent / "shared" / "seed" / "job_execution_tutorial.md"
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def tutorial_script() -> str:
+    text = SEED.read_text(encoding="utf-8")
+    heading = text.index("## Entire code")
+    code = re.search(r"```\n(.*?)```", text[heading:], re.DOTALL)
+    assert code is not None, "the seed has no code block after its 'Entire code' heading"
+    script = code.group(1)
+    script = script.replace(
+        "from taipy.core.config import Config", "from jupyter_scenarios import Config"
+    )
+    script = script.replace("import taipy as tp", "import jupyter_scenarios as tp")
+    assert "taipy" not in script.replace("jupyter_scenarios", "")
+    return script
+
+
+@pytest.mark.skipif(not SEED.exists(), reason=f"{SEED} is not present")
+def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
+    (tmp_path / "job_execution.py").write_text(tutorial_script(), encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPOSITORY))
+
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "job_execution.py"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: set[int] = set()
+    while process.poll() is None and time.monotonic() - started < 180:
+        try:
+            children |= {
+                child.pid for child in psutil.Process(process.pid).children(True)
+            }
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.2)
+    stdout, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 0, stderr[-3000:]
+    assert "timed out after 5 s" in stderr
+    assert (tmp_path / "config_07.toml").exists()
+
+    # The worker processes ended with the script.
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [pid for pid in children if psutil.pid_exists(pid)]
+    assert alive == []
+
+    database = tmp_path / ".scenarios" / "entities.db"
+    with sqlite3.connect(database) as connection:
+        statuses = [
+            row[0]
+            for row in connection.execute("SELECT status FROM job ORDER BY rowid")
+        ]
+        scenarios = connection.execute("SELECT COUNT(*) FROM scenario").fetchone()[0]
+    assert scenarios == 3
+    # Three submissions ran to completion (the two parallel ones and wait=True);
+    # the one that timed out was cancelled when the script exited.
+    assert statuses.count("COMPLETED") >= 7
+    assert "RUNNING" not in statuses
+    assert "PENDING" not in statuses
+    assert set(statuses) <= {"COMPLETED", "CANCELED", "ABANDONED"}
