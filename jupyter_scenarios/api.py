@@ -369,16 +369,48 @@ def _job(job: Job | str) -> Job:
     return found
 
 
-def is_submittable(entity: Submittable | str) -> bool:
-    """Return whether every input of ``entity`` is written and not being edited."""
+class ReasonCollection:
+    """Why an entity cannot be submitted; true when there is no reason.
+
+    ``reasons`` maps each data node id to a sentence such as "my_input is not
+    written."; ``str()`` joins them.
+    """
+
+    def __init__(self) -> None:
+        self.reasons: dict[str, str] = {}
+
+    def __bool__(self) -> bool:
+        return not self.reasons
+
+    def __str__(self) -> str:
+        return " ".join(self.reasons.values())
+
+    def __repr__(self) -> str:
+        return f"ReasonCollection({self.reasons!r})"
+
+
+def is_submittable(entity: Submittable | str) -> ReasonCollection:
+    """Check that every input of ``entity`` is written and not being edited.
+
+    Returns
+    -------
+    ReasonCollection
+        True when ``entity`` can run now; otherwise it names each data node in the
+        way ("my_input is not written.", "my_input is being edited.").
+    """
     resolved = _resolve_submittable(entity)
     tasks = [resolved] if isinstance(resolved, Task) else list(resolved.tasks.values())
     produced = {node_id for task in tasks for node_id in task.output_ids}
+    result = ReasonCollection()
     for task in tasks:
         for node in task.input.values():
-            if node.id not in produced and not node.is_ready_for_reading:
-                return False
-    return True
+            if node.id in produced:
+                continue
+            if node.last_edit_date is None:
+                result.reasons[node.id] = f"{node.config_id} is not written."
+            elif node.edit_in_progress:
+                result.reasons[node.id] = f"{node.config_id} is being edited."
+    return result
 
 
 # -- lookup ----------------------------------------------------------------------------

@@ -267,6 +267,14 @@ class ScenarioMagics(Magics):
         help="A sequence: a name and the tasks it runs. Repeatable.",
     )
     @argument(
+        "--additional",
+        nargs="*",
+        default=[],
+        metavar="DATA_NODE",
+        help="Data nodes that belong to the scenario without being read or written "
+        "by its tasks. Undeclared ones are declared with default settings.",
+    )
+    @argument(
         "--create",
         metavar="VARIABLE",
         help="Also create a scenario and store it in this notebook variable.",
@@ -314,9 +322,11 @@ class ScenarioMagics(Magics):
                 self._declared_task(member.strip(), None) for member in members.split(",")
             ]
         try:
+            additional = [self._data_node(name, "--additional") for name in args.additional]
             config = Config.configure_scenario(
                 args.id,
                 task_configs=list(tasks.values()),
+                additional_data_node_configs=additional,
                 frequency=Frequency[args.frequency] if args.frequency else None,
                 sequences=sequences,
             )

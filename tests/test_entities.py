@@ -864,19 +864,22 @@ def test_submittable_follows_inputs() -> None:
     output = Config.configure_data_node("output")
     constant = Config.configure_task("constant", lambda: 1, [], output)
     no_inputs = tp.create_scenario(Config.configure_scenario("no_inputs", [constant]))
-    assert tp.is_submittable(no_inputs) is True
+    assert tp.is_submittable(no_inputs)
 
     scenario = two_step_scenario(default=None)
-    assert tp.is_submittable(scenario) is False
-    assert tp.is_submittable(scenario.tasks["first"]) is False
+    assert not tp.is_submittable(scenario)
+    assert not tp.is_submittable(scenario.tasks["first"])
+    reasons = tp.is_submittable(scenario).reasons
+    assert reasons == {scenario.my_input.id: "my_input is not written."}
 
     scenario.my_input.write(1)
-    assert tp.is_submittable(scenario) is True
+    assert tp.is_submittable(scenario)
 
     scenario.my_input.lock_edit("someone")
-    assert tp.is_submittable(scenario) is False
+    assert not tp.is_submittable(scenario)
+    assert str(tp.is_submittable(scenario)) == "my_input is being edited."
     scenario.my_input.unlock_edit("someone")
-    assert tp.is_submittable(scenario.id) is True
+    assert tp.is_submittable(scenario.id)
 
 
 def test_data_node_read_of_unwritten_warns() -> None:
@@ -912,3 +915,22 @@ def test_validity_period_expiration() -> None:
 
     assert node.is_valid is True
     assert node.expiration_date == node.last_edit_date + timedelta(days=1)
+
+
+def test_task_and_data_node_properties_persist() -> None:
+    scenario = two_step_scenario()
+    task = scenario.tasks["first"]
+    task.properties["owner"] = "team a"
+    scenario.my_input.properties["note"] = "checked"
+
+    from jupyter_scenarios import _runtime
+    from jupyter_scenarios.entities import register_factories
+    from jupyter_scenarios.store import Store
+
+    other = Store(_runtime.store().folder)
+    register_factories(other)
+    try:
+        assert other.get(task.id).properties["owner"] == "team a"
+        assert other.get(scenario.my_input.id).properties["note"] == "checked"
+    finally:
+        other.close()

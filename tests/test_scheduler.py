@@ -234,7 +234,7 @@ def test_unwritten_input_blocks_every_job() -> None:
         assert scenario.data_nodes[name].edit_in_progress is True, name
     assert scenario.my_input.edit_in_progress is False
     assert submission.submission_status is SubmissionStatus.BLOCKED
-    assert tp.is_submittable(scenario) is False
+    assert not tp.is_submittable(scenario)
 
 
 def test_person_write_releases_blocked_jobs() -> None:
@@ -613,7 +613,7 @@ def test_failure_abandons_only_consumers() -> None:
 def test_locked_input_blocks_until_unlocked() -> None:
     scenario = chain_config()
     scenario.my_input.lock_edit()
-    assert tp.is_submittable(scenario) is False
+    assert not tp.is_submittable(scenario)
 
     submission = scenario.submit()
 

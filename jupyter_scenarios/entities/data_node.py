@@ -23,7 +23,12 @@ from ..enums import Scope
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import DataNodeIsBeingEdited, NoData
 from ._base import Entity, from_iso, from_seconds, new_id, to_iso, to_seconds
-from ._values import decode_mapping, encode_mapping, encode_value
+from ._values import (
+    PersistedProperties,
+    decode_mapping,
+    encode_mapping,
+    encode_value,
+)
 
 if TYPE_CHECKING:
     from ..storage.base import StorageBackend
@@ -69,11 +74,14 @@ class DataNode(Entity):
         self._scope = scope
         self._owner_id = owner_id
         self._parent_ids = set(parent_ids or ())
-        self._properties = {
+        storage_properties = {
             key: value
             for key, value in (properties or {}).items()
             if key not in _NON_STORAGE_PROPERTIES
         }
+        self._properties = PersistedProperties(
+            storage_properties, self._properties_changed
+        )
         self._validity_period = validity_period
         self._name = name
         self._last_edit_date: datetime | None = None
@@ -111,6 +119,11 @@ class DataNode(Entity):
     @property
     def properties(self) -> dict[str, Any]:
         return self._properties
+
+    def _properties_changed(self) -> None:
+        # A changed path or storage setting needs a new backend.
+        self._backend_cache = None
+        self._save()
 
     @property
     def name(self) -> str | None:
@@ -430,7 +443,9 @@ class DataNode(Entity):
         self._scope = Scope[doc["scope"]]
         self._owner_id = doc["owner_id"]
         self._parent_ids = set(doc["parent_ids"])
-        self._properties = decode_mapping(doc["properties"])
+        self._properties = PersistedProperties(
+            decode_mapping(doc["properties"]), self._properties_changed
+        )
         self._validity_period = from_seconds(doc["validity_period"])
         self._name = doc.get("name")
         self._last_edit_date = from_iso(doc["last_edit_date"])

@@ -22,7 +22,7 @@ import cloudpickle
 from ..enums import Scope
 from ..exceptions import ConfigurationError
 from ._base import Entity, new_id
-from ._values import decode_mapping, encode_mapping
+from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -117,7 +117,7 @@ class Task(Entity):
         self._owner_id = owner_id
         self._parent_ids = set(parent_ids or ())
         self._skippable = skippable
-        self._properties = dict(properties or {})
+        self._properties = PersistedProperties(properties or {}, self._save)
         self._version = ""
         self._set_function(function)
 
@@ -293,7 +293,9 @@ class Task(Entity):
         self._owner_id = doc["owner_id"]
         self._parent_ids = set(doc["parent_ids"])
         self._skippable = doc["skippable"]
-        self._properties = decode_mapping(doc["properties"])
+        self._properties = PersistedProperties(
+            decode_mapping(doc["properties"]), self._save
+        )
         self._version = doc.get("version", "")
 
     @classmethod
