@@ -351,6 +351,21 @@ def test_raise_for_status_shows_worker_traceback(kernel: KernelSession) -> None:
     assert "KeyError: 'missing 21'" in rendered
 
 
+def test_scenario_magic_additional_data_nodes(kernel: KernelSession) -> None:
+    start_scenarios(kernel)
+    kernel.execute("def double(nb):\n    return nb * 2").check()
+    kernel.execute(
+        "%%scenario noted --additional notes --create scenario\n"
+        "my_input -> double -> my_output"
+    ).check()
+
+    names = run_json(
+        kernel, print_json("sorted(scenario.additional_data_nodes)")
+    )
+
+    assert names == ["notes"]
+
+
 # ---------------------------------------------------------------------------------
 # Loading from IPython configuration
 # ---------------------------------------------------------------------------------
