@@ -766,7 +766,12 @@ class Scheduler:
         if outcome.cancelled:
             if result is not None:
                 discard_staged(result.outputs)
-            self._cancel_now(job, "cancelled while running; its worker was stopped")
+            if job.is_running():
+                reason = "cancelled while running; its worker was stopped"
+            else:
+                # It was queued behind a busy worker and never started.
+                reason = "cancelled before it started"
+            self._cancel_now(job, reason)
             return
         if result is None:
             reason = outcome.error or "the worker returned no result"
