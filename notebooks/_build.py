@@ -1473,7 +1473,8 @@ CALLBACKS_AND_EVENTS = [
         """
         ## A job BLOCKED on an unwritten input
 
-        `tp.is_submittable` returns whether every input is ready. Submitting anyway is
+        `tp.is_submittable` tells whether every input is ready: it is false here, and
+        its `reasons` name each data node in the way. Submitting anyway is
         allowed: `submit` returns once the scheduler has placed each job, and here both
         jobs are BLOCKED. `price_order` waits for the price, and `write_invoice` for
         `order_total`, which has not been computed yet. No worker is busy.
@@ -1482,7 +1483,8 @@ CALLBACKS_AND_EVENTS = [
     code(
         """
         order = tp.create_scenario("order", name="order 1")
-        print("submittable:", tp.is_submittable(order))
+        ready = tp.is_submittable(order)
+        print("submittable:", bool(ready), "-", ready)
 
         submission = order.submit(callbacks=[record_job])
         print("submission:", submission.submission_status.name)
