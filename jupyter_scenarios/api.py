@@ -102,7 +102,9 @@ def create_scenario(
     creation_date = creation_date or datetime.now()
 
     with store.batch():
-        cycle = _cycle_for(section.frequency, creation_date) if section.frequency else None
+        cycle = (
+            _cycle_for(section.frequency, creation_date) if section.frequency else None
+        )
         scenario_id = Scenario._ID_PREFIX + f"{section.id}_" + _fresh_suffix()
         nodes = {
             dn_config.id: _data_node_for(dn_config, scenario_id, cycle)
@@ -133,7 +135,9 @@ def create_scenario(
         scenario._save()
         for sequence_name, task_configs in section.sequences.items():
             by_config = {task.config_id: task for task in tasks}
-            scenario.add_sequence(sequence_name, [by_config[t.id] for t in task_configs])
+            scenario.add_sequence(
+                sequence_name, [by_config[t.id] for t in task_configs]
+            )
 
     bus.publish(Event(EventEntityType.SCENARIO, EventOperation.CREATION, scenario.id))
     return scenario
@@ -157,7 +161,9 @@ def _cycle_for(frequency: Frequency, date: datetime) -> Cycle:
     return cycle
 
 
-def _owner_for(scope: Scope, scenario_id: str | None, cycle: Cycle | None) -> str | None:
+def _owner_for(
+    scope: Scope, scenario_id: str | None, cycle: Cycle | None
+) -> str | None:
     if scope is Scope.SCENARIO:
         return scenario_id
     if scope is Scope.CYCLE and cycle is not None:
@@ -285,8 +291,12 @@ def submit(
     """
     entity = _resolve_submittable(entity)
     return _runtime.orchestrator().submit(
-        entity, callbacks=callbacks, force=force, wait=wait, timeout=timeout,
-        **properties
+        entity,
+        callbacks=callbacks,
+        force=force,
+        wait=wait,
+        timeout=timeout,
+        **properties,
     )
 
 
@@ -480,7 +490,9 @@ def get_primary_scenarios(
     is_sorted: bool = False, descending: bool = False, sort_key: str = "name"
 ) -> list[Scenario]:
     """Return the primary scenario of every cycle."""
-    scenarios = get_scenarios(is_sorted=is_sorted, descending=descending, sort_key=sort_key)
+    scenarios = get_scenarios(
+        is_sorted=is_sorted, descending=descending, sort_key=sort_key
+    )
     return [scenario for scenario in scenarios if scenario.is_primary]
 
 
@@ -693,7 +705,9 @@ def delete(entity_id: str) -> None:
     """
     entity = get(entity_id)
     if entity is None:
-        raise NonExistingEntity(f"Entity {entity_id!r} does not exist; nothing deleted.")
+        raise NonExistingEntity(
+            f"Entity {entity_id!r} does not exist; nothing deleted."
+        )
     if isinstance(entity, Scenario):
         _delete_scenario(entity)
     elif isinstance(entity, Sequence):
@@ -832,4 +846,3 @@ def clean_all_entities(version_number: str | None = None) -> bool:
         log.unlink(missing_ok=True)
     store.clear()
     return True
-

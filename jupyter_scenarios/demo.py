@@ -142,7 +142,9 @@ def _print_store(store_folder: Path) -> None:
     try:
         jobs = tp.get_jobs()
         print("\n== Jobs ==")
-        print(f"{'job':44} {'task':8} {'status':10} {'start':12} {'duration':>8}  worker")
+        print(
+            f"{'job':44} {'task':8} {'status':10} {'start':12} {'duration':>8}  worker"
+        )
         for job in jobs:
             start = job.run_at.strftime("%H:%M:%S.%f")[:12] if job.run_at else "-"
             duration = job.execution_duration
@@ -154,7 +156,9 @@ def _print_store(store_folder: Path) -> None:
         print("\n== Results ==")
         for scenario in tp.get_scenarios():
             output = scenario.data_nodes.get("my_output")
-            value = output.read() if output is not None and output.last_edit_date else None
+            value = (
+                output.read() if output is not None and output.last_edit_date else None
+            )
             submissions = [
                 s for s in tp.get_submissions() if s.entity_id == scenario.id
             ]

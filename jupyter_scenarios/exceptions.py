@@ -120,7 +120,9 @@ class TaskFailed(ScenarioError):
         super().__init__(f"Job {job_id} of task {task_config_id!r} failed: {last}")
 
     def _render_traceback_(self) -> list[str]:
-        header = f"Job {self.job_id} of task {self.task_config_id!r} failed in its worker:"
+        header = (
+            f"Job {self.job_id} of task {self.task_config_id!r} failed in its worker:"
+        )
         lines = [header]
         for trace in self.stacktrace:
             lines.extend(trace.rstrip("\n").splitlines())

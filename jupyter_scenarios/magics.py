@@ -319,10 +319,13 @@ class ScenarioMagics(Magics):
                     f"--sequence {item!r} is not valid; write NAME=TASK,TASK."
                 )
             sequences[name] = [
-                self._declared_task(member.strip(), None) for member in members.split(",")
+                self._declared_task(member.strip(), None)
+                for member in members.split(",")
             ]
         try:
-            additional = [self._data_node(name, "--additional") for name in args.additional]
+            additional = [
+                self._data_node(name, "--additional") for name in args.additional
+            ]
             config = Config.configure_scenario(
                 args.id,
                 task_configs=list(tasks.values()),
@@ -362,9 +365,13 @@ class ScenarioMagics(Magics):
         """
         args = _parse_args(self.submit, line)
         if args.timeout is not None and args.timeout < 0:
-            raise UsageError(f"--timeout {args.timeout} is negative; give seconds >= 0.")
+            raise UsageError(
+                f"--timeout {args.timeout} is negative; give seconds >= 0."
+            )
         entity = self._entity(args.entity)
-        return api.submit(entity, force=args.force, wait=args.wait, timeout=args.timeout)
+        return api.submit(
+            entity, force=args.force, wait=args.wait, timeout=args.timeout
+        )
 
     @line_magic
     def jobs(self, line: str) -> Any:
@@ -446,7 +453,9 @@ class ScenarioMagics(Magics):
         """
         args = _parse_args(self.wait, line)
         if args.timeout is not None and args.timeout < 0:
-            raise UsageError(f"--timeout {args.timeout} is negative; give seconds >= 0.")
+            raise UsageError(
+                f"--timeout {args.timeout} is negative; give seconds >= 0."
+            )
         if not api.wait_all(timeout=args.timeout):
             print(f"Some jobs are still running after {args.timeout:g} s.")
 
@@ -526,8 +535,12 @@ class ScenarioMagics(Magics):
             )
         tasks = []
         for position in range(1, len(steps), 2):
-            inputs = [part.strip() for part in steps[position - 1].split(",") if part.strip()]
-            outputs = [part.strip() for part in steps[position + 1].split(",") if part.strip()]
+            inputs = [
+                part.strip() for part in steps[position - 1].split(",") if part.strip()
+            ]
+            outputs = [
+                part.strip() for part in steps[position + 1].split(",") if part.strip()
+            ]
             name = steps[position]
             tasks.append(self._pipeline_task(name, inputs, outputs, line_number))
         return tasks
@@ -574,7 +587,9 @@ class ScenarioMagics(Magics):
         exec(code, self.shell.user_ns)  # noqa: S102 - the user's own cell
         return defined
 
-    def _pick_function(self, task_id: str, requested: str | None, defined: list[str]) -> Any:
+    def _pick_function(
+        self, task_id: str, requested: str | None, defined: list[str]
+    ) -> Any:
         assert self.shell is not None
         namespace = self.shell.user_ns
         if requested:

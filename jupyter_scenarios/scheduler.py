@@ -168,7 +168,9 @@ class Scheduler:
         self.executor.start(self._post_started, self._post_finished)
         if self.is_asynchronous:
             self._thread = threading.Thread(
-                target=self._run_manager, name="jupyter-scenarios-scheduler", daemon=True
+                target=self._run_manager,
+                name="jupyter-scenarios-scheduler",
+                daemon=True,
             )
             self._thread.start()
         logger.info("Scheduler started: %s", self.executor.describe())
@@ -254,7 +256,10 @@ class Scheduler:
                 _entity_event_type(entity),
                 EventOperation.SUBMISSION,
                 entity.id,
-                metadata={"submission_id": submission.id, "job_ids": submission.job_ids},
+                metadata={
+                    "submission_id": submission.id,
+                    "job_ids": submission.job_ids,
+                },
             )
         )
         for hook in list(self.submit_hooks):
@@ -357,7 +362,9 @@ class Scheduler:
     def cancel(self, job: Job) -> None:
         """Cancel ``job`` and abandon the jobs downstream of it in its submission."""
         if job.is_finished():
-            logger.info("Job %s is already %s; nothing to cancel", job.id, job.status.name)
+            logger.info(
+                "Job %s is already %s; nothing to cancel", job.id, job.status.name
+            )
             return
         if job.is_running() and not self.is_asynchronous:
             logger.warning(
@@ -535,7 +542,9 @@ class Scheduler:
             while True:
                 timeout = None
                 if first_unwritten is not None:
-                    timeout = max(0.0, first_unwritten + FLUSH_SECONDS - time.monotonic())
+                    timeout = max(
+                        0.0, first_unwritten + FLUSH_SECONDS - time.monotonic()
+                    )
                 try:
                     command = self._commands.get(timeout=timeout)
                 except queue.Empty:
@@ -848,7 +857,9 @@ class Scheduler:
                 seen.add(other.id)
                 self._blocked.pop(other.id, None)
                 self._set_status(
-                    other, Status.ABANDONED, reason=f"upstream job {job.id} did not complete"
+                    other,
+                    Status.ABANDONED,
+                    reason=f"upstream job {job.id} did not complete",
                 )
                 self._unlock_outputs(other)
                 frontier.extend(other.task.output_ids)
@@ -930,7 +941,12 @@ class Scheduler:
         settled = 0
         touched: set[str] = set()
         with self.store.batch():
-            for status in (Status.RUNNING, Status.PENDING, Status.BLOCKED, Status.SUBMITTED):
+            for status in (
+                Status.RUNNING,
+                Status.PENDING,
+                Status.BLOCKED,
+                Status.SUBMITTED,
+            ):
                 for job in self.store.get_all("job", status=status.name):
                     owner = job._owner
                     if owner == self.owner or (owner and is_process_alive(owner)):
@@ -954,7 +970,9 @@ class Scheduler:
                         self._remove_stale_staging(node, job.id)
                     touched.add(job.submit_id)
                     settled += 1
-                    logger.warning("Job %s was left %s: %s", job.id, status.name, reason)
+                    logger.warning(
+                        "Job %s was left %s: %s", job.id, status.name, reason
+                    )
             self._refresh_submissions(touched)
         return settled
 
@@ -1015,4 +1033,3 @@ def _entity_event_type(entity: Any) -> EventEntityType:
     if isinstance(entity, Sequence):
         return EventEntityType.SEQUENCE
     return EventEntityType.TASK
-

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 class StoreError(RuntimeError):
     """The SQLite file of a storage folder is damaged or unreadable."""
 
+
 SCHEMA_VERSION = 1
 
 #: Entity kind -> id prefix and extra indexed columns.
@@ -204,7 +205,9 @@ class Store:
             result = []
             for entity_id, doc in rows:
                 live = self._live.get(entity_id)
-                result.append(live if live is not None else self._build(kind, json.loads(doc)))
+                result.append(
+                    live if live is not None else self._build(kind, json.loads(doc))
+                )
             return result
 
     def exists(self, entity_id: str) -> bool:
@@ -281,7 +284,9 @@ class Store:
                 finally:
                     with self._lock:
                         self._open_batches = [
-                            batch for batch in self._open_batches if batch is not pending
+                            batch
+                            for batch in self._open_batches
+                            if batch is not pending
                         ]
 
     def flush(self) -> None:

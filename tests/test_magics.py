@@ -359,9 +359,7 @@ def test_scenario_magic_additional_data_nodes(kernel: KernelSession) -> None:
         "my_input -> double -> my_output"
     ).check()
 
-    names = run_json(
-        kernel, print_json("sorted(scenario.additional_data_nodes)")
-    )
+    names = run_json(kernel, print_json("sorted(scenario.additional_data_nodes)"))
 
     assert names == ["notes"]
 

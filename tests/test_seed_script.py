@@ -29,7 +29,9 @@ def tutorial_script() -> str:
     text = SEED.read_text(encoding="utf-8")
     heading = text.index("## Entire code")
     code = re.search(r"```\n(.*?)```", text[heading:], re.DOTALL)
-    assert code is not None, "the seed has no code block after its 'Entire code' heading"
+    assert code is not None, (
+        "the seed has no code block after its 'Entire code' heading"
+    )
     script = code.group(1)
     script = script.replace(
         "from taipy.core.config import Config", "from jupyter_scenarios import Config"
@@ -62,7 +64,7 @@ def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.2)
-    stdout, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 0, stderr[-3000:]
     assert "timed out after 5 s" in stderr
@@ -70,7 +72,9 @@ def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
 
     # The worker processes ended with the script.
     deadline = time.monotonic() + 10
-    while any(psutil.pid_exists(pid) for pid in children) and time.monotonic() < deadline:
+    while (
+        any(psutil.pid_exists(pid) for pid in children) and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     alive = [pid for pid in children if psutil.pid_exists(pid)]
     assert alive == []

@@ -276,7 +276,9 @@ class Config(metaclass=_ConfigMeta):
             storage_type=chosen_type,
             scope=scope if scope is not None else default.scope,
             validity_period=(
-                validity_period if validity_period is not None else default.validity_period
+                validity_period
+                if validity_period is not None
+                else default.validity_period
             ),
             **{**default._properties, **properties},
         )
@@ -306,7 +308,11 @@ class Config(metaclass=_ConfigMeta):
 
         get_backend_class(storage_type)
         section = DataNodeConfig(
-            DEFAULT_ID, storage_type, scope or Scope.SCENARIO, validity_period, **properties
+            DEFAULT_ID,
+            storage_type,
+            scope or Scope.SCENARIO,
+            validity_period,
+            **properties,
         )
         registry.update(lambda layer: layer.data_nodes.__setitem__(DEFAULT_ID, section))
         return section
@@ -341,7 +347,10 @@ class Config(metaclass=_ConfigMeta):
     ) -> DataNodeConfig:
         """Declare a data node stored as a JSON file."""
         extra = _without_none(
-            default_path=default_path, encoding=encoding, encoder=encoder, decoder=decoder
+            default_path=default_path,
+            encoding=encoding,
+            encoder=encoder,
+            decoder=decoder,
         )
         return cls.configure_data_node(
             id, "json", scope, validity_period, **extra, **properties
@@ -568,7 +577,11 @@ class Config(metaclass=_ConfigMeta):
 
         current = Config.job_config
         chosen = mode if mode is not None else current._mode
-        if isinstance(chosen, str) and chosen not in MODES and not chosen.startswith("ENV["):
+        if (
+            isinstance(chosen, str)
+            and chosen not in MODES
+            and not chosen.startswith("ENV[")
+        ):
             from ..exceptions import ModeNotAvailable
 
             raise ModeNotAvailable(
@@ -585,9 +598,7 @@ class Config(metaclass=_ConfigMeta):
                 f"max_nb_of_workers must be a whole number of at least 1, got "
                 f"{workers!r}."
             )
-        section = JobConfig(
-            chosen, workers, **{**current._properties, **properties}
-        )
+        section = JobConfig(chosen, workers, **{**current._properties, **properties})
         registry.update(lambda layer: setattr(layer, "job_config", section))
         return section
 
@@ -715,7 +726,9 @@ def _relink_data_node(layer: ConfigLayer, section: DataNodeConfig) -> None:
 
 def _relink_task(layer: ConfigLayer, section: TaskConfig) -> None:
     for scenario in layer.scenarios.values():
-        scenario._tasks = [section if t.id == section.id else t for t in scenario._tasks]
+        scenario._tasks = [
+            section if t.id == section.id else t for t in scenario._tasks
+        ]
         for name, tasks in scenario.sequences.items():
             scenario.sequences[name] = [
                 section if t.id == section.id else t for t in tasks

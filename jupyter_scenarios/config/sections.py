@@ -56,7 +56,9 @@ class Section:
     def properties(self) -> dict[str, Any]:
         """Custom properties with their ``ENV[...]`` templates resolved."""
         where = f"section {self.name}.{self.id}"
-        return {k: templates.resolve(v, where=where) for k, v in self._properties.items()}
+        return {
+            k: templates.resolve(v, where=where) for k, v in self._properties.items()
+        }
 
     def __getattr__(self, item: str) -> Any:
         # Called only when normal lookup fails: custom properties read as attributes,
@@ -205,7 +207,9 @@ class TaskConfig(Section):
                 "result of calling it."
             )
         self.function = function
-        self._inputs: list[DataNodeConfig] = _check_data_node_configs(id, "input", input)
+        self._inputs: list[DataNodeConfig] = _check_data_node_configs(
+            id, "input", input
+        )
         self._outputs: list[DataNodeConfig] = _check_data_node_configs(
             id, "output", output
         )
@@ -239,7 +243,9 @@ class TaskConfig(Section):
         self._skippable = value
 
 
-def _check_data_node_configs(task_id: str, role: str, value: Any) -> list[DataNodeConfig]:
+def _check_data_node_configs(
+    task_id: str, role: str, value: Any
+) -> list[DataNodeConfig]:
     configs = _as_list(value)
     for item in configs:
         if not isinstance(item, DataNodeConfig):
@@ -429,7 +435,9 @@ class JobConfig(Section):
 
     @property
     def max_nb_of_workers(self) -> int:
-        value = templates.resolve(self._max_nb_of_workers, where="JOB.max_nb_of_workers")
+        value = templates.resolve(
+            self._max_nb_of_workers, where="JOB.max_nb_of_workers"
+        )
         if value is None:
             return 2
         return int(value)

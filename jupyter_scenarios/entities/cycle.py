@@ -40,7 +40,9 @@ def cycle_bounds(frequency: Frequency, date: datetime) -> tuple[datetime, dateti
 
 def _add_months(start: datetime, months: int) -> datetime:
     month_index = start.month - 1 + months
-    return start.replace(year=start.year + month_index // 12, month=month_index % 12 + 1)
+    return start.replace(
+        year=start.year + month_index // 12, month=month_index % 12 + 1
+    )
 
 
 class Cycle(Entity):

@@ -167,8 +167,12 @@ class Scenario(Entity):
         from .. import _runtime
 
         return _runtime.orchestrator().submit(
-            self, callbacks=callbacks, force=force, wait=wait, timeout=timeout,
-            **properties
+            self,
+            callbacks=callbacks,
+            force=force,
+            wait=wait,
+            timeout=timeout,
+            **properties,
         )
 
     def subscribe(
@@ -247,7 +251,10 @@ class Scenario(Entity):
         # Every id in task_ids was checked above against this scenario's tasks.
         stored_tasks = [self._store.get(task_id) for task_id in task_ids]
         check_acyclic(name, cast("list[Task]", stored_tasks))
-        self._sequences[name] = {"task_ids": task_ids, "properties": dict(properties or {})}
+        self._sequences[name] = {
+            "task_ids": task_ids,
+            "properties": dict(properties or {}),
+        }
         self._save()
         for task_id in task_ids:
             task = cast("Task", self._store.get(task_id))
@@ -429,8 +436,12 @@ class Sequence:
         from .. import _runtime
 
         return _runtime.orchestrator().submit(
-            self, callbacks=callbacks, force=force, wait=wait, timeout=timeout,
-            **properties
+            self,
+            callbacks=callbacks,
+            force=force,
+            wait=wait,
+            timeout=timeout,
+            **properties,
         )
 
     def get_label(self) -> str:

@@ -209,7 +209,9 @@ class Submission(Entity):
     def _refresh_status(self) -> SubmissionStatus:
         if self._status_counts is None:
             self._status_counts = collections.Counter(job.status for job in self.jobs)
-        statuses = [status for status, count in self._status_counts.items() if count > 0]
+        statuses = [
+            status for status, count in self._status_counts.items() if count > 0
+        ]
         # Without jobs (a scenario with no tasks) there is nothing left to run, so
         # the submission is COMPLETED and wait() returns at once.
         status = derive_status(statuses) if statuses else SubmissionStatus.COMPLETED

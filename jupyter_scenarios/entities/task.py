@@ -236,8 +236,12 @@ class Task(Entity):
         from .. import _runtime
 
         return _runtime.orchestrator().submit(
-            self, callbacks=callbacks, force=force, wait=wait, timeout=timeout,
-            **properties
+            self,
+            callbacks=callbacks,
+            force=force,
+            wait=wait,
+            timeout=timeout,
+            **properties,
         )
 
     def get_parents(self) -> dict[str, set[Any]]:
