@@ -107,7 +107,7 @@ def _without_widget_views(notebook: Any) -> Any:
     """Return a copy whose widget outputs fall back to their final text and HTML.
 
     With the widget views left in, nbconvert's HTML loads a widget renderer from a
-    public CDN and shows nothing offline; the HTML forms need no script.
+    public CDN and shows nothing offline. The HTML forms need no script.
     """
     static = copy.deepcopy(notebook)
     static.metadata.pop("widgets", None)

@@ -1,9 +1,9 @@
-"""The job execution tutorial, run as a script with only its imports changed.
+"""Taipy's job execution tutorial, run as a script with only its imports changed.
 
-The tutorial's code is read from the seed document beside the repository (it is the
-product's reference text), its two Taipy imports are replaced, and it runs unchanged
-otherwise: standalone mode with 2 workers, a 10-second task, and an exit while the
-last submission still runs.
+The test reads the tutorial's full code from a copy kept beside the repository and
+skips when that copy is absent. Its two Taipy imports are replaced and nothing else:
+standalone mode with 2 workers, a 10-second task, and an exit while the last
+submission still runs.
 """
 
 from __future__ import annotations
