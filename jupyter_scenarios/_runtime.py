@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -156,6 +157,21 @@ def _end_multiprocessing_helpers() -> None:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 continue
+            _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    # A killed child stays a zombie, which ipykernel still counts and waits for,
+    # until its parent collects it.
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        time.sleep(0.01)
 
 
 def stop(wait: bool = True, timeout: float | None = None) -> None:
