@@ -3,17 +3,40 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
     from ..store import Store
+    from .submission import Submission
 
 
 def new_id(prefix: str, name: str) -> str:
     """Return a fresh entity id such as ``SCENARIO_my_scenario_<uuid hex>``."""
     return f"{prefix}{name}_{uuid.uuid4().hex}"
+
+
+def submit_entity(
+    entity: Any,
+    callbacks: list[Callable[..., Any]] | None,
+    force: bool,
+    wait: bool,
+    timeout: float | None,
+    properties: dict[str, Any],
+) -> Submission:
+    """Hand ``entity`` to the process's scheduler; the body of every ``submit``."""
+    from .. import _runtime
+
+    return _runtime.orchestrator().submit(
+        entity,
+        callbacks=callbacks,
+        force=force,
+        wait=wait,
+        timeout=timeout,
+        **properties,
+    )
 
 
 def to_iso(value: datetime | None) -> str | None:

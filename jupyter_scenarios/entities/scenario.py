@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ..exceptions import NonExistingSequence
-from ._base import Entity, from_iso, new_id, to_iso
+from ._base import Entity, from_iso, new_id, submit_entity, to_iso
 from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
@@ -164,16 +164,7 @@ class Scenario(Entity):
         **properties: Any,
     ) -> Submission:
         """Run every task of the scenario; see ``jupyter_scenarios.submit``."""
-        from .. import _runtime
-
-        return _runtime.orchestrator().submit(
-            self,
-            callbacks=callbacks,
-            force=force,
-            wait=wait,
-            timeout=timeout,
-            **properties,
-        )
+        return submit_entity(self, callbacks, force, wait, timeout, properties)
 
     def subscribe(
         self, callback: Callable[..., Any], params: list[Any] | None = None
@@ -433,16 +424,7 @@ class Sequence:
         **properties: Any,
     ) -> Submission:
         """Run the sequence's tasks; see ``jupyter_scenarios.submit``."""
-        from .. import _runtime
-
-        return _runtime.orchestrator().submit(
-            self,
-            callbacks=callbacks,
-            force=force,
-            wait=wait,
-            timeout=timeout,
-            **properties,
-        )
+        return submit_entity(self, callbacks, force, wait, timeout, properties)
 
     def get_label(self) -> str:
         return f"{self._scenario.get_simple_label()} > {self.name}"

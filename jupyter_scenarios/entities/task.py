@@ -21,7 +21,7 @@ import cloudpickle
 
 from ..enums import Scope
 from ..exceptions import ConfigurationError
-from ._base import Entity, new_id
+from ._base import Entity, new_id, submit_entity
 from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
@@ -233,16 +233,7 @@ class Task(Entity):
         **properties: Any,
     ) -> Submission:
         """Run this task alone; see ``jupyter_scenarios.submit``."""
-        from .. import _runtime
-
-        return _runtime.orchestrator().submit(
-            self,
-            callbacks=callbacks,
-            force=force,
-            wait=wait,
-            timeout=timeout,
-            **properties,
-        )
+        return submit_entity(self, callbacks, force, wait, timeout, properties)
 
     def get_parents(self) -> dict[str, set[Any]]:
         from ..api import get_parents
