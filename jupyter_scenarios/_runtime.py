@@ -4,8 +4,8 @@
 them starts them too, so a notebook can skip that line. When the job execution settings
 or the storage folder change after the start (a notebook cell switching from
 development to standalone mode), the next call restarts the scheduler with the new
-settings, provided no job is unfinished; otherwise the running scheduler is kept and a
-warning says why.
+settings, provided no job is unfinished. Otherwise the running scheduler is kept and a
+warning gives the reason.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def _hook_kernel_shutdown() -> None:
     waits for them. multiprocessing's resource tracker ignores SIGTERM, so the wait
     lasts until the front end kills the kernel, and the kernel then dies without
     running ``atexit``. Stopping here first cancels the running jobs with a reason and
-    ends the workers; the forkserver and the resource tracker, useless once the
-    kernel exits, are ended too so the shutdown does not wait for them.
+    ends the workers. The forkserver and the resource tracker are ended too, because
+    they serve no purpose once the kernel exits and the shutdown would wait for them.
     """
     from IPython import get_ipython
 
@@ -204,20 +204,20 @@ def orchestrator() -> Scheduler:
         scheduler = _state.scheduler
         if scheduler is None:
             return start()
-        wanted = _settings()
-        if wanted != _state.settings:
+        requested = _settings()
+        if requested != _state.settings:
             unfinished = scheduler._running or scheduler._ready or scheduler._blocked
             if unfinished:
-                if _state.deferred_settings != wanted:
+                if _state.deferred_settings != requested:
                     logger.warning(
                         "The job execution or storage settings changed, but jobs are "
                         "still unfinished; the scheduler keeps its settings (%s) "
                         "until they finish.",
                         scheduler.executor.describe(),
                     )
-                    _state.deferred_settings = wanted
+                    _state.deferred_settings = requested
                 return scheduler
-            logger.info("Settings changed; restarting the scheduler with %s", wanted)
+            logger.info("Settings changed; restarting the scheduler with %s", requested)
             return start(force_restart=True)
         return scheduler
 

@@ -380,7 +380,7 @@ def _job(job: Job | str) -> Job:
 
 
 class ReasonCollection:
-    """Why an entity cannot be submitted; true when there is no reason.
+    """Reasons that keep an entity from being submitted; true when there are none.
 
     ``reasons`` maps each data node id to a sentence such as "my_input is not
     written."; ``str()`` joins them.

@@ -1,6 +1,6 @@
 """Exceptions raised by jupyter_scenarios.
 
-Each message is a full sentence that names the offending value and says what to do.
+Each message is a full sentence that names the offending value and the fix.
 """
 
 from __future__ import annotations

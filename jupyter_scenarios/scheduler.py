@@ -28,8 +28,8 @@ iteratively before ``submit`` returns.
 Decisions:
 - Two jobs never write the same data node at once: a ready job whose output another
   RUNNING job is writing stays PENDING until that job ends.
-- A RUNNING job is cancelled by killing its worker process (standalone); in development
-  mode a running job cannot be stopped and ``cancel_job`` logs a warning.
+- A RUNNING job is cancelled by killing its worker process (standalone). In
+  development mode a running job cannot be stopped, and ``cancel_job`` logs a warning.
 - ``stop()`` and interpreter exit cancel the jobs still running (their workers are
   killed) and mark the jobs not started as CANCELED, each with a reason, so nothing is
   left RUNNING in the store and no worker process outlives the kernel.
@@ -48,7 +48,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
@@ -76,7 +76,7 @@ logger = logging.getLogger(__name__)
 #: How long cancel_job waits for the manager thread to apply a cancel, in seconds.
 CANCEL_WAIT_SECONDS = 5.0
 
-#: Longest time, in seconds, that the manager thread keeps changes before writing
+#: Maximum time, in seconds, that the manager thread keeps changes before writing
 #: them to the store when commands keep arriving.
 FLUSH_SECONDS = 0.05
 #: How long submit waits for the manager thread to mark the new jobs PENDING or
@@ -292,9 +292,8 @@ class Scheduler:
         the waiting, not the jobs, and the error message states that.
         """
         if not self.is_asynchronous and not submission.is_finished():
-            # Development mode ran everything it could before submit returned; what
-            # is left is BLOCKED on inputs only a person can write, so waiting here
-            # would never end.
+            # Development mode ran every runnable job before submit returned. The
+            # rest is BLOCKED on inputs only a person can write, so a wait never ends.
             blocked = [job for job in submission.jobs if job.is_blocked()]
             if blocked:
                 warnings.warn(
@@ -335,7 +334,7 @@ class Scheduler:
 
     def _warn_if_stuck(self, submission: Submission) -> None:
         # A BLOCKED job whose missing input no job of its submission will write
-        # waits for a person or another submission; say so before waiting forever.
+        # waits for a person or another submission, so warn before waiting for it.
         jobs = submission.jobs
         produced = {
             node_id
@@ -657,7 +656,7 @@ class Scheduler:
         self._refresh_submissions(touched)
 
     def _dispatch(self) -> None:
-        # Each ready job is looked at once per call; a job whose output another
+        # Each ready job is examined once per call. A job whose output another
         # RUNNING job is writing goes back to the queue until that job ends.
         deferred: list[Job] = []
         try:
@@ -736,12 +735,12 @@ class Scheduler:
         self._staged[job.id] = run
         for node_id in task.output_ids:
             self._writing[node_id] = job.id
-        # NOTE: raises AttributeError if the submission was deleted meanwhile, whereas
-        # _after_final skips a missing submission.
-        cast(Submission, self.store.get(job.submit_id))._refresh_status()
+        submission = self.store.get(job.submit_id)
+        if submission is not None:
+            submission._refresh_status()
         if not self.is_asynchronous:
-            # The job runs in this thread now: record RUNNING first, so another
-            # process sees it and a crash during the job is reconciled as FAILED.
+            # The job runs in this thread now. Store RUNNING first, so another process
+            # reads it and a crash during the job is reconciled as FAILED.
             self.store.flush()
         try:
             self.executor.execute(run, job.log_path)

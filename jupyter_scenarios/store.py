@@ -355,7 +355,7 @@ def _json_default(value: Any) -> Any:
 def process_identity(pid: int | None = None) -> str:
     """Return ``"<pid>:<start time>"`` naming a live process unambiguously.
 
-    The start time (in clock ticks since boot, from /proc) tells a process apart from
+    The start time (in clock ticks since boot, from /proc) distinguishes a process from
     a later one that reuses its pid. Where /proc is missing, only the pid is used.
     """
     pid = os.getpid() if pid is None else pid

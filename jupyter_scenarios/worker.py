@@ -30,7 +30,7 @@ from .storage.atomic import without_fsync
 
 @dataclasses.dataclass(frozen=True)
 class NodeSpec:
-    """What a worker needs to read or write one data node."""
+    """Description of one data node, enough for a worker to read or write it."""
 
     id: str
     config_id: str
@@ -158,7 +158,7 @@ def notebook_code_files(function: Callable[..., Any]) -> dict[str, str]:
 
 
 def run_task(run: TaskRun) -> TaskResult:
-    """Execute ``run`` and report what happened; never raises for task errors."""
+    """Execute ``run`` and return its outcome; errors of the task become a result."""
     function = run.function
     for filename, lines in run.sources.items():
         linecache.cache.setdefault(filename, (0, None, lines, filename))

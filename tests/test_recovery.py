@@ -69,8 +69,8 @@ while jobs["hold"].worker_pid is None or jobs["hold"].status is not Status.RUNNI
     if time.monotonic() > deadline:
         sys.exit("the hold job never started")
     time.sleep(0.01)
-# The scheduler writes its changes to the store in batches at most 50 ms apart; give
-# it time to record RUNNING before this process can be killed.
+# The scheduler writes its changes to the store in batches at most 50 ms apart, so
+# give it time to store RUNNING before this process can be killed.
 time.sleep(0.3)
 import psutil
 state = {{

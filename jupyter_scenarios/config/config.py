@@ -5,7 +5,7 @@ replace sections, ``export``/``backup`` write TOML, ``load``/``override`` read i
 ``check`` collects issues. All state lives in one ``ConfigRegistry`` instance per
 process; ``Config`` only delegates to it.
 
-Two layers are kept. The code layer holds what ``configure_*`` calls declared and is
+Two layers are kept. The code layer contains what ``configure_*`` calls declared and is
 what ``export`` writes. The file layer holds sections read by ``override``; a file
 section replaces the code section of the same id, and the file's job and core fields
 replace the code's ones. ``Config.<attribute>`` always reads the applied result.

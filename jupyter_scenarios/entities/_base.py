@@ -1,4 +1,4 @@
-"""What every entity shares: an id, a store, persistence and equality by id."""
+"""Base of every entity: an id, a store, persistence and equality by id."""
 
 from __future__ import annotations
 

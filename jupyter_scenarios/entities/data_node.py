@@ -203,7 +203,7 @@ class DataNode(Entity):
 
     @property
     def is_ready_for_reading(self) -> bool:
-        """True when the node has been written and nobody is editing it."""
+        """True when the node has been written and is not locked for edition."""
         return not self._edit_in_progress and self._last_edit_date is not None
 
     @property

@@ -208,7 +208,7 @@ class Scenario(Entity):
         self._save()
 
     def is_deletable(self) -> bool:
-        """A primary scenario can be deleted only if it is alone in its cycle."""
+        """Return whether the scenario can be deleted (if primary, only alone in its cycle)."""
         if not self._is_primary or self._cycle_id is None:
             return True
         others = self._store.get_all("scenario", cycle_id=self._cycle_id)

@@ -18,7 +18,7 @@ from ..worker import TaskResult, TaskRun
 
 @dataclasses.dataclass(frozen=True)
 class JobOutcome:
-    """How a job's execution ended, as seen by the executor."""
+    """Outcome of a job's execution, as the executor saw it."""
 
     job_id: str
     #: The task's own report; None when the job never returned (death, cancel).
