@@ -7,7 +7,7 @@ the data nodes (``NodeSpec``) and returns a ``TaskResult`` that the scheduler ap
 the store.
 
 Outputs stored in files are written to a staging file beside the target
-(``.<name>.<job id>.staging``). The scheduler moves each staging file onto its target
+(``.<name>.<job id>.staging<suffixes>``, see ``staging_path``). The scheduler moves each staging file onto its target
 only when the whole job succeeded, so a job that fails, is cancelled or whose worker
 dies leaves its outputs unchanged.
 """
@@ -23,9 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+
 from .exceptions import DataNodeWritingError, NoData
 from .storage import make_backend
-from .storage.atomic import without_fsync
+from .storage.atomic import writing_unpublished_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +63,12 @@ class TaskRun:
     sources: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     #: Original file name of each notebook function by qualified name.
     code_files: dict[str, str] = dataclasses.field(default_factory=dict)
+    #: The submission the job belongs to.
+    submit_id: str = ""
+    #: The kernel's working directory and import path when the job was submitted;
+    #: worker processes run the job with them. None in development mode.
+    cwd: str | None = None
+    sys_path: tuple[str, ...] | None = None
 
 
 @dataclasses.dataclass
@@ -143,8 +151,13 @@ def _renamed_code(code: types.CodeType, filename: str) -> types.CodeType:
 
 
 def staging_path(final: Path, job_id: str) -> Path:
-    """Return the staging file used for ``final`` by job ``job_id``."""
-    return final.with_name(f".{final.name}.{job_id}.staging")
+    """Return the staging file used for ``final`` by job ``job_id``.
+
+    The name ends with the last two suffixes of ``final`` (``.csv.gz``), so that
+    pandas infers the same compression for both files.
+    """
+    suffixes = "".join(final.suffixes[-2:])
+    return final.with_name(f".{final.name}.{job_id}.staging{suffixes}")
 
 
 def notebook_code_files(function: Callable[..., Any]) -> dict[str, str]:
@@ -198,13 +211,16 @@ def run_task(run: TaskRun) -> TaskResult:
 
 def _read_input(run: TaskRun, spec: NodeSpec) -> Any:
     backend = spec.backend()
-    if spec.storage_type != "generic" and not backend.exists():
+    try:
+        return backend.read()
+    except FileNotFoundError as error:
+        if spec.storage_type == "generic" or backend.exists():
+            raise  # a file that the backend reads besides its own
         raise NoData(
             f"Input {spec.config_id!r} ({spec.id}) of task {run.task_config_id!r} has "
             f"no data at {backend.path}; write the data node or run the task that "
             "produces it first."
-        )
-    return backend.read()
+        ) from error
 
 
 def _split_results(run: TaskRun, result: Any) -> list[Any]:
@@ -226,15 +242,22 @@ def _split_results(run: TaskRun, result: Any) -> list[Any]:
 
 
 def _write_output(run: TaskRun, spec: NodeSpec, value: Any) -> StagedOutput:
-    final_backend = spec.backend()
-    final = final_backend.path
+    backend = spec.backend()
+    final = backend.path
     if not run.stage_outputs or final is None or spec.storage_type == "generic":
-        final_backend.write(value)
+        backend.write(value)
         return StagedOutput(spec.id, None, str(final) if final else None)
-    final.parent.mkdir(parents=True, exist_ok=True)
     staged = staging_path(final, run.job_id)
-    with without_fsync():
-        spec.backend(staged).write(value)
+    staged_backend = spec.backend(staged)
+    try:
+        with writing_unpublished_files():
+            staged_backend.write(value)
+    except FileNotFoundError:
+        if final.parent.exists():
+            raise
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with writing_unpublished_files():
+            staged_backend.write(value)
     return StagedOutput(spec.id, str(staged), str(final))
 
 
@@ -256,6 +279,17 @@ def _failure(
     text = "".join(traceback.format_exception(type(error), error, tb))
     summary = f"{type(error).__name__}: {error}"
     return TaskResult(run.job_id, False, errors=[text], summary=f"{what}: {summary}")
+
+
+def run_pickled_task(run: TaskRun, function: bytes) -> TaskResult:
+    """Run ``run`` in a worker, with its function given as cloudpickle bytes.
+
+    Standalone mode pickles each function once per submission rather than once per
+    job: a function defined in a notebook is pickled by value, which costs more
+    than the rest of the ``TaskRun``.
+    """
+    loaded = cloudpickle.loads(function)
+    return run_task_in_worker(dataclasses.replace(run, function=loaded))
 
 
 def run_task_in_worker(run: TaskRun) -> TaskResult:

@@ -14,6 +14,7 @@ import threading
 import time
 import types
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -914,3 +915,25 @@ def test_notebook_traceback_shows_cell_lines() -> None:
     assert job.status is Status.FAILED
     assert "return helper({}, value)" in job.stacktrace[0]
     assert "return table[value]" in job.stacktrace[0]
+
+
+def make_rows(value: int) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"value": [value, value + 1]})
+
+
+def test_compressed_csv_output_is_compressed(tmp_path: Path) -> None:
+    # The staging file must keep the .csv.gz suffix, or pandas writes plain text
+    # that the final .gz file then cannot be read back from.
+    path = tmp_path / "rows.csv.gz"
+    source = Config.configure_data_node("source", default_data=4)
+    rows = Config.configure_csv_data_node("rows", default_path=str(path))
+    task = Config.configure_task("make_rows", make_rows, source, rows)
+    scenario = tp.create_scenario(Config.configure_scenario("compressed", [task]))
+
+    submission = scenario.submit()
+
+    assert submission.jobs[0].status is Status.COMPLETED, submission.jobs[0].stacktrace
+    assert path.read_bytes()[:2] == b"\x1f\x8b"  # the gzip magic number
+    assert scenario.rows.read()["value"].tolist() == [4, 5]

@@ -45,6 +45,7 @@ from jupyter_scenarios.storage import (
     get_backend_class,
     make_backend,
 )
+from jupyter_scenarios.storage.atomic import writing_unpublished_files
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
 STORAGE_FOLDER = REPOSITORY_ROOT / "jupyter_scenarios" / "storage"
@@ -1061,6 +1062,41 @@ def test_atomic_path_temp_in_same_folder(tmp_path: Path) -> None:
         assert not target.exists()
         temp.write_bytes(b"x")
     assert target.read_bytes() == b"x"
+
+
+@pytest.mark.parametrize("storage_type", FILE_TYPES)
+def test_unpublished_write_goes_to_target(tmp_path: Path, storage_type: str) -> None:
+    # Staging files are written in place: no temporary file beside them.
+    staged = tmp_path / f".rows.JOB_1.staging.{storage_type}"
+    backend = make_backend(storage_type, unique_key(), {"path": str(staged)}, tmp_path)
+    value = sample_frame() if storage_type in TABLE_TYPES else {"a": 1}
+
+    with writing_unpublished_files():
+        backend.write(value)
+
+    assert os.listdir(tmp_path) == [staged.name]
+    read = backend.read()
+    if storage_type == "excel":
+        (read,) = read.values()  # one frame per sheet
+    if storage_type in TABLE_TYPES:
+        assert read.equals(value)
+    else:
+        assert read == value
+
+
+def test_unpublished_write_error_removes_target(tmp_path: Path) -> None:
+    staged = tmp_path / ".value.JOB_1.staging.p"
+
+    with (
+        pytest.raises(RuntimeError, match="writer failed"),
+        writing_unpublished_files(),
+        atomic_path(staged) as temp,
+    ):
+        assert temp == staged
+        temp.write_bytes(b"partial")
+        raise RuntimeError("writer failed")
+
+    assert os.listdir(tmp_path) == []
 
 
 def current_umask() -> int:

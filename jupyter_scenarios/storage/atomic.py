@@ -75,25 +75,27 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-# False inside ``without_fsync()``: the writes are still atomic for readers and
-# against a killed process, but may not survive a power loss.
-_SYNC_TO_DISK: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "jupyter_scenarios_sync_to_disk", default=True
+# True inside ``writing_unpublished_files()``.
+_UNPUBLISHED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "jupyter_scenarios_unpublished", default=False
 )
 
 
 @contextlib.contextmanager
-def without_fsync() -> Iterator[None]:
-    """Skip fsync in ``atomic_path`` within this block (this thread or task only).
+def writing_unpublished_files() -> Iterator[None]:
+    """Make ``atomic_path`` write straight to its target within this block.
 
-    Used for job outputs written to staging files: the kernel renames them later
-    without fsync either, so syncing the staging file would only add latency.
+    For files that no reader opens until the caller publishes them, such as the
+    staging files of job outputs, which the scheduler renames onto the data node's
+    file only when the job succeeded. A temporary file, a rename and fsync would
+    protect nothing there, and they cost more than writing a small output. Applies
+    to this thread or task only.
     """
-    token = _SYNC_TO_DISK.set(False)
+    token = _UNPUBLISHED.set(True)
     try:
         yield
     finally:
-        _SYNC_TO_DISK.reset(token)
+        _UNPUBLISHED.reset(token)
 
 
 @contextlib.contextmanager
@@ -102,10 +104,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The parent folders of ``path`` are created if missing. The temporary file is
     created empty in the same folder as ``path``. When the ``with`` block exits without
-    an error, the temporary file is flushed to disk with fsync (unless inside
-    ``without_fsync()``) and renamed onto
+    an error, the temporary file is flushed to disk with fsync and renamed onto
     ``path``. When the block raises, the temporary file is removed, ``path`` is left
     unchanged and the error propagates.
+
+    Inside ``writing_unpublished_files()`` the block gets ``path`` itself, and
+    ``path`` is removed if the block raises.
 
     Parameters
     ----------
@@ -124,6 +128,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     ...     frame.to_csv(temp)
     """
     target = Path(path)
+    if _UNPUBLISHED.get():
+        try:
+            yield target
+        except BaseException:
+            with contextlib.suppress(OSError):
+                target.unlink(missing_ok=True)
+            raise
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         target_mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
@@ -132,9 +144,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     temp = _create_temp_file(target)
     try:
         yield temp
-        sync = _SYNC_TO_DISK.get()
-        if sync:
-            _fsync_file(temp)
+        _fsync_file(temp)
         # The mode is set last, so that a read-only target does not stop the writes.
         if target_mode is not None:
             os.chmod(temp, target_mode)
@@ -142,8 +152,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    if sync:
-        _fsync_folder(target.parent)
+    _fsync_folder(target.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
