@@ -92,6 +92,37 @@ class _Command:
     done: threading.Event | None = None
 
 
+class _SubmitContext:
+    """What the jobs of one submission run with, captured when it was submitted.
+
+    Worker processes run the jobs in the kernel's working directory and with its
+    import path as they were at submit time. The notebook source lines of each task
+    function are looked up once per submission rather than once per job.
+    """
+
+    def __init__(self, cwd: str, sys_path: tuple[str, ...]) -> None:
+        self.cwd = cwd
+        self.sys_path = sys_path
+        # id of a function -> (the function, its cell sources, its cell file names)
+        self._code: dict[
+            int, tuple[Callable[..., Any], dict[str, list[str]], dict[str, str]]
+        ] = {}
+
+    def notebook_code(
+        self, function: Callable[..., Any]
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Return ``notebook_sources`` and ``notebook_code_files`` of ``function``."""
+        cached = self._code.get(id(function))
+        if cached is None or cached[0] is not function:
+            cached = (
+                function,
+                notebook_sources(function),
+                notebook_code_files(function),
+            )
+            self._code[id(function)] = cached
+        return cached[1], cached[2]
+
+
 def make_executor(job_config: JobConfig) -> Executor:
     """Build the executor for ``job_config.mode``."""
     mode = job_config.mode
@@ -143,6 +174,8 @@ class Scheduler:
         # Output data node id -> the RUNNING job writing it; two jobs never write
         # the same data node at once.
         self._writing: dict[str, str] = {}
+        # Submission id -> what jobs of unfinished submissions run with.
+        self._contexts: dict[str, _SubmitContext] = {}
 
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
@@ -267,8 +300,9 @@ class Scheduler:
                 hook(submission)
             except Exception:
                 logger.exception("Submit hook %r failed for %s", hook, submission.id)
+        context = _SubmitContext(os.getcwd(), tuple(sys.path))
         scheduled = threading.Event()
-        self._post(_Command("submit", (submission, jobs), done=scheduled))
+        self._post(_Command("submit", (submission, jobs, context), done=scheduled))
         if not self._on_owner_thread():
             # As in Taipy, submit returns with each job PENDING or BLOCKED (or
             # further along), not SUBMITTED.
@@ -584,7 +618,8 @@ class Scheduler:
 
     def _handle(self, command: _Command) -> None:
         if command.kind == "submit":
-            submission, jobs = command.payload
+            submission, jobs, context = command.payload
+            self._contexts[submission.id] = context
             self._schedule(submission, jobs)
         elif command.kind == "started":
             job_id, pid = command.payload
@@ -712,16 +747,23 @@ class Scheduler:
 
     def _start(self, job: Job) -> None:
         task = job.task
+        context = self._contexts.get(job.submit_id)
+        if context is None:  # its submission was deleted or the scheduler stopped
+            context = _SubmitContext(os.getcwd(), tuple(sys.path))
         try:
             function = task.function
+            sources, code_files = context.notebook_code(function)
             run = TaskRun(
                 job_id=job.id,
                 task_config_id=task.config_id,
                 function=function,
                 inputs=tuple(self._spec(node) for node in task.input.values()),
                 outputs=tuple(self._spec(node) for node in task.output.values()),
-                sources=notebook_sources(function),
-                code_files=notebook_code_files(function),
+                sources=sources,
+                code_files=code_files,
+                submit_id=job.submit_id,
+                cwd=context.cwd,
+                sys_path=context.sys_path,
             )
         except Exception as error:
             logger.exception("Job %s could not be prepared", job.id)
@@ -877,6 +919,7 @@ class Scheduler:
             submission._refresh_status()
             if submission.wait(0):
                 self._consumers.pop(submission.id, None)
+                self._contexts.pop(submission.id, None)
 
     def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
         for submission_id in submission_ids:
@@ -907,6 +950,7 @@ class Scheduler:
             if not job.is_finished():
                 self._cancel_now(job, "cancelled because the orchestrator stopped")
         self._blocked.clear()
+        self._contexts.clear()
 
     def _discard_staging_of(self, run: TaskRun) -> None:
         from .worker import staging_path

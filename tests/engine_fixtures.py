@@ -272,3 +272,9 @@ def gate_task_source() -> str:
                 time.sleep(0.01)
             return path
     """
+
+
+def job_of(submission: tp.Submission, task_config_id: str) -> tp.Job:
+    """Return the one job of ``submission`` that runs task ``task_config_id``."""
+    [job] = [job for job in submission.jobs if job.task_config_id == task_config_id]
+    return job

@@ -32,6 +32,7 @@ from engine_fixtures import (
     WAIT_SECONDS,
     child_pids,
     engine,  # noqa: F401 - pytest fixture
+    job_of,
     main_namespace,
     wait_gone,
     wait_status,
@@ -134,11 +135,6 @@ def seed_scenario() -> tp.Scenario:
     add_cfg = Config.configure_task("add", add, [a, b], c)
     scenario_cfg = Config.configure_scenario("seed", task_configs=[double_cfg, add_cfg])
     return tp.create_scenario(scenario_cfg)
-
-
-def job_of(submission: tp.Submission, task_config_id: str) -> tp.Job:
-    [job] = [job for job in submission.jobs if job.task_config_id == task_config_id]
-    return job
 
 
 # -- embedded LocalCluster -------------------------------------------------------------

@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import subprocess
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 from engine_fixtures import (
     KILL_WAIT_SECONDS,
     WAIT_SECONDS,
+    job_of,
     main_namespace,
     max_overlap,
     running_interval,
@@ -367,6 +369,65 @@ def test_redefined_function_runs_new_code() -> None:
     scenario.submit(wait=True, timeout=WAIT_SECONDS)
 
     assert scenario.target.read() == 21
+
+
+def test_each_submission_sees_current_global_values() -> None:
+    # The function is pickled once per submission, so a global variable changed
+    # between two submissions must reach the second one.
+    namespace = main_namespace(
+        """
+        factor = 2
+
+        def scale(value):
+            return value * factor
+        """
+    )
+    source = Config.configure_data_node("source", default_data=5)
+    targets = [Config.configure_data_node(f"scaled_{index}") for index in range(3)]
+    tasks = [
+        Config.configure_task(f"scale_{index}", namespace["scale"], source, target)
+        for index, target in enumerate(targets)
+    ]
+    scenario = tp.create_scenario(Config.configure_scenario("globals", tasks))
+
+    scenario.submit(wait=True, timeout=WAIT_SECONDS)
+    first = [scenario.data_nodes[f"scaled_{index}"].read() for index in range(3)]
+    namespace["factor"] = 3
+    scenario.submit(wait=True, timeout=WAIT_SECONDS)
+    second = [scenario.data_nodes[f"scaled_{index}"].read() for index in range(3)]
+
+    assert first == [10, 10, 10]
+    assert second == [15, 15, 15]
+
+
+def test_unpicklable_function_fails_its_job_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lock = threading.Lock()
+
+    def guarded(value: int) -> int:
+        with lock:
+            return value
+
+    source = Config.configure_data_node("source", default_data=2)
+    guarded_out = Config.configure_data_node("guarded_out")
+    doubled = Config.configure_data_node("doubled")
+    tasks = [
+        Config.configure_task("guarded", guarded, source, guarded_out),
+        Config.configure_task("double", double, source, doubled),
+    ]
+    with caplog.at_level(logging.WARNING, logger="jupyter_scenarios"):
+        scenario = tp.create_scenario(Config.configure_scenario("unpicklable", tasks))
+    assert "task 'guarded' cannot be pickled" in caplog.text
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    failed = job_of(submission, "guarded")
+    assert failed.status is Status.FAILED
+    assert "could not pickle the function" in "".join(failed.stacktrace)
+    assert "'guarded'" in "".join(failed.stacktrace)
+    assert job_of(submission, "double").status is Status.COMPLETED
+    assert scenario.doubled.read() == 4
 
 
 def test_task_output_in_job_logs() -> None:
@@ -716,3 +777,25 @@ def test_job_timestamps_are_ordered() -> None:
     assert submission.run_at == first.run_at
     assert submission.finished_at == second.finished_at
     assert submission.execution_duration >= ADD_SLEEP_SECONDS
+
+
+def make_rows(value: int) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"value": [value, value + 1]})
+
+
+def test_compressed_csv_output_is_compressed(tmp_path: Path) -> None:
+    # The staging file must keep the .csv.gz suffix, or pandas writes plain text
+    # that the final .gz file then cannot be read back from.
+    path = tmp_path / "rows.csv.gz"
+    source = Config.configure_data_node("source", default_data=4)
+    rows = Config.configure_csv_data_node("rows", default_path=str(path))
+    task = Config.configure_task("make_rows", make_rows, source, rows)
+    scenario = tp.create_scenario(Config.configure_scenario("compressed", [task]))
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.jobs[0].status is Status.COMPLETED, submission.jobs[0].stacktrace
+    assert path.read_bytes()[:2] == b"\x1f\x8b"  # the gzip magic number
+    assert scenario.rows.read()["value"].tolist() == [4, 5]

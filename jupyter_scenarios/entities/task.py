@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import importlib
+import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,8 @@ from ..enums import Scope
 from ..exceptions import ConfigurationError
 from ._base import Entity, new_id, submit_entity
 from ._values import PersistedProperties, decode_mapping, encode_mapping
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -124,10 +127,24 @@ class Task(Entity):
     def _set_function(self, function: Callable[..., Any]) -> None:
         self._function_ref = function_reference(function)
         self._function_blob: str | None = None
-        if not is_importable(function):
-            self._function_blob = base64.b64encode(cloudpickle.dumps(function)).decode(
-                "ascii"
+        if is_importable(function):
+            return
+        try:
+            blob = cloudpickle.dumps(function)
+        except Exception as error:  # noqa: BLE001 - pickling raises many types
+            # The task still runs in this kernel, in development mode.
+            logger.warning(
+                "The function %s of task %r cannot be pickled (%s: %s), so it runs "
+                "only in this kernel in development mode: not in worker processes "
+                "and not after a restart. Move what cannot be pickled (locks, open "
+                "files, connections) into the function's body.",
+                self._function_ref,
+                self._config_id,
+                type(error).__name__,
+                error,
             )
+            return
+        self._function_blob = base64.b64encode(blob).decode("ascii")
 
     # -- attributes -------------------------------------------------------------------
 

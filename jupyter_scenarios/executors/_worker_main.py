@@ -5,17 +5,19 @@
 imports light, and never import IPython or ipywidgets here: a worker must not pay for
 them or touch the kernel's display machinery.
 
-Every message is a pickled tuple sent with ``Connection.send_bytes``. Bulky data
-(the cloudpickled function and arguments, the pickled result) travels in a second raw
-message, so that it is never copied into an envelope.
+Every message is a pickled tuple sent with ``Connection.send_bytes``. A job's
+pickled call and its pickled result ride inside that tuple when they are smaller than
+``INLINE_LIMIT`` bytes, so that a tiny job costs one message each way. Larger ones
+follow as a second raw message, so that they are never copied into an envelope.
 
 kernel -> worker
-    ``(RUN, key, log_path, cwd, sys_path)`` followed by the payload, which is the
-    cloudpickle of ``(fn, args)``. ``(STOP,)`` makes an idle worker exit.
+    ``(RUN, key, log_path, cwd, sys_path, payload)``, where ``payload`` is the pickle
+    of ``(fn, args)``, or None when it follows. ``(STOP,)`` makes an idle worker exit.
 worker -> kernel
     ``(READY, pid, pgid, preload_errors)`` once the worker can take jobs.
-    ``(DONE, key, ok, has_value, error, reason, started_at, finished_at)``, followed by
-    the pickled return value when ``has_value`` is true.
+    ``(DONE, key, ok, error, reason, started_at, finished_at, value, value_follows)``,
+    where ``value`` is the pickled return value, or None when there is none or it
+    follows.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ REASON_RESULT_PICKLING_FAILED = "result_pickling_failed"
 REASON_LOG_OPEN_FAILED = "log_open_failed"
 
 PICKLE_PROTOCOL = 5
+#: Size in bytes below which a payload or a result travels inside its message.
+INLINE_LIMIT = 64 * 1024
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 LIFELINE_THREAD_NAME = "jupyter-scenarios-lifeline"
@@ -100,20 +104,26 @@ def run_worker(
 
     while True:
         try:
-            header = pickle.loads(conn.recv_bytes())
-            if header[0] != RUN:
+            message = pickle.loads(conn.recv_bytes())
+            if message[0] != RUN:
                 return
-            payload = conn.recv_bytes()
+            _, key, log_path, cwd, sys_path, payload = message
+            if payload is None:
+                payload = conn.recv_bytes()
         except EOFError:
             return
-        _, key, log_path, cwd, sys_path = header
+        del message
         sys.stdout, sys.stderr = stdout, stderr
         _follow_kernel_paths(cwd, sys_path)
         reply, value = _run_job(key, payload, log_path)
         del payload
-        conn.send_bytes(pickle.dumps(reply, protocol=PICKLE_PROTOCOL))
-        if value is not None:
-            conn.send_bytes(value)
+        if value is not None and len(value) < INLINE_LIMIT:
+            conn.send_bytes(pickle.dumps((*reply, value, False), PICKLE_PROTOCOL))
+        else:
+            follows = value is not None
+            conn.send_bytes(pickle.dumps((*reply, None, follows), PICKLE_PROTOCOL))
+            if value is not None:
+                conn.send_bytes(value)
 
 
 def _become_process_group_leader() -> None:
@@ -224,10 +234,10 @@ def _import_modules(names: Sequence[str]) -> list[str]:
     return errors
 
 
-def _follow_kernel_paths(cwd: str, sys_path: list[str]) -> None:
+def _follow_kernel_paths(cwd: str, sys_path: Sequence[str]) -> None:
     # Run each job in the kernel's current directory and import path at submit time,
     # so that relative paths and modules beside the notebook resolve as in the kernel.
-    if sys.path != sys_path:
+    if len(sys.path) != len(sys_path) or any(map(str.__ne__, sys.path, sys_path)):
         sys.path[:] = sys_path
     try:
         if os.getcwd() != cwd:
@@ -239,7 +249,7 @@ def _follow_kernel_paths(cwd: str, sys_path: list[str]) -> None:
 def _run_job(
     key: str, payload: bytes, log_path: str | None
 ) -> tuple[tuple[Any, ...], bytes | None]:
-    """Run one job and return the DONE header and the pickled value, if any."""
+    """Run one job; return the start of its DONE message and its pickled value."""
     started_at = time.time()
     log_fd = None
     if log_path is not None:
@@ -249,9 +259,7 @@ def _run_job(
             )
         except OSError as exc:
             message = f"could not open the log file {log_path!r} of job {key!r}: {exc}"
-            header = _done(
-                key, False, False, message, REASON_LOG_OPEN_FAILED, started_at
-            )
+            header = _done(key, False, message, REASON_LOG_OPEN_FAILED, started_at)
             return header, None
 
     with _redirect_output(log_fd):
@@ -266,19 +274,15 @@ def _run_job(
             ok = False
             reason = REASON_RESULT_PICKLING_FAILED
     del value
-    header = _done(key, ok, value_bytes is not None, error, reason, started_at)
+    header = _done(key, ok, error, reason, started_at)
     return header, value_bytes
 
 
 def _done(
-    key: str,
-    ok: bool,
-    has_value: bool,
-    error: str | None,
-    reason: str,
-    started_at: float,
+    key: str, ok: bool, error: str | None, reason: str, started_at: float
 ) -> tuple[Any, ...]:
-    return (DONE, key, ok, has_value, error, reason, started_at, time.time())
+    """Return the DONE message without its last two fields (the value)."""
+    return (DONE, key, ok, error, reason, started_at, time.time())
 
 
 def _call(key: str, payload: bytes) -> tuple[bool, Any, str | None, str]:

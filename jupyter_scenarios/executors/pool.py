@@ -199,10 +199,10 @@ class _WorkerState(enum.Enum):
 @dataclasses.dataclass(eq=False)
 class _Job:
     key: str
-    payload: bytes  # cloudpickle of (fn, args), emptied once sent
+    payload: bytes  # pickle of (fn, args), emptied once sent
     log_path: str | None
     cwd: str
-    sys_path: list[str]
+    sys_path: tuple[str, ...]
     started_at: float | None = None  # kernel clock at dispatch
     worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
 
@@ -423,9 +423,7 @@ class WorkerPool:
             payload = cloudpickle.dumps(
                 (fn, args), protocol=_worker_main.PICKLE_PROTOCOL
             )
-            failure = None
         except Exception as exc:  # noqa: BLE001 - pickling raises many types
-            payload = b""
             failure = WorkOutcome(
                 key=key,
                 ok=False,
@@ -436,13 +434,37 @@ class WorkerPool:
                 finished_at=time.time(),
                 reason=REASON_PICKLING_FAILED,
             )
+            self._queue_job(key, None, failure)
+            return
+        self.submit_pickled(key, payload, log_path, os.getcwd(), tuple(sys.path))
+
+    def submit_pickled(
+        self,
+        key: str,
+        payload: bytes,
+        log_path: Path | None,
+        cwd: str,
+        sys_path: tuple[str, ...],
+    ) -> None:
+        """Queue a call already pickled as ``(fn, args)`` under ``key``.
+
+        For callers that pickle faster than ``submit`` can, for example by reusing
+        the pickle of a function for many jobs. The worker loads ``payload`` with
+        :func:`pickle.loads` and runs the job in folder ``cwd`` with ``sys_path``
+        as its import path. Raises as ``submit`` does.
+        """
         job = _Job(
             key=key,
             payload=payload,
             log_path=None if log_path is None else os.path.abspath(log_path),
-            cwd=os.getcwd(),
-            sys_path=list(sys.path),
+            cwd=cwd,
+            sys_path=sys_path,
         )
+        self._queue_job(key, job, None)
+
+    def _queue_job(
+        self, key: str, job: _Job | None, failure: WorkOutcome | None
+    ) -> None:
         with self._lock:
             if not self._started:
                 raise RuntimeError("WorkerPool.submit() was called before start()")
@@ -458,7 +480,7 @@ class WorkerPool:
             if failure is not None:
                 logger.warning("%s", failure.error)
                 self._events.append(failure)
-            else:
+            elif job is not None:
                 self._jobs[key] = job
                 self._queue.append(job)
                 if self._start_failures >= _MAX_START_FAILURES:
@@ -755,8 +777,10 @@ class WorkerPool:
         try:
             message = pickle.loads(worker.conn.recv_bytes())
             value_bytes = None
-            if message[0] == _worker_main.DONE and message[3]:
-                value_bytes = worker.conn.recv_bytes()
+            if message[0] == _worker_main.DONE:
+                value_bytes = message[7]
+                if message[8]:
+                    value_bytes = worker.conn.recv_bytes()
         except (EOFError, OSError):
             # The worker is exiting. Its sentinel reports how.
             with self._lock:
@@ -771,7 +795,8 @@ class WorkerPool:
             logger.debug("worker process %d is ready", worker.pid)
             return
 
-        _, key, ok, _, error, reason, started_at, finished_at = message
+        _, key, ok, error, reason, started_at, finished_at, _, _ = message
+        del message
         value = None
         if value_bytes is not None:
             try:
@@ -926,13 +951,22 @@ class WorkerPool:
         return sends
 
     def _send_job(self, worker: _Worker, job: _Job) -> None:
-        header = (_worker_main.RUN, job.key, job.log_path, job.cwd, job.sys_path)
         payload, job.payload = job.payload, b""
+        inline = len(payload) < _worker_main.INLINE_LIMIT
+        message = (
+            _worker_main.RUN,
+            job.key,
+            job.log_path,
+            job.cwd,
+            job.sys_path,
+            payload if inline else None,
+        )
         try:
             worker.conn.send_bytes(
-                pickle.dumps(header, protocol=_worker_main.PICKLE_PROTOCOL)
+                pickle.dumps(message, protocol=_worker_main.PICKLE_PROTOCOL)
             )
-            worker.conn.send_bytes(payload)
+            if not inline:
+                worker.conn.send_bytes(payload)
         except OSError as exc:
             # The worker died or was cancelled. Its sentinel reports the job.
             logger.debug(

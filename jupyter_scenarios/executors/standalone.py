@@ -7,12 +7,25 @@ outcomes back into ``JobOutcome`` objects.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import os
+import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ..worker import TaskResult, TaskRun, run_task_in_worker
+import cloudpickle
+
+from ..worker import TaskResult, TaskRun, run_pickled_task
+from . import _worker_main
 from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
-from .pool import WorkerPool, WorkOutcome
+from .pool import REASON_PICKLING_FAILED, WorkerPool, WorkOutcome
+
+# How many (submission, function) pickles to keep; each submission needs one per
+# distinct task function while its jobs are dispatched.
+_FUNCTION_CACHE_SIZE = 256
 
 
 class StandaloneExecutor(Executor):
@@ -24,6 +37,13 @@ class StandaloneExecutor(Executor):
         self._lock = threading.Lock()
         self._in_flight: set[str] = set()
         self._pool: WorkerPool | None = None
+        # (submission id, id of the function) -> (function, its cloudpickle). The
+        # function is kept so that its id is not reused while the entry lives. A
+        # function is pickled once per submission: a later submission pickles it
+        # again, with the values that its global variables have then.
+        self._pickled_functions: collections.OrderedDict[
+            tuple[str, int], tuple[Callable[..., Any], bytes]
+        ] = collections.OrderedDict()
 
     def start(self, on_started: StartedCallback, on_finished: FinishedCallback) -> None:
         self._on_finished = on_finished
@@ -67,7 +87,49 @@ class StandaloneExecutor(Executor):
         assert self._pool is not None, "start() was not called"
         with self._lock:
             self._in_flight.add(run.job_id)
-        self._pool.submit(run.job_id, run_task_in_worker, (run,), log_path)
+        try:
+            function = self._pickle_function(run)
+            light = dataclasses.replace(run, function=None)  # type: ignore[arg-type]
+            # cloudpickle, because data node properties may hold notebook objects.
+            payload = cloudpickle.dumps(
+                (run_pickled_task, (light, function)),
+                protocol=_worker_main.PICKLE_PROTOCOL,
+            )
+        except Exception as exc:  # noqa: BLE001 - pickling raises many types
+            self._finished(
+                run.job_id,
+                WorkOutcome(
+                    key=run.job_id,
+                    ok=False,
+                    error=(
+                        f"could not pickle the function or the data node "
+                        f"properties of task {run.task_config_id!r} for job "
+                        f"{run.job_id!r}: {type(exc).__name__}: {exc}. Worker "
+                        "processes receive both through cloudpickle; move what "
+                        "cannot be pickled (locks, open files, connections) into "
+                        "the function's body."
+                    ),
+                    reason=REASON_PICKLING_FAILED,
+                ),
+            )
+            return
+        cwd = run.cwd if run.cwd is not None else os.getcwd()
+        sys_path = run.sys_path if run.sys_path is not None else tuple(sys.path)
+        self._pool.submit_pickled(run.job_id, payload, log_path, cwd, sys_path)
+
+    def _pickle_function(self, run: TaskRun) -> bytes:
+        key = (run.submit_id, id(run.function))
+        cached = self._pickled_functions.get(key)
+        if cached is not None and cached[0] is run.function:
+            self._pickled_functions.move_to_end(key)
+            return cached[1]
+        data: bytes = cloudpickle.dumps(
+            run.function, protocol=_worker_main.PICKLE_PROTOCOL
+        )
+        self._pickled_functions[key] = (run.function, data)
+        if len(self._pickled_functions) > _FUNCTION_CACHE_SIZE:
+            self._pickled_functions.popitem(last=False)
+        return data
 
     def cancel(self, job_id: str) -> bool:
         if self._pool is None:
