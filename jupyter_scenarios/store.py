@@ -107,6 +107,12 @@ class Store:
         # Every thread's open pending dict, so refresh() can skip entities with
         # unsaved changes; guarded by _lock.
         self._open_batches: list[dict[str, Any]] = []
+        # refresh() reads an entity's row only if another connection may have
+        # changed it: SQLite's data_version changes when another connection commits.
+        # _synced holds the ids of entities whose state matches their row as of
+        # _seen_version; both are guarded by _lock.
+        self._seen_version: int | None = None
+        self._synced: set[str] = set()
         self.closed = False
 
     def _create_tables(self) -> None:
@@ -190,6 +196,7 @@ class Store:
     def _build(self, kind: str, doc: dict[str, Any]) -> Any:
         entity = self._factories[kind](self, doc)
         self._live[entity.id] = entity
+        self._synced.add(entity.id)
         return entity
 
     def get_all(self, kind: str, **where: str) -> list[Any]:
@@ -263,6 +270,10 @@ class Store:
                 cursor.execute(
                     f"INSERT OR REPLACE INTO {kind} ({names}) VALUES ({marks})", values
                 )
+        with self._lock:
+            # The rows now hold this process's state, whatever another process wrote
+            # before.
+            self._synced.update(entity.id for entity in entities)
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -309,11 +320,18 @@ class Store:
         with self._lock:
             if any(entity.id in batch for batch in self._open_batches):
                 return
+            (version,) = self._connection.execute("PRAGMA data_version").fetchone()
+            if version != self._seen_version:
+                self._seen_version = version
+                self._synced.clear()
+            elif entity.id in self._synced:
+                return  # no other connection committed since the entity was synced
             row = self._connection.execute(
                 f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
             ).fetchone()
             if row is not None:
                 entity._refresh_doc(json.loads(row[0]))
+                self._synced.add(entity.id)
 
     def delete(self, entity_ids: list[str]) -> None:
         """Remove entities by id, from the database and the identity map."""
@@ -323,6 +341,7 @@ class Store:
                 if kind is not None:
                     cursor.execute(f"DELETE FROM {kind} WHERE id = ?", (entity_id,))
                 self._live.pop(entity_id, None)
+                self._synced.discard(entity_id)
 
     def clear(self) -> None:
         """Remove every entity."""
@@ -330,6 +349,7 @@ class Store:
             for kind in KINDS:
                 cursor.execute(f"DELETE FROM {kind}")
             self._live.clear()
+            self._synced.clear()
 
     def close(self) -> None:
         """Close the database connection; later saves are logged and dropped."""

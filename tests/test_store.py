@@ -152,6 +152,21 @@ def test_concurrent_kernels_keep_each_others_edits(engine: Path) -> None:
     assert node.read() == 123
     comments = [edit.get("comment") for edit in node.edits]
     assert "from the other kernel" in comments
+
+    # Once this kernel has caught up, a later edit from the other kernel must still
+    # be seen, after one of this kernel's own.
+    node.write(7, comment="from this kernel")
+    open_in_subprocess(
+        engine,
+        f"tp.get({node_id!r}).write(456, comment='again from the other kernel')",
+    )
+    assert node.read() == 456
+    comments = [edit.get("comment") for edit in node.edits]
+    assert comments[-3:] == [
+        "from the other kernel",
+        "from this kernel",
+        "again from the other kernel",
+    ]
     tp.Orchestrator().stop()
     tp.Orchestrator().run()
     reloaded = [edit.get("comment") for edit in tp.get(node_id).edits]

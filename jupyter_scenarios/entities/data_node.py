@@ -143,30 +143,44 @@ class DataNode(Entity):
         self._validity_period = value
         self._save()
 
+    # The edits and the lock change when a job or a person writes the node, maybe in
+    # another process sharing the storage folder. Their properties read the row again
+    # when another connection committed since (see Store.refresh), which costs one
+    # PRAGMA query when nothing changed.
+
+    def _sync(self) -> None:
+        self._store.refresh(self)
+
     @property
     def last_edit_date(self) -> datetime | None:
+        self._sync()
         return self._last_edit_date
 
     @property
     def edits(self) -> list[dict[str, Any]]:
         """Edit history, oldest first: ``timestamp``, ``job_id`` or ``editor_id``, extras."""
+        self._sync()
         return [dict(edit) for edit in self._edits]
 
     @property
     def job_ids(self) -> list[str]:
         """Ids of the jobs that wrote this node, oldest first."""
+        self._sync()
         return [edit["job_id"] for edit in self._edits if edit.get("job_id")]
 
     @property
     def edit_in_progress(self) -> bool:
+        self._sync()
         return self._edit_in_progress
 
     @property
     def editor_id(self) -> str | None:
+        self._sync()
         return self._editor_id
 
     @property
     def editor_expiration_date(self) -> datetime | None:
+        self._sync()
         return self._editor_expiration_date
 
     @property
@@ -192,6 +206,7 @@ class DataNode(Entity):
     @property
     def expiration_date(self) -> datetime:
         """When the data stops being valid; raises NoData if it was never written."""
+        self._sync()
         if self._last_edit_date is None:
             raise NoData(
                 f"Data node {self.id!r} ({self._config_id}) has never been written, "
@@ -204,11 +219,13 @@ class DataNode(Entity):
     @property
     def is_ready_for_reading(self) -> bool:
         """True when the node has been written and is not locked for edition."""
+        self._sync()
         return not self._edit_in_progress and self._last_edit_date is not None
 
     @property
     def is_valid(self) -> bool:
         """True when the node has been written and its validity period has not run out."""
+        self._sync()
         if self._last_edit_date is None:
             return False
         if self._validity_period is None:
@@ -257,8 +274,7 @@ class DataNode(Entity):
         return self.backend.read()
 
     def _has_data(self) -> bool:
-        if self._last_edit_date is None:
-            self._store.refresh(self)
+        self._sync()
         if self._last_edit_date is not None:
             return True
         if self._storage_type != "in_memory" and self.backend.exists():
