@@ -60,6 +60,7 @@ from .exceptions import (
     NonExistingTask,
     SubmissionTimeoutWarning,
 )
+from .executors._worker_main import SPILL_NAME, move_spill
 from .executors.base import Executor, JobOutcome
 from .graph import topological_order
 from .store import Store, is_process_alive, process_identity
@@ -857,12 +858,16 @@ class Scheduler:
                 written.append(node.id)
         return written
 
+    # _fail and _cancel_now abandon the downstream jobs and unlock the outputs before
+    # they set the job's own final status, so that a thread woken by that status sees
+    # them done.
+
     def _fail(self, job: Job, stacktrace: list[str], summary: str) -> None:
         job._stacktrace = list(stacktrace)
-        self._set_status(job, Status.FAILED, reason=summary)
-        self._unlock_outputs(job)
-        logger.error("Job %s failed: %s", job.id, summary)
         self._abandon_downstream(job)
+        self._unlock_outputs(job)
+        self._set_status(job, Status.FAILED, reason=summary)
+        logger.error("Job %s failed: %s", job.id, summary)
         self._after_final(job)
 
     def _cancel(self, job_id: str) -> None:
@@ -879,9 +884,9 @@ class Scheduler:
 
     def _cancel_now(self, job: Job, reason: str) -> None:
         self._blocked.pop(job.id, None)
-        self._set_status(job, Status.CANCELED, reason=reason)
-        self._unlock_outputs(job)
         self._abandon_downstream(job)
+        self._unlock_outputs(job)
+        self._set_status(job, Status.CANCELED, reason=reason)
         self._after_final(job)
 
     def _abandon_downstream(self, job: Job) -> None:
@@ -1000,6 +1005,7 @@ class Scheduler:
                             f"the process that ran it (pid {pid}) ended before the "
                             "job finished"
                         )
+                        self._recover_output(job)
                         job._stacktrace = [f"JobLost: {reason}\n"]
                         job._set_status(Status.FAILED, reason=reason)
                     else:
@@ -1017,7 +1023,25 @@ class Scheduler:
                         "Job %s was left %s: %s", job.id, status.name, reason
                     )
             self._refresh_submissions(touched)
+        self._remove_stale_spill_files()
         return settled
+
+    def _recover_output(self, job: Job) -> None:
+        """Move what a worker that died with the kernel had captured to the job's log."""
+        if job.worker_pid is None:
+            return
+        try:
+            move_spill(str(job.log_path), job.worker_pid)
+        except OSError as error:
+            logger.warning("Cannot recover the output of job %s: %s", job.id, error)
+
+    def _remove_stale_spill_files(self) -> None:
+        # Spill files of workers that died with an earlier kernel; see
+        # executors/_worker_main.py.
+        for path in self.store.logs_folder.glob(SPILL_NAME.format(pid="*")):
+            pid = path.name.split("-")[1].split(".")[0]
+            if not is_process_alive(pid):
+                path.unlink(missing_ok=True)
 
     def _remove_stale_staging(self, node: DataNode | None, job_id: str) -> None:
         from .worker import staging_path

@@ -22,6 +22,7 @@ from jupyter_scenarios.exceptions import (
     JobNotDeletedException,
     SubmissionNotDeletedException,
 )
+from jupyter_scenarios.executors.standalone import IN_FLIGHT_PER_WORKER
 from jupyter_scenarios.store import StoreError
 
 pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(240)]
@@ -62,22 +63,24 @@ def test_delete_scenario_with_running_task_submission(tmp_path: Path) -> None:
 
 
 def test_scheduler_survives_deleted_pending_task(tmp_path: Path) -> None:
-    # One worker runs t0 with t1 queued behind it, so t2 and t3 wait in the scheduler's
-    # ready queue when their tasks are deleted.
+    # One worker runs t0, and the executor holds the next jobs up to its limit, so
+    # the last two wait in the scheduler's ready queue when their tasks are deleted.
     use_workers(1)
-    scenario = gated_scenario(tmp_path, 4)
-    tasks = [scenario.tasks[f"t{index}"] for index in range(4)]
+    handed_over = IN_FLIGHT_PER_WORKER
+    count = handed_over + 2
+    scenario = gated_scenario(tmp_path, count)
+    tasks = [scenario.tasks[f"t{index}"] for index in range(count)]
     submissions = [tp.submit(task) for task in tasks]
     wait_status(submissions[0].jobs[0], Status.RUNNING)
     # tp.delete rejects tasks with unfinished jobs; another kernel sharing the
     # storage folder can still remove the rows, which the store call stands for.
     from jupyter_scenarios import _runtime
 
-    for task in tasks[2:]:
+    for task in tasks[handed_over:]:
         _runtime.store().delete([task.id])
 
     (tmp_path / "gate").touch()
-    for submission in submissions[2:]:
+    for submission in submissions[handed_over:]:
         assert submission.wait(WAIT_SECONDS)
         assert submission.jobs[0].status is Status.FAILED
 

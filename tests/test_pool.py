@@ -232,6 +232,21 @@ def write_output(marker: str) -> None:
     ctypes.CDLL(None).printf(f"printf {marker}\n".encode())
 
 
+def print_then_wait(marker: str, gate: str, done: str) -> str:
+    print(f"begin {marker}", flush=True)
+    Path(done).write_text("printed")
+    deadline = time.monotonic() + OUTCOME_TIMEOUT
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(f"end {marker}", flush=True)
+    return marker
+
+
+def print_then_exit(marker: str) -> None:
+    print(f"last words {marker}", flush=True)
+    os._exit(7)
+
+
 def loaded_gui_modules() -> list[str]:
     prefixes = ("IPython", "ipywidgets", "ipykernel")
     return sorted(name for name in sys.modules if name.startswith(prefixes))
@@ -554,6 +569,117 @@ def test_output_capture(make_pool: PoolFactory, tmp_path: Path) -> None:
     assert "print one" in log
     assert "print three" in log
     assert "logging three" in log
+
+
+def spill_files(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.glob(".worker-*.spill"))
+
+
+def test_silent_job_creates_no_log_file(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("silent", pow, (2, 3), tmp_path / "silent.log")
+    pool.submit("talks", write_output, ("one",), tmp_path / "talks.log")
+    assert recorder.wait("silent").value == 8
+    assert recorder.wait("talks").ok
+
+    assert not (tmp_path / "silent.log").exists()
+    assert "print one" in (tmp_path / "talks.log").read_text()
+    pool.shutdown()
+    assert spill_files(tmp_path) == []  # the worker removed its spill file
+
+
+def test_output_of_running_job_reaches_log(
+    make_pool: PoolFactory, tmp_path: Path
+) -> None:
+    pool, recorder = make_pool(1)
+    log_path = tmp_path / "slow.log"
+    gate = tmp_path / "gate"
+    pool.submit(
+        "slow", print_then_wait, ("x", str(gate), str(tmp_path / "done")), log_path
+    )
+
+    # The job is still running, blocked on the gate, when its output shows.
+    assert "begin x" in wait_for_file(log_path)
+    assert "slow" not in recorder.finished
+    gate.write_text("open")
+    assert recorder.wait("slow").value == "x"
+    assert log_path.read_text() == "begin x\nend x\n"
+
+
+def test_cancelled_job_keeps_its_output(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    log_path = tmp_path / "cancelled.log"
+    done = tmp_path / "done"
+    pool.submit(
+        "stuck", print_then_wait, ("y", str(tmp_path / "never"), str(done)), log_path
+    )
+    wait_for_file(done)
+    assert pool.cancel("stuck")
+    assert recorder.wait("stuck").cancelled
+
+    pool.submit("after", pow, (3, 2), None)  # served by the replacement worker
+    assert recorder.wait("after").value == 9
+    assert log_path.read_text() == "begin y\n"
+    assert spill_files(tmp_path) == []
+
+
+def test_dead_worker_output_reaches_log(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    log_path = tmp_path / "dies.log"
+    pool.submit("dies", print_then_exit, ("z",), log_path)
+    outcome = recorder.wait("dies")
+    assert outcome.reason == REASON_WORKER_DIED
+    assert log_path.read_text() == "last words z\n"
+    assert spill_files(tmp_path) == []
+
+
+def test_job_sent_ahead_can_be_cancelled(
+    make_pool: PoolFactory, tmp_path: Path
+) -> None:
+    pool, recorder = make_pool(1)
+    gate = tmp_path / "gate"
+    first_done = tmp_path / "first"
+    pool.submit("first", print_then_wait, ("a", str(gate), str(first_done)), None)
+    pool.submit("ahead", record_interval, (str(tmp_path / "ahead"), 0.0), None)
+    pool.submit("third", pow, (2, 4), None)
+    wait_for_file(first_done)
+    # "ahead" waits in the worker's pipe behind "first" (private state, read only
+    # to make sure that this test covers a job sent ahead).
+    deadline = time.monotonic() + OUTCOME_TIMEOUT
+    while not any(w.ahead is not None for w in list(pool._workers.values())):
+        assert time.monotonic() < deadline, "no job was sent ahead"
+        time.sleep(0.01)
+
+    assert pool.cancel("ahead")
+    assert recorder.wait("ahead").cancelled
+    gate.write_text("open")
+
+    assert recorder.wait("first").value == "a"
+    assert recorder.wait("third").value == 16
+    assert not (tmp_path / "ahead").exists()  # it never ran
+    assert "ahead" not in recorder.started
+    assert recorder.started["third"] == recorder.started["first"]  # same worker
+
+
+def test_job_sent_ahead_moves_to_idle_worker(
+    make_pool: PoolFactory, tmp_path: Path
+) -> None:
+    # "long" blocks worker one; "short" keeps worker two busy briefly, so "moved" is
+    # sent ahead to one of them. It must run as soon as a worker is free, not wait
+    # behind "long".
+    pool, recorder = make_pool(2)
+    gate = tmp_path / "gate"
+    long_started = tmp_path / "long"
+    pool.submit("long", print_then_wait, ("l", str(gate), str(long_started)), None)
+    wait_for_file(long_started)
+    pool.submit("short", sleep_and_return, (0.3, "s"), None)
+    pool.submit("moved", pow, (2, 6), None)
+
+    assert recorder.wait("moved").value == 64
+    assert "long" not in recorder.finished  # still blocked on its gate
+    assert recorder.started["moved"] != recorder.started["long"]
+    gate.write_text("open")
+    assert recorder.wait("long").value == "l"
 
 
 def test_exception_traceback_in_log(make_pool: PoolFactory, tmp_path: Path) -> None:

@@ -41,6 +41,7 @@ STORAGE, GATE, STATE, EXIT = {storage!r}, {gate!r}, {state!r}, {exit_early!r}
 
 
 def wait_for_gate(path):
+    print("waiting for the gate", flush=True)
     deadline = time.monotonic() + 120
     while not os.path.exists(path):
         if time.monotonic() > deadline:
@@ -153,6 +154,9 @@ def test_crash_fails_running_job(engine: Path, tmp_path: Path) -> None:
     assert submission.submission_status is SubmissionStatus.FAILED
     staging = [path for path in (engine / "data").iterdir() if "staging" in path.name]
     assert staging == []
+    # What the job printed before the crash is kept, and no spill file is left.
+    assert hold.logs == "waiting for the gate\n"
+    assert list((engine / "logs").glob(".worker-*")) == []
 
 
 def test_crash_recovered_store_runs_again(engine: Path, tmp_path: Path) -> None:

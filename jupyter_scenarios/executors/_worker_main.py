@@ -11,17 +11,28 @@ pickled call and its pickled result ride inside that tuple when they are smaller
 follow as a second raw message, so that they are never copied into an envelope.
 
 kernel -> worker
-    ``(RUN, key, log_path, cwd, sys_path, payload)``, where ``payload`` is the pickle
-    of ``(fn, args)``, or None when it follows. ``(STOP,)`` makes an idle worker exit.
+    ``(RUN, key, ahead, log_path, cwd, sys_path, payload)``, where ``payload`` is
+    the pickle of ``(fn, args)``, or None when it follows. ``ahead`` is true for a
+    job sent while the worker still runs another one. ``(SKIP, key)`` withdraws a
+    cancelled job sent ahead. ``(STEAL, key)`` asks for a job sent ahead back, for
+    a worker that became idle. ``(STOP,)`` makes an idle worker exit.
 worker -> kernel
     ``(READY, pid, pgid, preload_errors)`` once the worker can take jobs.
-    ``(DONE, key, ok, error, reason, started_at, finished_at, value, value_follows)``,
-    where ``value`` is the pickled return value, or None when there is none or it
-    follows.
+    ``(DONE, key, ok, error, reason, started_at, finished_at, value, value_follows,
+    next_key)``, where ``value`` is the pickled return value, or None when there is
+    none or it follows, and ``next_key`` is the job sent ahead that the worker
+    started right after this one, or None.
+    ``(STARTED, key)`` when an idle worker starts a job that was sent ahead.
+    ``(RETURNED, key)`` when a job asked for by STEAL was not started and is
+    given back; no reply means that it had started.
+
+A worker thread reads every message as it arrives (``_Inbox``), so that SKIP and
+STEAL take effect while the main thread runs a job.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import importlib
@@ -42,9 +53,13 @@ from typing import Any, TextIO
 import cloudpickle
 
 RUN = "run"
+SKIP = "skip"
+STEAL = "steal"
 STOP = "stop"
 READY = "ready"
 DONE = "done"
+STARTED = "started"
+RETURNED = "returned"
 
 # Values of WorkOutcome.reason. The pool module re-exports them.
 REASON_COMPLETED = "completed"
@@ -56,6 +71,16 @@ REASON_LOG_OPEN_FAILED = "log_open_failed"
 PICKLE_PROTOCOL = 5
 #: Size in bytes below which a payload or a result travels inside its message.
 INLINE_LIMIT = 64 * 1024
+
+# A job's output goes first to a spill file that the worker reuses for every job,
+# and reaches the job's log file only if there is some: most jobs print nothing, and
+# creating one file per job costs more than a tiny job. A job that is still running
+# after PROMOTE_SECONDS gets its log file then, so that its output can be followed
+# while it runs. The spill file of worker PID is SPILL_NAME.format(pid=PID) in the
+# folder of the log files; whoever sees a worker die moves what is left in it to
+# the log of the job that the worker ran (see ``move_spill``).
+PROMOTE_SECONDS = 0.2
+SPILL_NAME = ".worker-{pid}.spill"
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 LIFELINE_THREAD_NAME = "jupyter-scenarios-lifeline"
@@ -102,28 +127,127 @@ def run_worker(
     ready = (READY, os.getpid(), os.getpgrp(), preload_errors)
     conn.send_bytes(pickle.dumps(ready, protocol=PICKLE_PROTOCOL))
 
-    while True:
-        try:
-            message = pickle.loads(conn.recv_bytes())
-            if message[0] != RUN:
-                return
-            _, key, log_path, cwd, sys_path, payload = message
-            if payload is None:
-                payload = conn.recv_bytes()
-        except EOFError:
-            return
-        del message
+    output = _JobOutput()
+    try:
+        _serve(conn, output, stdout, stderr)
+    finally:
+        output.close()
+
+
+def _serve(
+    conn: Connection, output: _JobOutput, stdout: TextIO, stderr: TextIO
+) -> None:
+    send_lock = threading.Lock()
+    inbox = _Inbox(conn, send_lock)
+    job = inbox.next_job(block=True)
+    if job is not None and job.ahead:
+        _send(conn, send_lock, (STARTED, job.key))
+    while job is not None:
         sys.stdout, sys.stderr = stdout, stderr
-        _follow_kernel_paths(cwd, sys_path)
-        reply, value = _run_job(key, payload, log_path)
-        del payload
+        _follow_kernel_paths(job.cwd, job.sys_path)
+        reply, value = _run_job(job.key, job.payload, job.log_path, output)
+        job = None
+        # Pick the next job before reporting this one, so that the report also
+        # tells the kernel which job sent ahead has started.
+        following = inbox.next_job(block=False)
+        next_key = following.key if following is not None and following.ahead else None
         if value is not None and len(value) < INLINE_LIMIT:
-            conn.send_bytes(pickle.dumps((*reply, value, False), PICKLE_PROTOCOL))
+            _send(conn, send_lock, (*reply, value, False, next_key))
         else:
-            follows = value is not None
-            conn.send_bytes(pickle.dumps((*reply, None, follows), PICKLE_PROTOCOL))
-            if value is not None:
-                conn.send_bytes(value)
+            _send(conn, send_lock, (*reply, None, value is not None, next_key), value)
+        del value
+        job = following
+        if job is None:
+            job = inbox.next_job(block=True)
+            if job is not None and job.ahead:
+                _send(conn, send_lock, (STARTED, job.key))
+
+
+def _send(
+    conn: Connection,
+    lock: threading.Lock,
+    message: tuple[Any, ...],
+    raw: bytes | None = None,
+) -> None:
+    """Send ``message``, then ``raw`` if given, with no other message in between."""
+    data = pickle.dumps(message, protocol=PICKLE_PROTOCOL)
+    with lock:
+        conn.send_bytes(data)
+        if raw is not None:
+            conn.send_bytes(raw)
+
+
+class _Job:
+    """A RUN message: one job to run."""
+
+    __slots__ = ("ahead", "cwd", "key", "log_path", "payload", "sys_path")
+
+    def __init__(self, message: tuple[Any, ...], payload: bytes) -> None:
+        _, self.key, self.ahead, self.log_path, self.cwd, self.sys_path, _ = message
+        self.payload = payload
+
+
+class _Inbox:
+    """Reads the kernel's messages in a thread and keeps the jobs not started yet.
+
+    The kernel sends a job ahead (``ahead`` true) to a worker that is running
+    another one, so that the worker starts it without waiting for a round trip. The
+    reader thread applies SKIP and STEAL at once, even while the main thread runs a
+    job. A job that the main thread took already cannot be withdrawn any more: the
+    kernel learns that it started from the DONE or STARTED message.
+    """
+
+    def __init__(self, conn: Connection, send_lock: threading.Lock) -> None:
+        self._conn = conn
+        self._send_lock = send_lock
+        self._condition = threading.Condition()
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._stopped = False
+        reader = threading.Thread(
+            target=self._read, name="jupyter-scenarios-inbox", daemon=True
+        )
+        reader.start()
+
+    def next_job(self, *, block: bool) -> _Job | None:
+        """Return the next job to run, or None: exit (block) or nothing yet (not)."""
+        with self._condition:
+            if block:
+                while not self._jobs and not self._stopped:
+                    self._condition.wait()
+            if self._stopped or not self._jobs:
+                return None
+            return self._jobs.popleft()
+
+    def _read(self) -> None:
+        try:
+            while self._handle(pickle.loads(self._conn.recv_bytes())):
+                pass
+        except (EOFError, OSError):
+            pass  # the kernel closed the connection
+        with self._condition:
+            self._stopped = True
+            self._condition.notify()
+
+    def _handle(self, message: tuple[Any, ...]) -> bool:
+        kind = message[0]
+        if kind == RUN:
+            payload = message[6]
+            if payload is None:
+                payload = self._conn.recv_bytes()
+            with self._condition:
+                self._jobs.append(_Job(message, payload))
+                self._condition.notify()
+            return True
+        if kind in (SKIP, STEAL):
+            key = message[1]
+            with self._condition:
+                found = [job for job in self._jobs if job.key == key]
+                for job in found:
+                    self._jobs.remove(job)
+            if found and kind == STEAL:
+                _send(self._conn, self._send_lock, (RETURNED, key))
+            return True
+        return False  # STOP, or a message from a newer kernel
 
 
 def _become_process_group_leader() -> None:
@@ -247,25 +371,26 @@ def _follow_kernel_paths(cwd: str, sys_path: Sequence[str]) -> None:
 
 
 def _run_job(
-    key: str, payload: bytes, log_path: str | None
+    key: str, payload: bytes, log_path: str | None, output: _JobOutput
 ) -> tuple[tuple[Any, ...], bytes | None]:
     """Run one job; return the start of its DONE message and its pickled value."""
     started_at = time.time()
-    log_fd = None
-    if log_path is not None:
+    if log_path is None:
         try:
-            log_fd = os.open(
-                log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666
-            )
+            ok, value, error, reason = _call(key, payload)
+        finally:
+            _flush_all_output()
+    else:
+        try:
+            capture = output.capture(log_path)
         except OSError as exc:
             message = f"could not open the log file {log_path!r} of job {key!r}: {exc}"
             header = _done(key, False, message, REASON_LOG_OPEN_FAILED, started_at)
             return header, None
-
-    with _redirect_output(log_fd):
-        ok, value, error, reason = _call(key, payload)
-        if error is not None and log_path is not None:
-            sys.stderr.write(error)
+        with capture:
+            ok, value, error, reason = _call(key, payload)
+            if error is not None:
+                sys.stderr.write(error)
 
     value_bytes = None
     if ok:
@@ -329,34 +454,184 @@ def _dump_value(key: str, value: Any) -> tuple[bytes | None, str | None]:
         return None, error
 
 
-@contextlib.contextmanager
-def _redirect_output(log_fd: int | None) -> Iterator[None]:
-    """Point file descriptors 1 and 2 at ``log_fd`` (closing it) for the block.
+class _JobOutput:
+    """Points file descriptors 1 and 2 of each job at its output; see PROMOTE_SECONDS.
 
     Redirecting the descriptors, not only ``sys.stdout``, also captures child
-    processes, C extensions and logging handlers bound to ``sys.stderr``. Everything
-    is flushed before the descriptors are restored.
+    processes, C extensions and logging handlers bound to ``sys.stderr``.
     """
-    if log_fd is None:
+
+    def __init__(self) -> None:
+        # Guards the fields below and the descriptors 1 and 2 while a job runs: the
+        # main thread and the promoter thread both redirect them.
+        self._lock = threading.Lock()
+        self._spill: int | None = None
+        self._spill_path: str | None = None
+        self._log_path: str | None = None  # of the running job
+        self._started = 0.0  # time.monotonic() when it started
+        self._promoted = False
+        self._promoter: threading.Thread | None = None
+
+    def capture(self, log_path: str) -> contextlib.AbstractContextManager[None]:
+        """Return a context that captures the job's output for ``log_path``.
+
+        Raises OSError, before anything is redirected, if the spill file cannot be
+        created in the folder of ``log_path``.
+        """
+        spill = self._open_spill(os.path.dirname(log_path))
+        return self._capturing(spill, log_path)
+
+    @contextlib.contextmanager
+    def _capturing(self, spill: int, log_path: str) -> Iterator[None]:
+        # The previous job's output was flushed when it ended.
+        _flush_standard_streams()
+        saved_stdout = os.dup(1)
+        saved_stderr = os.dup(2)
+        with self._lock:
+            os.dup2(spill, 1)
+            os.dup2(spill, 2)
+            self._log_path = log_path
+            self._started = time.monotonic()
+            self._promoted = False
+        self._start_promoter()
         try:
             yield
         finally:
             _flush_all_output()
+            with self._lock:
+                self._log_path = None
+                os.dup2(saved_stdout, 1)
+                os.dup2(saved_stderr, 2)
+                os.close(saved_stdout)
+                os.close(saved_stderr)
+                try:
+                    _append_and_clear(spill, log_path)
+                except OSError as exc:
+                    sys.stderr.write(
+                        f"jupyter-scenarios worker {os.getpid()}: could not write the "
+                        f"output of a job to {log_path}: {exc}\n"
+                    )
+                    _clear(spill)
+
+    def _open_spill(self, folder: str) -> int:
+        path = os.path.join(folder, SPILL_NAME.format(pid=os.getpid()))
+        if self._spill is not None and path == self._spill_path:
+            return self._spill
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        self.close()
+        self._spill, self._spill_path = fd, path
+        return fd
+
+    def _start_promoter(self) -> None:
+        if self._promoter is None:
+            self._promoter = threading.Thread(
+                target=self._promote_slow_jobs,
+                name="jupyter-scenarios-log-promoter",
+                daemon=True,
+            )
+            self._promoter.start()
+
+    def _promote_slow_jobs(self) -> None:
+        while True:
+            time.sleep(PROMOTE_SECONDS / 2)
+            with self._lock:
+                log_path, spill = self._log_path, self._spill
+                if (
+                    log_path is None
+                    or spill is None
+                    or self._promoted
+                    or time.monotonic() - self._started < PROMOTE_SECONDS
+                ):
+                    continue
+                self._promoted = True
+                try:
+                    log = os.open(log_path, _LOG_FLAGS, 0o666)
+                except OSError:
+                    continue  # the output stays in the spill file until the end
+                try:
+                    copied = _copy(spill, log)
+                    os.dup2(log, 1)
+                    os.dup2(log, 2)
+                    # What the job wrote between the copy and the redirection.
+                    _copy(spill, log, start=copied)
+                    _clear(spill)
+                finally:
+                    os.close(log)
+
+    def close(self) -> None:
+        """Close and remove the spill file; called when the worker exits."""
+        if self._spill is not None and self._spill_path is not None:
+            os.close(self._spill)
+            with contextlib.suppress(OSError):
+                os.unlink(self._spill_path)
+        self._spill = self._spill_path = None
+
+
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+
+
+def _copy(source: int, target: int, start: int = 0) -> int:
+    """Write file ``source`` from ``start`` to its end onto ``target``.
+
+    Returns the offset where the copy ended.
+    """
+    offset = start
+    while True:
+        chunk = os.pread(source, 1 << 20, offset)
+        if not chunk:
+            return offset
+        offset += len(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(target, view) :]
+
+
+def _clear(spill: int) -> None:
+    os.ftruncate(spill, 0)
+    os.lseek(spill, 0, os.SEEK_SET)
+
+
+def _append_and_clear(spill: int, log_path: str) -> None:
+    """Move what the spill file holds to the end of ``log_path``, if anything."""
+    if os.fstat(spill).st_size == 0:
         return
-    _flush_all_output()
-    saved_stdout = os.dup(1)
-    saved_stderr = os.dup(2)
+    log = os.open(log_path, _LOG_FLAGS, 0o666)
     try:
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
-        yield
+        _copy(spill, log)
     finally:
-        _flush_all_output()
-        os.dup2(saved_stdout, 1)
-        os.dup2(saved_stderr, 2)
-        os.close(saved_stdout)
-        os.close(saved_stderr)
+        os.close(log)
+    _clear(spill)
+
+
+def move_spill(log_path: str, pid: int) -> None:
+    """Append the spill file of dead worker ``pid`` to ``log_path`` and remove it.
+
+    Called by the kernel for the job that the worker was running when it died or
+    was killed. The spill file is in the folder of ``log_path``; nothing happens if
+    it does not exist.
+    """
+    spill_path = os.path.join(os.path.dirname(log_path), SPILL_NAME.format(pid=pid))
+    try:
+        spill = os.open(spill_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        if os.fstat(spill).st_size:
+            log = os.open(log_path, _LOG_FLAGS, 0o666)
+            try:
+                _copy(spill, log)
+            finally:
+                os.close(log)
+    finally:
+        os.close(spill)
+        with contextlib.suppress(OSError):
+            os.unlink(spill_path)
+
+
+def _flush_standard_streams() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def _flush_all_output() -> None:

@@ -190,7 +190,7 @@ class WorkOutcome:
 class _WorkerState(enum.Enum):
     STARTING = "starting"  # started, READY not received yet
     IDLE = "idle"
-    BUSY = "busy"
+    BUSY = "busy"  # runs a job, or has one sent ahead
     # Killed or sent STOP. Its results are ignored, and the pool thread removes it
     # from _workers once its sentinel reports the exit.
     RETIRING = "retiring"
@@ -199,12 +199,13 @@ class _WorkerState(enum.Enum):
 @dataclasses.dataclass(eq=False)
 class _Job:
     key: str
-    payload: bytes  # pickle of (fn, args), emptied once sent
+    payload: bytes  # pickle of (fn, args)
     log_path: str | None
     cwd: str
     sys_path: tuple[str, ...]
     started_at: float | None = None  # kernel clock at dispatch
     worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
+    stealing: bool = False  # sent ahead, and STEAL sent to get it back
 
 
 @dataclasses.dataclass(eq=False)
@@ -216,6 +217,16 @@ class _Worker:
     state: _WorkerState = _WorkerState.STARTING
     pgid: int | None = None  # process group id reported in READY
     job: _Job | None = None  # the job it runs, while BUSY
+    # A job sent while the worker runs ``job``, which it starts next unless SKIP
+    # withdraws it first. Also set, with ``job`` None, between the DONE that says
+    # the worker did not start it yet and the STARTED that says it did.
+    ahead: _Job | None = None
+    # Keys of jobs sent ahead and then cancelled, whose SKIP the worker may not have
+    # read yet; cleared once the worker starts a later job.
+    withdrawn: set[str] = dataclasses.field(default_factory=set)
+    # Log file of the job it runs or ran last, which receives what is left in the
+    # worker's spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
+    log_path: str | None = None
     conn_open: bool = True  # False once the connection reached end of file
 
 
@@ -307,6 +318,8 @@ class WorkerPool:
         self._workers: dict[int, _Worker] = {}  # pid -> worker, until its exit is seen
         # Jobs not yet sent to a worker, in submit order.
         self._queue: collections.deque[_Job] = collections.deque()
+        # SKIP messages for the pool thread to send, before any new job.
+        self._skips: list[tuple[_Worker, str]] = []
         self._jobs: dict[str, _Job] = {}  # key -> queued or running job
         # Events for the pool thread to deliver. Producers: callers of submit, cancel
         # and shutdown, and the pool thread. Consumer: the pool thread.
@@ -525,10 +538,23 @@ class WorkerPool:
             if worker is None:
                 self._queue.remove(job)
                 logger.debug("cancelled queued job %r", key)
+            elif worker.ahead is job:
+                # Sent ahead and not started, as far as this process knows.
+                worker.ahead = None
+                worker.withdrawn.add(key)
+                self._skips.append((worker, key))
+                if worker.job is None:
+                    worker.state = _WorkerState.IDLE
+                job.started_at = None
+                worker = None
+                logger.debug("cancelled job %r, which was sent ahead", key)
             else:
                 worker.state = _WorkerState.RETIRING
                 worker.job = None
                 self._kill_group(worker)
+                if worker.ahead is not None:
+                    self._requeue_locked(worker.ahead)  # it never started
+                    worker.ahead = None
                 logger.debug(
                     "cancelled job %r: killed worker process %d", key, worker.pid
                 )
@@ -736,7 +762,11 @@ class WorkerPool:
 
         self._start_replacements()
         with self._lock:
+            # SKIPs go out before new jobs, so that a worker reads the SKIP of a
+            # withdrawn job before any job sent in its place.
+            skips, self._skips = self._skips, []
             sends = self._assign_jobs_locked()
+            steals = self._steal_jobs_locked()
             stops = self._stop_idle_workers_locked()
             self._enforce_shutdown_deadline_locked()
             events = list(self._events)
@@ -753,8 +783,12 @@ class WorkerPool:
                     )
                 finished = True
 
-        for worker, job in sends:
-            self._send_job(worker, job)
+        for worker, key in skips:
+            self._send_control(worker, _worker_main.SKIP, key)
+        for worker, job, ahead in sends:
+            self._send_job(worker, job, ahead)
+        for worker, key in steals:
+            self._send_control(worker, _worker_main.STEAL, key)
         for worker in stops:
             self._send_stop(worker)
         self._deliver(events)
@@ -794,8 +828,22 @@ class WorkerPool:
                     self._start_failures = 0
             logger.debug("worker process %d is ready", worker.pid)
             return
+        if message[0] == _worker_main.STARTED:
+            with self._lock:
+                if worker.state is not _WorkerState.RETIRING:
+                    self._started_ahead(worker, message[1], time.time())
+            return
+        if message[0] == _worker_main.RETURNED:
+            with self._lock:
+                job = worker.ahead
+                if job is not None and job.key == message[1]:
+                    worker.ahead = None
+                    self._requeue_locked(job)
+                    if worker.job is None and worker.state is _WorkerState.BUSY:
+                        worker.state = _WorkerState.IDLE
+            return
 
-        _, key, ok, error, reason, started_at, finished_at, _, _ = message
+        _, key, ok, error, reason, started_at, finished_at, _, _, next_key = message
         del message
         value = None
         if value_bytes is not None:
@@ -824,12 +872,59 @@ class WorkerPool:
             if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
                 return  # cancelled after the worker sent its result
             worker.job = None
-            worker.state = _WorkerState.IDLE
             del self._jobs[key]
             self._events.append(outcome)
+            if next_key is not None:
+                self._started_ahead(worker, next_key, finished_at)
+            elif worker.ahead is None:
+                worker.state = _WorkerState.IDLE
+            # Otherwise the job sent ahead reached the worker after it looked for
+            # one; its STARTED message follows.
         logger.debug(
             "job %r finished on worker process %d: %s", key, worker.pid, reason
         )
+
+    def _started_ahead(self, worker: _Worker, key: str, started_at: float) -> None:
+        """Apply the news that ``worker`` started ``key``, a job sent ahead."""
+        job = worker.ahead
+        if job is not None and job.key == key and worker.job is None:
+            worker.ahead = None
+            worker.withdrawn.clear()  # the worker has read every earlier SKIP
+            job.stealing = False  # too late: it runs here
+            worker.job = job
+            worker.log_path = job.log_path
+            job.started_at = started_at
+            self._events.append((key, worker.pid))
+            return
+        # The worker started a job that was cancelled before its SKIP arrived, or
+        # broke the protocol. Kill it: the cancel was reported already, and a
+        # replacement takes the slot. The jobs it was given since never started.
+        if key in worker.withdrawn:
+            logger.debug(
+                "worker process %d started withdrawn job %r; killing it",
+                worker.pid,
+                key,
+            )
+        else:
+            logger.error(
+                "worker process %d reported starting job %r, which it was not "
+                "given; killing it",
+                worker.pid,
+                key,
+            )
+        worker.state = _WorkerState.RETIRING
+        self._kill_group(worker)
+        for unstarted in (worker.job, worker.ahead):
+            if unstarted is not None:
+                self._requeue_locked(unstarted)
+        worker.job = worker.ahead = None
+
+    def _requeue_locked(self, job: _Job) -> None:
+        """Put a job that a worker was given but never started back in front."""
+        job.worker = None
+        job.started_at = None
+        job.stealing = False
+        self._queue.appendleft(job)
 
     def _reap(self, worker: _Worker) -> None:
         """Remove a worker whose sentinel reported its exit, and fail its job."""
@@ -842,10 +937,23 @@ class WorkerPool:
         worker.process.join(_KILL_WAIT)
         exitcode = worker.process.exitcode
         self._release(worker)
+        if worker.log_path is not None:
+            # Before the job's outcome is delivered, so that its log is complete.
+            try:
+                _worker_main.move_spill(worker.log_path, worker.pid)
+            except OSError as exc:
+                logger.warning(
+                    "could not move the output of worker process %d to %s: %s",
+                    worker.pid,
+                    worker.log_path,
+                    exc,
+                )
         with self._lock:
             del self._workers[worker.pid]
-            state, job = worker.state, worker.job
-            worker.job = None
+            state, job, ahead = worker.state, worker.job, worker.ahead
+            worker.job = worker.ahead = None
+            if ahead is not None:
+                self._requeue_locked(ahead)  # it never started
             if state is _WorkerState.BUSY and job is not None:
                 self._fail_job_locked(worker, job, exitcode)
             elif state is _WorkerState.STARTING and not self._closing:
@@ -932,30 +1040,75 @@ class WorkerPool:
                 self._workers[worker.pid] = worker
             missing -= 1
 
-    def _assign_jobs_locked(self) -> list[tuple[_Worker, _Job]]:
-        """Pair queued jobs with idle workers, in FIFO order, and mark them busy."""
+    def _assign_jobs_locked(self) -> list[tuple[_Worker, _Job, bool]]:
+        """Pair queued jobs with workers in FIFO order: ``(worker, job, ahead)``.
+
+        Idle workers get a job to run now. Then each worker that runs a job gets
+        one more sent ahead, so that it starts that one as soon as it finishes,
+        without waiting for this thread. At most one job runs per worker.
+        """
         if self._closing and self._cancel_on_shutdown:
             return []
-        sends = []
-        idle = [w for w in self._workers.values() if w.state is _WorkerState.IDLE]
-        for worker in idle:
+        sends: list[tuple[_Worker, _Job, bool]] = []
+        for worker in self._workers.values():
+            if not self._queue:
+                return sends
+            if worker.state is _WorkerState.IDLE:
+                job = self._queue.popleft()
+                job.started_at = time.time()
+                job.worker = worker
+                worker.state = _WorkerState.BUSY
+                worker.job = job
+                worker.log_path = job.log_path
+                self._events.append((job.key, worker.pid))
+                sends.append((worker, job, False))
+        for worker in self._workers.values():
             if not self._queue:
                 break
-            job = self._queue.popleft()
-            job.started_at = time.time()
-            job.worker = worker
-            worker.state = _WorkerState.BUSY
-            worker.job = job
-            self._events.append((job.key, worker.pid))
-            sends.append((worker, job))
+            if (
+                worker.state is _WorkerState.BUSY
+                and worker.job is not None
+                and worker.ahead is None
+            ):
+                job = self._queue.popleft()
+                job.worker = worker
+                worker.ahead = job
+                sends.append((worker, job, True))
         return sends
 
-    def _send_job(self, worker: _Worker, job: _Job) -> None:
-        payload, job.payload = job.payload, b""
+    def _steal_jobs_locked(self) -> list[tuple[_Worker, str]]:
+        """Ask for jobs sent ahead back, one for each worker left idle.
+
+        A job sent ahead waits until its worker finishes the job it runs, which can
+        take long while another worker has nothing to do. A worker that gives the
+        job back replies RETURNED, and the job goes to the front of the queue.
+        """
+        if self._queue or self._closing:
+            return []
+        idle = sum(w.state is _WorkerState.IDLE for w in self._workers.values())
+        steals: list[tuple[_Worker, str]] = []
+        for worker in self._workers.values():
+            if len(steals) >= idle:
+                break
+            job = worker.ahead
+            if (
+                worker.state is _WorkerState.BUSY
+                and job is not None
+                and not job.stealing
+            ):
+                job.stealing = True
+                steals.append((worker, job.key))
+        return steals
+
+    def _send_job(self, worker: _Worker, job: _Job, ahead: bool) -> None:
+        # The payload stays with the job until it ends: a job given to a worker
+        # that is killed before starting it goes back to the queue.
+        payload = job.payload
         inline = len(payload) < _worker_main.INLINE_LIMIT
         message = (
             _worker_main.RUN,
             job.key,
+            ahead,
             job.log_path,
             job.cwd,
             job.sys_path,
@@ -986,6 +1139,12 @@ class WorkerPool:
             worker.state = _WorkerState.RETIRING
         return stops
 
+    def _send_control(self, worker: _Worker, kind: str, key: str) -> None:
+        try:
+            worker.conn.send_bytes(pickle.dumps((kind, key)))
+        except OSError:
+            pass  # the worker is exiting; its sentinel reports it
+
     def _send_stop(self, worker: _Worker) -> None:
         try:
             worker.conn.send_bytes(pickle.dumps((_worker_main.STOP,)))
@@ -1009,9 +1168,12 @@ class WorkerPool:
         cancelled: list[tuple[_Job, int | None]] = [(job, None) for job in self._queue]
         self._queue.clear()
         for worker in self._workers.values():
-            if worker.state is _WorkerState.BUSY and worker.job is not None:
-                cancelled.append((worker.job, worker.pid))
-                worker.job = None
+            if worker.state is _WorkerState.BUSY:
+                if worker.ahead is not None:
+                    cancelled.append((worker.ahead, None))
+                if worker.job is not None:
+                    cancelled.append((worker.job, worker.pid))
+                worker.job = worker.ahead = None
                 worker.state = _WorkerState.RETIRING
                 self._kill_group(worker)
         for job, pid in cancelled:

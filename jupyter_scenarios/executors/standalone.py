@@ -23,6 +23,8 @@ from . import _worker_main
 from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
 from .pool import REASON_PICKLING_FAILED, WorkerPool, WorkOutcome
 
+# Jobs handed to the pool per worker; see free_slots().
+IN_FLIGHT_PER_WORKER = 3
 # How many (submission, function) pickles to keep; each submission needs one per
 # distinct task function while its jobs are dispatched.
 _FUNCTION_CACHE_SIZE = 256
@@ -77,11 +79,12 @@ class StandaloneExecutor(Executor):
         )
 
     def free_slots(self) -> int:
-        # Each worker may hold one job queued behind the one it runs, so the pool
-        # starts the next job as soon as a worker frees up, without waiting for the
-        # scheduler thread. At most max_workers jobs still run at once.
+        # Jobs handed to the pool per worker: the one it runs, one sent ahead that
+        # it starts as soon as it finishes, and one that the pool thread sends ahead
+        # then, without waiting for this scheduler thread. At most max_workers jobs
+        # still run at once.
         with self._lock:
-            return 2 * self.max_workers - len(self._in_flight)
+            return IN_FLIGHT_PER_WORKER * self.max_workers - len(self._in_flight)
 
     def execute(self, run: TaskRun, log_path: Path) -> None:
         assert self._pool is not None, "start() was not called"
