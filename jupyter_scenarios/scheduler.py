@@ -94,7 +94,7 @@ class _Command:
 
 
 class _SubmitContext:
-    """What the jobs of one submission run with, captured when it was submitted.
+    """The context of one submission's jobs, captured when it was submitted.
 
     Worker processes run the jobs in the kernel's working directory and with its
     import path as they were at submit time. The notebook source lines of each task
@@ -859,8 +859,8 @@ class Scheduler:
         return written
 
     # _fail and _cancel_now abandon the downstream jobs and unlock the outputs before
-    # they set the job's own final status, so that a thread woken by that status sees
-    # them done.
+    # they set the job's own final status, so that a thread woken by that status finds
+    # them settled.
 
     def _fail(self, job: Job, stacktrace: list[str], summary: str) -> None:
         job._stacktrace = list(stacktrace)

@@ -72,13 +72,14 @@ PICKLE_PROTOCOL = 5
 #: Size in bytes below which a payload or a result travels inside its message.
 INLINE_LIMIT = 64 * 1024
 
-# A job's output goes first to a spill file that the worker reuses for every job,
-# and reaches the job's log file only if there is some: most jobs print nothing, and
-# creating one file per job costs more than a tiny job. A job that is still running
-# after PROMOTE_SECONDS gets its log file then, so that its output can be followed
-# while it runs. The spill file of worker PID is SPILL_NAME.format(pid=PID) in the
-# folder of the log files; whoever sees a worker die moves what is left in it to
-# the log of the job that the worker ran (see ``move_spill``).
+# A job's output goes first to a spill file that the worker reuses for every job.
+# It reaches the job's log file only if the job wrote something, because most jobs
+# print nothing and creating one file per job costs more than a tiny job. A job
+# that still runs after PROMOTE_SECONDS gets its log file then, so that its output
+# can be followed while it runs. The spill file of worker PID is
+# SPILL_NAME.format(pid=PID) in the folder of the log files. When a worker dies,
+# the kernel moves what is left in it to the log of the job that the worker ran
+# (see ``move_spill``).
 PROMOTE_SECONDS = 0.2
 SPILL_NAME = ".worker-{pid}.spill"
 
@@ -148,7 +149,7 @@ def _serve(
         reply, value = _run_job(job.key, job.payload, job.log_path, output)
         job = None
         # Pick the next job before reporting this one, so that the report also
-        # tells the kernel which job sent ahead has started.
+        # names the job sent ahead that has started.
         following = inbox.next_job(block=False)
         next_key = following.key if following is not None and following.ahead else None
         if value is not None and len(value) < INLINE_LIMIT:
@@ -592,7 +593,7 @@ def _clear(spill: int) -> None:
 
 
 def _append_and_clear(spill: int, log_path: str) -> None:
-    """Move what the spill file holds to the end of ``log_path``, if anything."""
+    """Append the content of the spill file, if any, to ``log_path`` and empty it."""
     if os.fstat(spill).st_size == 0:
         return
     log = os.open(log_path, _LOG_FLAGS, 0o666)

@@ -19,6 +19,22 @@ Processes and threads
     sentinels and a wake-up pipe that submit, cancel and shutdown write to. It never
     polls on a timer.
 
+Jobs sent ahead
+    A worker that runs a job may also hold the next one, which it starts as soon as
+    the first ends, without waiting for the pool thread. The worker reports which
+    job it started in its DONE message. If another worker becomes idle
+    first, the pool takes the job back (STEAL), so a job never waits behind a long
+    one while a worker is free. A cancelled job that was sent ahead is withdrawn
+    (SKIP); should the worker have started it already, the pool kills that worker
+    as it does for a running job. ``_worker_main`` describes the messages.
+
+Output
+    Each worker sends a job's output (file descriptors 1 and 2) to a spill file it
+    reuses, and appends it to the job's log file at the end only if the job wrote
+    something, or after 0.2 s for a long job, so that it can be followed. When a
+    worker dies, the pool thread moves what is left in its spill file to the log of
+    the job it ran.
+
 No orphans
     A worker kills its own process group when the kernel dies, through two
     mechanisms. The worker watches a lifeline pipe whose write end only the kernel
@@ -218,8 +234,8 @@ class _Worker:
     pgid: int | None = None  # process group id reported in READY
     job: _Job | None = None  # the job it runs, while BUSY
     # A job sent while the worker runs ``job``, which it starts next unless SKIP
-    # withdraws it first. Also set, with ``job`` None, between the DONE that says
-    # the worker did not start it yet and the STARTED that says it did.
+    # withdraws it first. Also set, with ``job`` None, between the DONE that reports
+    # that the worker did not start it yet and the STARTED that reports it did.
     ahead: _Job | None = None
     # Keys of jobs sent ahead and then cancelled, whose SKIP the worker may not have
     # read yet; cleared once the worker starts a later job.
@@ -539,7 +555,7 @@ class WorkerPool:
                 self._queue.remove(job)
                 logger.debug("cancelled queued job %r", key)
             elif worker.ahead is job:
-                # Sent ahead and not started, as far as this process knows.
+                # Sent ahead, and not started according to the worker's last message.
                 worker.ahead = None
                 worker.withdrawn.add(key)
                 self._skips.append((worker, key))
