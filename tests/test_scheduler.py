@@ -937,3 +937,22 @@ def test_compressed_csv_output_is_compressed(tmp_path: Path) -> None:
     assert submission.jobs[0].status is Status.COMPLETED, submission.jobs[0].stacktrace
     assert path.read_bytes()[:2] == b"\x1f\x8b"  # the gzip magic number
     assert scenario.rows.read()["value"].tolist() == [4, 5]
+
+
+def read_constant() -> int:
+    return 20
+
+
+def test_generic_input_with_read_function_is_ready() -> None:
+    # Its data is read through the function, so a task reading it must not wait
+    # for a write.
+    source = Config.configure_generic_data_node("source", read_fct=read_constant)
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("double", lambda value: 2 * value, source, result)
+    scenario = tp.create_scenario(Config.configure_scenario("generic", [task]))
+
+    assert scenario.source.is_ready_for_reading
+    submission = scenario.submit()
+
+    assert submission.jobs[0].status is Status.COMPLETED
+    assert scenario.result.read() == 40

@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime
@@ -428,6 +429,41 @@ def test_unpicklable_function_fails_its_job_only(
     assert "'guarded'" in "".join(failed.stacktrace)
     assert job_of(submission, "double").status is Status.COMPLETED
     assert scenario.doubled.read() == 4
+
+
+def test_notebook_objects_in_data_node_properties(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The read function of a generic data node is a property, which must reach the
+    # worker by value, as the task function does. As in a notebook, the class and
+    # the function are attributes of the real __main__ module, which the standard
+    # pickler would reference by name.
+    namespace = main_namespace(
+        """
+        class Offset:
+            def __init__(self, amount):
+                self.amount = amount
+
+        def read_offset(offset):
+            return offset.amount
+        """
+    )
+    for name in ("Offset", "read_offset"):
+        monkeypatch.setattr(
+            sys.modules["__main__"], name, namespace[name], raising=False
+        )
+    offset = namespace["Offset"](41)
+    source = Config.configure_generic_data_node(
+        "source", read_fct=namespace["read_offset"], read_fct_args=[offset]
+    )
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("add_one", lambda value: value + 1, source, result)
+    scenario = tp.create_scenario(Config.configure_scenario("generic", [task]))
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.jobs[0].status is Status.COMPLETED, submission.jobs[0].stacktrace
+    assert scenario.result.read() == 42
 
 
 def test_task_output_in_job_logs() -> None:

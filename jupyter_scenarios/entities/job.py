@@ -7,6 +7,7 @@ the time of each status in ``status_history`` and publishes an event.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -137,7 +138,7 @@ class Job(Entity):
     def version(self) -> str:
         return self._version
 
-    @property
+    @functools.cached_property
     def log_path(self) -> Path:
         """File holding what the task printed or logged."""
         return self._store.logs_folder / f"{self.id}.log"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import pickle
 import sys
 import threading
 from collections.abc import Callable
@@ -93,11 +94,7 @@ class StandaloneExecutor(Executor):
         try:
             function = self._pickle_function(run)
             light = dataclasses.replace(run, function=None)  # type: ignore[arg-type]
-            # cloudpickle, because data node properties may hold notebook objects.
-            payload = cloudpickle.dumps(
-                (run_pickled_task, (light, function)),
-                protocol=_worker_main.PICKLE_PROTOCOL,
-            )
+            payload = _pickle_call(run_pickled_task, (light, function))
         except Exception as exc:  # noqa: BLE001 - pickling raises many types
             self._finished(
                 run.job_id,
@@ -148,3 +145,25 @@ class StandaloneExecutor(Executor):
 
     def describe(self) -> str:
         return f"standalone ({self.max_workers} worker processes)"
+
+
+def _pickle_call(function: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
+    """Pickle ``(function, args)`` for a worker, with the standard pickler if it can.
+
+    The standard pickler is faster than cloudpickle for the plain values of a
+    ``TaskRun``. Data node properties may hold objects defined in the notebook,
+    which it would pickle by a reference to ``__main__`` that a worker cannot
+    resolve, so any pickle that mentions ``__main__`` is redone with cloudpickle,
+    as is everything while modules are registered to be pickled by value.
+    """
+    call = (function, args)
+    if not cloudpickle.list_registry_pickle_by_value():
+        try:
+            data = pickle.dumps(call, protocol=_worker_main.PICKLE_PROTOCOL)
+        except Exception:  # noqa: BLE001, S110 - cloudpickle below handles it
+            pass
+        else:
+            if b"__main__" not in data:
+                return data
+    result: bytes = cloudpickle.dumps(call, protocol=_worker_main.PICKLE_PROTOCOL)
+    return result
