@@ -693,15 +693,17 @@ class Scheduler:
 
     def _dispatch(self) -> None:
         # Each ready job is examined once per call. A job whose output another
-        # RUNNING job is writing goes back to the queue until that job ends.
+        # RUNNING job is writing goes back to the queue until that job ends. An
+        # asynchronous executor gets the jobs started here in one call at the end.
         deferred: list[Job] = []
+        started: list[tuple[Job, TaskRun]] | None = [] if self.is_asynchronous else None
         try:
-            while self._ready and self.executor.free_slots() > 0:
+            while self._ready and self.executor.free_slots() > len(started or ()):
                 job = self._ready.popleft()
                 if job.is_finished():
                     continue
                 try:
-                    self._dispatch_one(job, deferred)
+                    self._dispatch_one(job, deferred, started)
                 except Exception as error:
                     # An exception here would end the manager thread and leave every
                     # later submission SUBMITTED; fail only this job instead.
@@ -717,8 +719,15 @@ class Scheduler:
                     self._after_final(job)
         finally:
             self._ready.extendleft(reversed(deferred))
+            if started:
+                self._execute(started)
 
-    def _dispatch_one(self, job: Job, deferred: list[Job]) -> None:
+    def _dispatch_one(
+        self,
+        job: Job,
+        deferred: list[Job],
+        started: list[tuple[Job, TaskRun]] | None,
+    ) -> None:
         if any(node_id in self._writing for node_id in job.task.output_ids):
             deferred.append(job)
             return
@@ -727,7 +736,7 @@ class Scheduler:
             self._unlock_outputs(job)
             self._after_final(job)
             return
-        self._start(job)
+        self._start(job, started)
 
     def _can_skip(self, job: Job) -> bool:
         task = job.task
@@ -746,7 +755,8 @@ class Scheduler:
                 return False
         return True
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, started: list[tuple[Job, TaskRun]] | None) -> None:
+        """Prepare ``job`` and run it now, or add it to ``started`` for _execute."""
         task = job.task
         context = self._contexts.get(job.submit_id)
         if context is None:  # its submission was deleted or the scheduler stopped
@@ -781,16 +791,24 @@ class Scheduler:
         submission = self.store.get(job.submit_id)
         if submission is not None:
             submission._refresh_status()
-        if not self.is_asynchronous:
-            # The job runs in this thread now. Store RUNNING first, so another process
-            # reads it and a crash during the job is reconciled as FAILED.
-            self.store.flush()
+        if started is not None:
+            started.append((job, run))
+            return
+        # The job runs in this thread now. Store RUNNING first, so another process
+        # reads it and a crash during the job is reconciled as FAILED.
+        self.store.flush()
+        self._execute([(job, run)])
+
+    def _execute(self, started: list[tuple[Job, TaskRun]]) -> None:
         try:
-            self.executor.execute(run, job.log_path)
+            self.executor.execute_many([(run, job.log_path) for job, run in started])
         except Exception as error:
-            logger.exception("Executor failed to start job %s", job.id)
-            self._running.pop(job.id, None)
-            self._fail(job, [f"{type(error).__name__}: {error}\n"], str(error))
+            logger.exception(
+                "Executor failed to start %s", ", ".join(job.id for job, _ in started)
+            )
+            for job, _ in started:
+                self._running.pop(job.id, None)
+                self._fail(job, [f"{type(error).__name__}: {error}\n"], str(error))
 
     def _spec(self, node: DataNode) -> NodeSpec:
         return NodeSpec(

@@ -51,6 +51,11 @@ class Executor(abc.ABC):
     def execute(self, run: TaskRun, log_path: Path) -> None:
         """Start ``run``; its outcome arrives through ``on_finished``."""
 
+    def execute_many(self, runs: list[tuple[TaskRun, Path]]) -> None:
+        """Start each ``(run, log_path)`` of ``runs``, in order, as ``execute`` does."""
+        for run, log_path in runs:
+            self.execute(run, log_path)
+
     @abc.abstractmethod
     def cancel(self, job_id: str) -> bool:
         """Stop the job if it runs; return whether a running job was stopped."""

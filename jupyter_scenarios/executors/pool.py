@@ -463,7 +463,7 @@ class WorkerPool:
                 finished_at=time.time(),
                 reason=REASON_PICKLING_FAILED,
             )
-            self._queue_job(key, None, failure)
+            self._report_failure(key, failure)
             return
         self.submit_pickled(key, payload, log_path, os.getcwd(), tuple(sys.path))
 
@@ -482,39 +482,57 @@ class WorkerPool:
         :func:`pickle.loads` and runs the job in folder ``cwd`` with ``sys_path``
         as its import path. Raises as ``submit`` does.
         """
-        job = _Job(
-            key=key,
-            payload=payload,
-            log_path=None if log_path is None else os.path.abspath(log_path),
-            cwd=cwd,
-            sys_path=sys_path,
-        )
-        self._queue_job(key, job, None)
+        self.submit_pickled_many([(key, payload, log_path, cwd, sys_path)])
 
-    def _queue_job(
-        self, key: str, job: _Job | None, failure: WorkOutcome | None
+    def submit_pickled_many(
+        self,
+        jobs: Sequence[tuple[str, bytes, Path | None, str, tuple[str, ...]]],
     ) -> None:
+        """Queue several ``submit_pickled`` calls ``(key, payload, log_path, cwd,
+        sys_path)`` at once: either all of them or, when this raises, none."""
+        queued = [
+            _Job(
+                key=key,
+                payload=payload,
+                log_path=None if log_path is None else os.path.abspath(log_path),
+                cwd=cwd,
+                sys_path=sys_path,
+            )
+            for key, payload, log_path, cwd, sys_path in jobs
+        ]
         with self._lock:
-            if not self._started:
-                raise RuntimeError("WorkerPool.submit() was called before start()")
-            if self._closing:
-                raise RuntimeError(
-                    f"cannot submit job {key!r}: the worker pool was shut down"
-                )
-            if key in self._jobs:
-                raise ValueError(
-                    f"job {key!r} is already queued or running in the worker pool; "
-                    "wait for its on_finished call or cancel it first"
-                )
-            if failure is not None:
-                logger.warning("%s", failure.error)
-                self._events.append(failure)
-            elif job is not None:
-                self._jobs[key] = job
+            for job in queued:
+                self._check_submit_locked(job.key)
+            keys = [job.key for job in queued]
+            if len(set(keys)) != len(keys):
+                raise ValueError(f"a key appears twice in one call: {keys}")
+            for job in queued:
+                self._jobs[job.key] = job
                 self._queue.append(job)
-                if self._start_failures >= _MAX_START_FAILURES:
-                    self._start_failures = 0  # try starting workers again
+            if queued and self._start_failures >= _MAX_START_FAILURES:
+                self._start_failures = 0  # try starting workers again
             self._wake_locked()
+
+    def _report_failure(self, key: str, failure: WorkOutcome) -> None:
+        """Deliver ``failure`` as the outcome of ``key``, which never reached a worker."""
+        with self._lock:
+            self._check_submit_locked(key)
+            logger.warning("%s", failure.error)
+            self._events.append(failure)
+            self._wake_locked()
+
+    def _check_submit_locked(self, key: str) -> None:
+        if not self._started:
+            raise RuntimeError("WorkerPool.submit() was called before start()")
+        if self._closing:
+            raise RuntimeError(
+                f"cannot submit job {key!r}: the worker pool was shut down"
+            )
+        if key in self._jobs:
+            raise ValueError(
+                f"job {key!r} is already queued or running in the worker pool; "
+                "wait for its on_finished call or cancel it first"
+            )
 
     def free_slots(self) -> int:
         """Return how many more jobs could start now without waiting in the queue.

@@ -88,34 +88,47 @@ class StandaloneExecutor(Executor):
             return IN_FLIGHT_PER_WORKER * self.max_workers - len(self._in_flight)
 
     def execute(self, run: TaskRun, log_path: Path) -> None:
+        self.execute_many([(run, log_path)])
+
+    def execute_many(self, runs: list[tuple[TaskRun, Path]]) -> None:
+        # One call of the pool for all the jobs that a scheduler round starts, so
+        # that the scheduler thread takes the pool's lock once, not once per job.
         assert self._pool is not None, "start() was not called"
         with self._lock:
-            self._in_flight.add(run.job_id)
-        try:
-            function = self._pickle_function(run)
-            light = dataclasses.replace(run, function=None)  # type: ignore[arg-type]
-            payload = _pickle_call(run_pickled_task, (light, function))
-        except Exception as exc:  # noqa: BLE001 - pickling raises many types
-            self._finished(
-                run.job_id,
-                WorkOutcome(
-                    key=run.job_id,
-                    ok=False,
-                    error=(
-                        f"could not pickle the function or the data node "
-                        f"properties of task {run.task_config_id!r} for job "
-                        f"{run.job_id!r}: {type(exc).__name__}: {exc}. Worker "
-                        "processes receive both through cloudpickle; move what "
-                        "cannot be pickled (locks, open files, connections) into "
-                        "the function's body."
+            self._in_flight.update(run.job_id for run, _ in runs)
+        pickled = []
+        for run, log_path in runs:
+            try:
+                function = self._pickle_function(run)
+                light = dataclasses.replace(run, function=None)  # type: ignore[arg-type]
+                payload = _pickle_call(run_pickled_task, (light, function))
+            except Exception as exc:  # noqa: BLE001 - pickling raises many types
+                self._finished(
+                    run.job_id,
+                    WorkOutcome(
+                        key=run.job_id,
+                        ok=False,
+                        error=(
+                            f"could not pickle the function or the data node "
+                            f"properties of task {run.task_config_id!r} for job "
+                            f"{run.job_id!r}: {type(exc).__name__}: {exc}. Worker "
+                            "processes receive both through cloudpickle; move what "
+                            "cannot be pickled (locks, open files, connections) into "
+                            "the function's body."
+                        ),
+                        reason=REASON_PICKLING_FAILED,
                     ),
-                    reason=REASON_PICKLING_FAILED,
-                ),
-            )
-            return
-        cwd = run.cwd if run.cwd is not None else os.getcwd()
-        sys_path = run.sys_path if run.sys_path is not None else tuple(sys.path)
-        self._pool.submit_pickled(run.job_id, payload, log_path, cwd, sys_path)
+                )
+                continue
+            cwd = run.cwd if run.cwd is not None else os.getcwd()
+            sys_path = run.sys_path if run.sys_path is not None else tuple(sys.path)
+            pickled.append((run.job_id, payload, log_path, cwd, sys_path))
+        try:
+            self._pool.submit_pickled_many(pickled)
+        except BaseException:
+            with self._lock:
+                self._in_flight.difference_update(job[0] for job in pickled)
+            raise
 
     def _pickle_function(self, run: TaskRun) -> bytes:
         key = (run.submit_id, id(run.function))
