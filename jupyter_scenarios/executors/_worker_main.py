@@ -73,10 +73,10 @@ PICKLE_PROTOCOL = 5
 INLINE_LIMIT = 64 * 1024
 
 # A job's output goes first to a spill file that the worker reuses for every job.
-# It reaches the job's log file only if the job wrote something, because most jobs
-# print nothing and creating one file per job costs more than a tiny job. A job
-# that still runs after PROMOTE_SECONDS gets its log file then, so that its output
-# can be followed while it runs. The spill file of worker PID is
+# It becomes the job's log file (by a rename) only if the job wrote something,
+# because most jobs print nothing and creating one file per job costs more than a
+# tiny job. A job that still runs after PROMOTE_SECONDS gets its log file then, so
+# that its output can be followed while it runs. The spill file of worker PID is
 # SPILL_NAME.format(pid=PID) in the folder of the log files. When a worker dies,
 # the kernel moves what is left in it to the log of the job that the worker ran
 # (see ``move_spill``).
@@ -459,18 +459,21 @@ class _JobOutput:
     """Points file descriptors 1 and 2 of each job at its output; see PROMOTE_SECONDS.
 
     Redirecting the descriptors, not only ``sys.stdout``, also captures child
-    processes, C extensions and logging handlers bound to ``sys.stderr``.
+    processes, C extensions and logging handlers bound to ``sys.stderr``. The spill
+    file becomes the job's log by a rename, so the descriptors that the job and its
+    children hold keep writing to the right file, and nothing is copied. Only when
+    the log file exists already (the pool's callers may reuse a log path) is the
+    output appended to it, once the job has ended.
     """
 
     def __init__(self) -> None:
-        # Guards the fields below and the descriptors 1 and 2 while a job runs: the
-        # main thread and the promoter thread both redirect them.
+        # Guards the fields below: the main thread and the promoter thread both
+        # hand the spill file over to a log.
         self._lock = threading.Lock()
-        self._spill: int | None = None
+        self._spill: int | None = None  # None once it became a log file
         self._spill_path: str | None = None
         self._log_path: str | None = None  # of the running job
         self._started = 0.0  # time.monotonic() when it started
-        self._promoted = False
         self._promoter: threading.Thread | None = None
 
     def capture(self, log_path: str) -> contextlib.AbstractContextManager[None]:
@@ -488,12 +491,11 @@ class _JobOutput:
         _flush_standard_streams()
         saved_stdout = os.dup(1)
         saved_stderr = os.dup(2)
+        os.dup2(spill, 1)
+        os.dup2(spill, 2)
         with self._lock:
-            os.dup2(spill, 1)
-            os.dup2(spill, 2)
             self._log_path = log_path
             self._started = time.monotonic()
-            self._promoted = False
         self._start_promoter()
         try:
             yield
@@ -506,22 +508,52 @@ class _JobOutput:
                 os.close(saved_stdout)
                 os.close(saved_stderr)
                 try:
-                    _append_and_clear(spill, log_path)
+                    self._hand_over(log_path, at_end=True)
                 except OSError as exc:
                     sys.stderr.write(
                         f"jupyter-scenarios worker {os.getpid()}: could not write the "
                         f"output of a job to {log_path}: {exc}\n"
                     )
-                    _clear(spill)
+                    if self._spill is not None:
+                        _clear(self._spill)
+
+    def _hand_over(self, log_path: str, *, at_end: bool) -> None:
+        """Make the spill file ``log_path``, or append it there at the job's end.
+
+        Called with ``_lock`` held. Does nothing once the spill file became the log.
+        """
+        spill, spill_path = self._spill, self._spill_path
+        if spill is None or spill_path is None:
+            return
+        if not os.path.exists(log_path):
+            if at_end and os.fstat(spill).st_size == 0 and not _has_children():
+                return  # a silent job leaves no log file
+            # Child processes that outlive the job keep writing to this file.
+            os.rename(spill_path, log_path)
+            os.close(spill)
+            self._spill = self._spill_path = None
+            return
+        if not at_end:
+            return  # appended at the end, so that the job's descriptors stay put
+        if os.fstat(spill).st_size:
+            log = os.open(log_path, _LOG_FLAGS, 0o666)
+            try:
+                _copy(spill, log)
+            finally:
+                os.close(log)
+            _clear(spill)
 
     def _open_spill(self, folder: str) -> int:
         path = os.path.join(folder, SPILL_NAME.format(pid=os.getpid()))
-        if self._spill is not None and path == self._spill_path:
-            return self._spill
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        self.close()
-        self._spill, self._spill_path = fd, path
-        return fd
+        with self._lock:
+            if self._spill is not None and path == self._spill_path:
+                return self._spill
+            self._close_locked()
+            fd = os.open(
+                path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666
+            )
+            self._spill, self._spill_path = fd, path
+            return fd
 
     def _start_promoter(self) -> None:
         if self._promoter is None:
@@ -536,36 +568,55 @@ class _JobOutput:
         while True:
             time.sleep(PROMOTE_SECONDS / 2)
             with self._lock:
-                log_path, spill = self._log_path, self._spill
+                log_path = self._log_path
                 if (
                     log_path is None
-                    or spill is None
-                    or self._promoted
                     or time.monotonic() - self._started < PROMOTE_SECONDS
                 ):
                     continue
-                self._promoted = True
                 try:
-                    log = os.open(log_path, _LOG_FLAGS, 0o666)
+                    self._hand_over(log_path, at_end=False)
                 except OSError:
-                    continue  # the output stays in the spill file until the end
-                try:
-                    copied = _copy(spill, log)
-                    os.dup2(log, 1)
-                    os.dup2(log, 2)
-                    # What the job wrote between the copy and the redirection.
-                    _copy(spill, log, start=copied)
-                    _clear(spill)
-                finally:
-                    os.close(log)
+                    pass  # the output stays in the spill file until the job ends
 
     def close(self) -> None:
         """Close and remove the spill file; called when the worker exits."""
+        with self._lock:
+            self._close_locked()
+
+    def _close_locked(self) -> None:
         if self._spill is not None and self._spill_path is not None:
             os.close(self._spill)
             with contextlib.suppress(OSError):
                 os.unlink(self._spill_path)
         self._spill = self._spill_path = None
+
+
+def _has_children() -> bool:
+    """Return whether this worker has a child process that may still write.
+
+    A child that a silent job started may write later, so its job gets the spill
+    file as its log. Children that exited but were not reaped do not count. When
+    that cannot be told (no ``/proc``), any child counts. NOTE: a grandchild whose
+    parent exited (a daemon that forked twice) is not a child any more, so what it
+    writes after its job ended goes to the next job's log.
+    """
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False  # no child at all, the usual case
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/children") as children:
+                pids = children.read().split()
+            for pid in pids:
+                with open(f"/proc/{pid}/stat") as stat:
+                    state = stat.read().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    return True
+    except (OSError, IndexError):
+        return True
+    return False
 
 
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -590,18 +641,6 @@ def _copy(source: int, target: int, start: int = 0) -> int:
 def _clear(spill: int) -> None:
     os.ftruncate(spill, 0)
     os.lseek(spill, 0, os.SEEK_SET)
-
-
-def _append_and_clear(spill: int, log_path: str) -> None:
-    """Append the content of the spill file, if any, to ``log_path`` and empty it."""
-    if os.fstat(spill).st_size == 0:
-        return
-    log = os.open(log_path, _LOG_FLAGS, 0o666)
-    try:
-        _copy(spill, log)
-    finally:
-        os.close(log)
-    _clear(spill)
 
 
 def move_spill(log_path: str, pid: int) -> None:
@@ -668,3 +707,9 @@ def _flush_c_stdio() -> None:
         if _libc is None:
             _libc = ctypes.CDLL(None)
         _libc.fflush(None)
+
+
+def remove_spill(folder: str, pid: int) -> None:
+    """Remove the spill file of dead worker ``pid`` from ``folder``, if it is there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(folder, SPILL_NAME.format(pid=pid)))

@@ -152,6 +152,9 @@ _READY_TIMEOUT = 60.0
 _MAX_START_FAILURES = 3
 # How long shutdown waits for SIGKILLed workers to be reported dead, in seconds.
 _KILL_WAIT = 5.0
+# How long cancel() waits for a killed worker to exit before it reports the cancel
+# without the job's last output, in seconds.
+_CANCEL_OUTPUT_WAIT = 1.0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -237,12 +240,14 @@ class _Worker:
     # withdraws it first. Also set, with ``job`` None, between the DONE that reports
     # that the worker did not start it yet and the STARTED that reports it did.
     ahead: _Job | None = None
-    # Keys of jobs sent ahead and then cancelled, whose SKIP the worker may not have
-    # read yet; cleared once the worker starts a later job.
-    withdrawn: set[str] = dataclasses.field(default_factory=set)
-    # Log file of the job it runs or ran last, which receives what is left in the
-    # worker's spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
+    # Jobs sent ahead and then cancelled, whose SKIP the worker may not have read
+    # yet, by key, with their log files; cleared once the worker starts a later job.
+    withdrawn: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # Log file of the job it runs, which receives what is left in the worker's
+    # spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
     log_path: str | None = None
+    # Folder of the worker's spill file: that of the last job with a log file.
+    spill_folder: str | None = None
     conn_open: bool = True  # False once the connection reached end of file
 
 
@@ -575,7 +580,7 @@ class WorkerPool:
             elif worker.ahead is job:
                 # Sent ahead, and not started according to the worker's last message.
                 worker.ahead = None
-                worker.withdrawn.add(key)
+                worker.withdrawn[key] = job.log_path
                 self._skips.append((worker, key))
                 if worker.job is None:
                     worker.state = _WorkerState.IDLE
@@ -593,20 +598,26 @@ class WorkerPool:
                     "cancelled job %r: killed worker process %d", key, worker.pid
                 )
             del self._jobs[key]
-            self._events.append(
-                WorkOutcome(
-                    key=key,
-                    ok=False,
-                    error=f"job {key!r} was cancelled",
-                    cancelled=True,
-                    pid=None if worker is None else worker.pid,
-                    started_at=job.started_at,
-                    finished_at=time.time(),
-                    reason=REASON_CANCELLED,
-                )
-            )
+        outcome = WorkOutcome(
+            key=key,
+            ok=False,
+            error=f"job {key!r} was cancelled",
+            cancelled=True,
+            pid=None if worker is None else worker.pid,
+            started_at=job.started_at,
+            finished_at=time.time(),
+            reason=REASON_CANCELLED,
+        )
+        if worker is not None:
+            # Report the cancel once the job's output is in its log. A process
+            # killed with SIGKILL exits within milliseconds unless it is stuck in
+            # the kernel; the pool thread moves the output at the latest.
+            wait([worker.process.sentinel], _CANCEL_OUTPUT_WAIT)
+            self._move_output(worker)
+        with self._lock:
+            self._events.append(outcome)
             self._wake_locked()
-            return True
+        return True
 
     def running(self) -> dict[str, int]:
         """Return the keys of the running jobs mapped to their worker's pid."""
@@ -866,6 +877,8 @@ class WorkerPool:
             with self._lock:
                 if worker.state is not _WorkerState.RETIRING:
                     self._started_ahead(worker, message[1], time.time())
+                else:
+                    self._stop_withdrawn_locked(worker, message[1])
             return
         if message[0] == _worker_main.RETURNED:
             with self._lock:
@@ -904,7 +917,10 @@ class WorkerPool:
         with self._lock:
             job = worker.job
             if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
-                return  # cancelled after the worker sent its result
+                # Cancelled after the worker sent its result, or retiring.
+                if next_key is not None:
+                    self._stop_withdrawn_locked(worker, next_key)
+                return
             worker.job = None
             del self._jobs[key]
             self._events.append(outcome)
@@ -926,7 +942,7 @@ class WorkerPool:
             worker.withdrawn.clear()  # the worker has read every earlier SKIP
             job.stealing = False  # too late: it runs here
             worker.job = job
-            worker.log_path = job.log_path
+            self._set_log_locked(worker, job.log_path)
             job.started_at = started_at
             self._events.append((key, worker.pid))
             return
@@ -934,6 +950,7 @@ class WorkerPool:
         # broke the protocol. Kill it: the cancel was reported already, and a
         # replacement takes the slot. The jobs it was given since never started.
         if key in worker.withdrawn:
+            self._set_log_locked(worker, worker.withdrawn[key])
             logger.debug(
                 "worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -953,6 +970,46 @@ class WorkerPool:
                 self._requeue_locked(unstarted)
         worker.job = worker.ahead = None
 
+    def _stop_withdrawn_locked(self, worker: _Worker, key: str) -> None:
+        """Kill a retiring ``worker`` that started ``key``, a withdrawn job."""
+        if key in worker.withdrawn:
+            self._set_log_locked(worker, worker.withdrawn.pop(key))
+            logger.debug(
+                "retiring worker process %d started withdrawn job %r; killing it",
+                worker.pid,
+                key,
+            )
+            worker.state = _WorkerState.RETIRING
+            self._kill_group(worker)
+
+    def _set_log_locked(self, worker: _Worker, log_path: str | None) -> None:
+        """Record that ``worker`` runs a job whose output goes to ``log_path``."""
+        worker.log_path = log_path
+        if log_path is not None:
+            worker.spill_folder = os.path.dirname(log_path)
+
+    def _move_output(self, worker: _Worker) -> None:
+        """Move what the spill file of a dead ``worker`` holds to its job's log.
+
+        Removes the spill file in any case. Called without ``_lock``: it reads and
+        writes files.
+        """
+        with self._lock:
+            log_path, folder = worker.log_path, worker.spill_folder
+            worker.log_path = None
+        try:
+            if log_path is not None:
+                _worker_main.move_spill(log_path, worker.pid)
+            elif folder is not None:
+                _worker_main.remove_spill(folder, worker.pid)
+        except OSError as exc:
+            logger.warning(
+                "could not move the output of worker process %d to %s: %s",
+                worker.pid,
+                log_path,
+                exc,
+            )
+
     def _requeue_locked(self, job: _Job) -> None:
         """Put a job that a worker was given but never started back in front."""
         job.worker = None
@@ -970,18 +1027,13 @@ class WorkerPool:
                 os.killpg(worker.pid, signal.SIGKILL)
         worker.process.join(_KILL_WAIT)
         exitcode = worker.process.exitcode
+        # Messages that the worker sent before it died: a DONE may say which job
+        # sent ahead it had started, which then must not run again elsewhere.
+        while worker.conn_open and worker.conn.poll(0):
+            self._receive(worker)
         self._release(worker)
-        if worker.log_path is not None:
-            # Before the job's outcome is delivered, so that its log is complete.
-            try:
-                _worker_main.move_spill(worker.log_path, worker.pid)
-            except OSError as exc:
-                logger.warning(
-                    "could not move the output of worker process %d to %s: %s",
-                    worker.pid,
-                    worker.log_path,
-                    exc,
-                )
+        # Before the job's outcome is delivered, so that its log is complete.
+        self._move_output(worker)
         with self._lock:
             del self._workers[worker.pid]
             state, job, ahead = worker.state, worker.job, worker.ahead
@@ -1093,7 +1145,7 @@ class WorkerPool:
                 job.worker = worker
                 worker.state = _WorkerState.BUSY
                 worker.job = job
-                worker.log_path = job.log_path
+                self._set_log_locked(worker, job.log_path)
                 self._events.append((job.key, worker.pid))
                 sends.append((worker, job, False))
         for worker in self._workers.values():
