@@ -1,3 +1,4 @@
+# ruff: noqa: F811 - tests take the imported make_pool fixture as a parameter
 """Adversarial tests of WorkerPool: jobs sent ahead, lazy log capture, big payloads.
 
 Job functions live at module level so that workers import them by reference.
@@ -15,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_pool import (
+from test_pool import (  # noqa: F401 - the fixtures are used by name
     OUTCOME_TIMEOUT,
     PoolFactory,
     Recorder,
+    make_pool,
+    multiprocessing_helpers,
+    no_leftover_workers_or_threads,
     spill_files,
     wait_for_file,
 )
-from test_pool import make_pool as make_pool_fixture  # noqa: F401 - fixture
-from test_pool import multiprocessing_helpers as helpers_fixture  # noqa: F401
-from test_pool import no_leftover_workers_or_threads as leak_fixture  # noqa: F401
 
 from jupyter_scenarios.executors.pool import (
     REASON_WORKER_DIED,
