@@ -222,6 +222,27 @@ def spawn_child_and_sleep(pid_file: str) -> None:
     time.sleep(60)
 
 
+def spawn_session_leader_and_sleep(pid_file: str) -> None:
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    Path(pid_file).write_text(str(child.pid))
+    time.sleep(60)
+
+
+def spawn_daemon_and_sleep(pid_file: str) -> None:
+    # The shell starts "sleep" in the background in a new session and exits, so
+    # "sleep" loses its parent, as a daemon that forks twice does.
+    subprocess.run(
+        [
+            "sh",
+            "-c",
+            f"sleep 60 & echo $! > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}",
+        ],
+        start_new_session=True,
+        check=True,
+    )
+    time.sleep(60)
+
+
 def write_output(marker: str) -> None:
     import ctypes
 
@@ -460,12 +481,17 @@ def test_external_sigkill_fails_job(make_pool: PoolFactory) -> None:
 # Cancel
 
 
+@pytest.mark.parametrize(
+    "spawn",
+    [spawn_child_and_sleep, spawn_session_leader_and_sleep, spawn_daemon_and_sleep],
+    ids=["child", "new-session", "daemon"],
+)
 def test_cancel_running_kills_worker_and_children(
-    make_pool: PoolFactory, tmp_path: Path
+    make_pool: PoolFactory, tmp_path: Path, spawn: Callable[[str], None]
 ) -> None:
     pool, recorder = make_pool(1)
     pid_file = tmp_path / "child.pid"
-    pool.submit("parent", spawn_child_and_sleep, (str(pid_file),), None)
+    pool.submit("parent", spawn, (str(pid_file),), None)
     worker_pid = recorder.wait_started("parent")
     child_pid = int(wait_for_file(pid_file))
     assert pool.running() == {"parent": worker_pid}
@@ -940,8 +966,8 @@ from pathlib import Path
 from jupyter_scenarios.executors.pool import WorkerPool
 
 
-def spawn_child_and_sleep(pid_file):
-    child = subprocess.Popen(["sleep", "60"])
+def spawn_child_and_sleep(pid_file, new_session):
+    child = subprocess.Popen(["sleep", "60"], start_new_session=new_session)
     Path(pid_file).write_text(str(child.pid))
     time.sleep(60)
 
@@ -955,7 +981,8 @@ if __name__ == "__main__":
         start_method=sys.argv[2],
     )
     pool.start()
-    pool.submit("long", spawn_child_and_sleep, (sys.argv[1],), None)
+    new_session = sys.argv[3] == "new-session"
+    pool.submit("long", spawn_child_and_sleep, (sys.argv[1], new_session), None)
     started.wait(30)
     print("running", flush=True)
     time.sleep(120)
@@ -972,14 +999,19 @@ def read_line(process: subprocess.Popen[str], timeout: float) -> str:
     return process.stdout.readline()
 
 
-@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
-def test_parent_sigkill_leaves_no_orphans(tmp_path: Path, start_method: str) -> None:
+@pytest.mark.parametrize(
+    ("start_method", "child"),
+    [("forkserver", "child"), ("spawn", "child"), ("forkserver", "new-session")],
+)
+def test_parent_sigkill_leaves_no_orphans(
+    tmp_path: Path, start_method: str, child: str
+) -> None:
     script = tmp_path / "parent.py"
     script.write_text(ORPHAN_SCRIPT)
     pid_file = tmp_path / "child.pid"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(pid_file), start_method],
+        [sys.executable, str(script), str(pid_file), start_method, child],
         stdout=subprocess.PIPE,
         text=True,
         env=env,

@@ -84,6 +84,7 @@ PROMOTE_SECONDS = 0.2
 SPILL_NAME = ".worker-{pid}.spill"
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+_PR_SET_CHILD_SUBREAPER = 36
 LIFELINE_THREAD_NAME = "jupyter-scenarios-lifeline"
 
 
@@ -117,6 +118,7 @@ def run_worker(
     if started_by_forkserver:
         _release_forkserver_alive_fd()
         _set_parent_death_signal()
+    _adopt_orphans()
     watcher = threading.Thread(
         target=_watch_lifeline, args=(lifeline,), name=LIFELINE_THREAD_NAME, daemon=True
     )
@@ -265,7 +267,10 @@ def _become_process_group_leader() -> None:
 
 
 def _kill_process_group() -> None:
-    """Kill this worker and every process in its group with SIGKILL."""
+    """Kill this worker, every process in its group and its descendants (SIGKILL)."""
+    for pid in descendants(os.getpid()):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     if os.getpgrp() == os.getpid():
         os.killpg(os.getpid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -324,6 +329,43 @@ def _set_parent_death_signal() -> None:
     if result == 0 and os.getppid() != parent_pid:
         # The parent died before prctl() took effect, so no signal will come.
         _kill_process_group()
+
+
+def _adopt_orphans() -> None:
+    """Make this worker the parent of its descendants whose own parent exits.
+
+    Linux then keeps every process that a job starts under this worker, even one
+    that started its own session or forked twice, so that ``descendants`` finds it
+    and a cancel kills it. Elsewhere nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def descendants(pid: int) -> list[int]:
+    """Return the pids of the living descendants of ``pid``, read from ``/proc``.
+
+    Returns an empty list where ``/proc`` lists no children (not Linux).
+    """
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as children:
+                    pids = [int(text) for text in children.read().split()]
+            except (OSError, ValueError):
+                continue
+            found.extend(pids)
+            pending.extend(pids)
+    return found
 
 
 def _open_standard_stream(fd: int) -> TextIO:

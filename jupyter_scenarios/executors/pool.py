@@ -10,8 +10,9 @@ Processes and threads
     default) or spawn start method, never a plain ``fork`` of the kernel, because
     forking a threaded process can deadlock the child. Each worker calls ``setsid()``,
     so its pid is also its process group id. Cancelling a job kills that group, which
-    takes the worker and every child process of the job with it. Children that start
-    their own session or group escape the kill.
+    takes the worker and every child process of the job with it. On Linux each
+    worker also adopts its orphaned descendants (``PR_SET_CHILD_SUBREAPER``), so that
+    children that started their own session or group are found and killed too.
 
     One daemon thread per pool, named ``jupyter-scenarios-pool``, starts replacement
     workers, sends jobs, reads results and calls the callbacks. It blocks in
@@ -732,14 +733,18 @@ class WorkerPool:
             )
 
     def _kill_group(self, worker: _Worker) -> None:
-        """Send SIGKILL to the worker's process group, or to the worker alone.
+        """Send SIGKILL to the worker, its process group and its descendants.
 
         The worker may already be dead: the group id stays taken while any child
-        of the job lives, so the kill still reaches those children.
+        of the job lives, so the kill still reaches those children. Descendants in
+        another group or session are found first, while the worker, which adopts
+        its orphans, still lives (Linux only).
         """
         # NOTE: the forkserver reaps a dead worker before the pool thread reads its
         # sentinel. In that window a new process could reuse the pid or group id,
-        # which needs a pid wraparound within milliseconds and is not guarded.
+        # which needs a pid wraparound within milliseconds and is not guarded. The
+        # same holds for a descendant that exits between the listing and its kill.
+        others = _worker_main.descendants(worker.pid)
         try:
             if worker.pgid == worker.pid:
                 os.killpg(worker.pid, signal.SIGKILL)
@@ -747,6 +752,9 @@ class WorkerPool:
                 os.kill(worker.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        for pid in others:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
     def _release(self, worker: _Worker) -> None:
         """Close the kernel's ends of a worker's pipes and reap the process."""
