@@ -513,6 +513,30 @@ def test_cancel_running_kills_worker_and_children(
     assert recorder.wait("next").value != worker_pid
 
 
+def sleep_holding_gil(pid_file: str, seconds: int) -> None:
+    import ctypes
+
+    Path(pid_file).write_text(str(os.getpid()))
+    # A PyDLL call keeps the interpreter lock, so the worker's reader thread cannot
+    # act on CANCEL and the pool thread must kill the worker itself.
+    ctypes.PyDLL(None).sleep(seconds)
+
+
+def test_cancel_job_holding_gil(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    pid_file = tmp_path / "worker.pid"
+    pool.submit("stuck", sleep_holding_gil, (str(pid_file), 30), None)
+    worker_pid = int(wait_for_file(pid_file))
+
+    assert pool.cancel("stuck")
+    alive = wait_until_gone([worker_pid], CANCEL_DEADLINE)
+
+    assert alive == [], f"worker still alive {CANCEL_DEADLINE} s after cancel"
+    assert recorder.wait("stuck").cancelled
+    pool.submit("after", pow, (2, 3), None)
+    assert recorder.wait("after").value == 8
+
+
 def test_cancel_queued_job(make_pool: PoolFactory) -> None:
     pool, recorder = make_pool(1)
     pool.submit("running", time.sleep, (60,), None)
@@ -776,6 +800,7 @@ def test_free_slots(make_pool: PoolFactory) -> None:
     assert pool.cancel("c")
     assert pool.free_slots() == 0
     assert pool.cancel("a")
+    assert recorder.wait("a").cancelled
     assert pool.free_slots() == 1
 
 

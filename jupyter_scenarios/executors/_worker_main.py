@@ -15,7 +15,9 @@ kernel -> worker
     the pickle of ``(fn, args)``, or None when it follows. ``ahead`` is true for a
     job sent while the worker still runs another one. ``(SKIP, key)`` withdraws a
     cancelled job sent ahead. ``(STEAL, key)`` asks for a job sent ahead back, for
-    a worker that became idle. ``(STOP,)`` makes an idle worker exit.
+    a worker that became idle. ``(CANCEL, key)`` makes the worker kill itself,
+    its process group and its descendants if it is still running job ``key``, and
+    is ignored otherwise. ``(STOP,)`` makes an idle worker exit.
 worker -> kernel
     ``(READY, pid, pgid, preload_errors)`` once the worker can take jobs.
     ``(DONE, key, ok, error, reason, started_at, finished_at, value, value_follows,
@@ -55,6 +57,7 @@ import cloudpickle
 RUN = "run"
 SKIP = "skip"
 STEAL = "steal"
+CANCEL = "cancel"
 STOP = "stop"
 READY = "ready"
 DONE = "done"
@@ -206,6 +209,7 @@ class _Inbox:
         self._condition = threading.Condition()
         self._jobs: collections.deque[_Job] = collections.deque()
         self._stopped = False
+        self._current: str | None = None  # key of the job the main thread runs
         reader = threading.Thread(
             target=self._read, name="jupyter-scenarios-inbox", daemon=True
         )
@@ -214,12 +218,15 @@ class _Inbox:
     def next_job(self, *, block: bool) -> _Job | None:
         """Return the next job to run, or None: exit (block) or nothing yet (not)."""
         with self._condition:
+            self._current = None
             if block:
                 while not self._jobs and not self._stopped:
                     self._condition.wait()
             if self._stopped or not self._jobs:
                 return None
-            return self._jobs.popleft()
+            job = self._jobs.popleft()
+            self._current = job.key
+            return job
 
     def _read(self) -> None:
         try:
@@ -240,6 +247,13 @@ class _Inbox:
             with self._condition:
                 self._jobs.append(_Job(message, payload))
                 self._condition.notify()
+            return True
+        if kind == CANCEL:
+            with self._condition:
+                if self._current == message[1]:
+                    # Under the lock, so that the main thread cannot move on to
+                    # the next job in between.
+                    _kill_process_group()
             return True
         if kind in (SKIP, STEAL):
             key = message[1]

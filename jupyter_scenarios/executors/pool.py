@@ -29,6 +29,13 @@ Jobs sent ahead
     (SKIP); should the worker have started it already, the pool kills that worker
     as it does for a running job. ``_worker_main`` describes the messages.
 
+Cancel
+    To stop a running job the pool thread sends CANCEL, on which the worker kills
+    itself, its process group and its descendants if it still runs that job. A
+    worker that has moved on to the next job ignores it, so a cancel that comes as
+    the job ends never kills another job. A worker that does not exit within 0.5 s
+    (a job holding the interpreter lock in C code) is killed by the pool thread.
+
 Output
     Each worker sends a job's output (file descriptors 1 and 2) to a spill file it
     reuses, and appends it to the job's log file at the end only if the job wrote
@@ -153,8 +160,15 @@ _READY_TIMEOUT = 60.0
 _MAX_START_FAILURES = 3
 # How long shutdown waits for SIGKILLed workers to be reported dead, in seconds.
 _KILL_WAIT = 5.0
-# How long cancel() waits for a killed worker to exit before it reports the cancel
-# without the job's last output, in seconds.
+# A job is sent ahead only to a worker whose job has run for less than this many
+# seconds. Sending ahead saves a round trip per job, which matters for short jobs,
+# and a worker busy for long would only make the job wait to be taken back.
+_AHEAD_MAX_RUNNING = 0.05
+# Seconds after sending CANCEL when the pool thread kills a worker that still runs
+# the job; the worker itself normally acts within milliseconds.
+_CANCEL_FORCE_AFTER = 0.5
+# How long the pool thread waits for a worker killed by cancel() to exit before it
+# reports the cancel without the job's last output, in seconds.
 _CANCEL_OUTPUT_WAIT = 1.0
 
 
@@ -249,6 +263,18 @@ class _Worker:
     log_path: str | None = None
     # Folder of the worker's spill file: that of the last job with a log file.
     spill_folder: str | None = None
+    # The running job that cancel() asked to stop, until it ends or the worker
+    # dies, with the time.monotonic() when CANCEL was sent; see _carry_out_cancel.
+    cancel_requested: _Job | None = None
+    cancel_sent_at: float | None = None
+    # The running job that the worker was killed for, until the pool thread settles
+    # it, with the time.monotonic() of the kill; see _settle_cancel_locked.
+    cancelled: _Job | None = None
+    cancelled_at: float = 0.0
+    # What the worker reported before it died: the DONE outcome of ``cancelled``
+    # and the job it started next, or a STARTED for the job sent ahead.
+    cancelled_outcome: WorkOutcome | None = None
+    started_after_cancel: str | None = None
     conn_open: bool = True  # False once the connection reached end of file
 
 
@@ -342,6 +368,8 @@ class WorkerPool:
         self._queue: collections.deque[_Job] = collections.deque()
         # SKIP messages for the pool thread to send, before any new job.
         self._skips: list[tuple[_Worker, str]] = []
+        # Workers whose running job cancel() asked to stop.
+        self._cancel_requests: list[_Worker] = []
         self._jobs: dict[str, _Job] = {}  # key -> queued or running job
         # Events for the pool thread to deliver. Producers: callers of submit, cancel
         # and shutdown, and the pool thread. Consumer: the pool thread.
@@ -555,10 +583,14 @@ class WorkerPool:
     def cancel(self, key: str) -> bool:
         """Cancel the job ``key`` if it is queued or running.
 
-        A queued job is dropped. For a running job, the worker's process group,
-        that is the worker and the job's child processes, is killed with SIGKILL
-        before this returns, and a replacement worker is started. Either way the
-        job's ``on_finished`` outcome has ``cancelled=True``.
+        A queued job, or one sent ahead that its worker has not started, is dropped.
+        For a running job, the pool thread kills the worker's process group, that
+        is the worker and the job's child processes, with SIGKILL within
+        milliseconds, and starts a replacement worker. It reads the worker's last
+        messages first: a job that ended before the kill gets its real outcome,
+        since it is no longer running. Otherwise the job's ``on_finished`` outcome
+        has ``cancelled=True``; for a running job it comes once the worker has
+        exited and what the job printed is in its log.
 
         Parameters
         ----------
@@ -589,36 +621,27 @@ class WorkerPool:
                 worker = None
                 logger.debug("cancelled job %r, which was sent ahead", key)
             else:
-                worker.state = _WorkerState.RETIRING
-                worker.job = None
-                self._kill_group(worker)
-                if worker.ahead is not None:
-                    self._requeue_locked(worker.ahead)  # it never started
-                    worker.ahead = None
-                logger.debug(
-                    "cancelled job %r: killed worker process %d", key, worker.pid
-                )
+                # The pool thread kills the worker: it reads the worker's messages
+                # first, since the job may have ended already.
+                if worker.cancel_requested is not job:
+                    worker.cancel_requested = job
+                    self._cancel_requests.append(worker)
+                    self._wake_locked()
+                return True
             del self._jobs[key]
-        outcome = WorkOutcome(
-            key=key,
-            ok=False,
-            error=f"job {key!r} was cancelled",
-            cancelled=True,
-            pid=None if worker is None else worker.pid,
-            started_at=job.started_at,
-            finished_at=time.time(),
-            reason=REASON_CANCELLED,
-        )
-        if worker is not None:
-            # Report the cancel once the job's output is in its log. A process
-            # killed with SIGKILL exits within milliseconds unless it is stuck in
-            # the kernel; the pool thread moves the output at the latest.
-            wait([worker.process.sentinel], _CANCEL_OUTPUT_WAIT)
-            self._move_output(worker)
-        with self._lock:
-            self._events.append(outcome)
+            self._events.append(
+                WorkOutcome(
+                    key=key,
+                    ok=False,
+                    error=f"job {key!r} was cancelled",
+                    cancelled=True,
+                    started_at=job.started_at,
+                    finished_at=time.time(),
+                    reason=REASON_CANCELLED,
+                )
+            )
             self._wake_locked()
-        return True
+            return True
 
     def running(self) -> dict[str, int]:
         """Return the keys of the running jobs mapped to their worker's pid."""
@@ -812,14 +835,20 @@ class WorkerPool:
         for item in ready:
             if isinstance(item, int) and item != wake_r:
                 self._reap(owners[item])
+        with self._lock:
+            requests, self._cancel_requests = self._cancel_requests, []
+        for worker in requests:
+            self._carry_out_cancel(worker)
 
         self._start_replacements()
         with self._lock:
             # SKIPs go out before new jobs, so that a worker reads the SKIP of a
             # withdrawn job before any job sent in its place.
             skips, self._skips = self._skips, []
-            sends = self._assign_jobs_locked()
+            self._force_cancels_locked()
+            self._expire_cancels_locked()
             steals = self._steal_jobs_locked()
+            sends = self._assign_jobs_locked()
             stops = self._stop_idle_workers_locked()
             self._enforce_shutdown_deadline_locked()
             events = list(self._events)
@@ -852,6 +881,18 @@ class WorkerPool:
         return True
 
     def _wait_timeout_locked(self) -> float | None:
+        deadlines = [
+            w.cancelled_at + _CANCEL_OUTPUT_WAIT
+            for w in self._workers.values()
+            if w.cancelled
+        ]
+        deadlines += [
+            w.cancel_sent_at + _CANCEL_FORCE_AFTER
+            for w in self._workers.values()
+            if w.cancel_sent_at is not None
+        ]
+        if deadlines:
+            return max(0.0, min(deadlines) - time.monotonic())
         if not self._closing:
             return None
         now = time.monotonic()
@@ -886,6 +927,7 @@ class WorkerPool:
                 if worker.state is not _WorkerState.RETIRING:
                     self._started_ahead(worker, message[1], time.time())
                 else:
+                    worker.started_after_cancel = message[1]
                     self._stop_withdrawn_locked(worker, message[1])
             return
         if message[0] == _worker_main.RETURNED:
@@ -926,10 +968,16 @@ class WorkerPool:
             job = worker.job
             if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
                 # Cancelled after the worker sent its result, or retiring.
+                cancelled = worker.cancelled
+                if cancelled is not None and cancelled.key == key:
+                    worker.cancelled_outcome = outcome
+                    worker.started_after_cancel = next_key
                 if next_key is not None:
                     self._stop_withdrawn_locked(worker, next_key)
                 return
             worker.job = None
+            if worker.cancel_requested is job:
+                worker.cancel_requested = worker.cancel_sent_at = None
             del self._jobs[key]
             self._events.append(outcome)
             if next_key is not None:
@@ -977,6 +1025,111 @@ class WorkerPool:
             if unstarted is not None:
                 self._requeue_locked(unstarted)
         worker.job = worker.ahead = None
+
+    def _carry_out_cancel(self, worker: _Worker) -> None:
+        """Send CANCEL for the job that cancel() asked to stop, if it still runs.
+
+        The worker kills itself if it still runs that job, and ignores the message
+        if it has moved on, so a job sent ahead that it started goes on. The pool
+        thread kills a worker that has not exited _CANCEL_FORCE_AFTER later
+        (see _force_cancels_locked).
+        """
+        with self._lock:
+            job = worker.cancel_requested
+            if job is None or worker.job is not job:
+                worker.cancel_requested = None
+                return  # it ended, and its DONE reported how
+            worker.cancel_sent_at = time.monotonic()
+        self._send_control(worker, _worker_main.CANCEL, job.key)
+        logger.debug("sent CANCEL of job %r to worker process %d", job.key, worker.pid)
+
+    def _force_cancels_locked(self) -> None:
+        """Kill workers that have not acted on a CANCEL within _CANCEL_FORCE_AFTER.
+
+        A job that holds the interpreter lock in C code keeps the worker's reader
+        thread from running. A DONE that the worker sent just before the kill is
+        handled when the worker is reaped (see _settle_cancel_locked).
+        """
+        now = time.monotonic()
+        for worker in self._workers.values():
+            job, sent_at = worker.cancel_requested, worker.cancel_sent_at
+            if job is None or sent_at is None or now - sent_at < _CANCEL_FORCE_AFTER:
+                continue
+            worker.cancel_requested = worker.cancel_sent_at = None
+            if worker.job is not job or worker.state is not _WorkerState.BUSY:
+                continue
+            worker.state = _WorkerState.RETIRING
+            worker.job = None
+            worker.cancelled = job
+            worker.cancelled_at = now
+            self._kill_group(worker)
+            del self._jobs[job.key]
+            logger.debug(
+                "cancelled job %r: killed worker process %d", job.key, worker.pid
+            )
+
+    def _settle_cancel_locked(self, worker: _Worker) -> None:
+        """Decide, from what a worker killed by cancel() sent, what each job became.
+
+        If its DONE for the cancelled job arrived, that job had finished: its real
+        outcome is delivered, and a job sent ahead that it had started was killed
+        with the worker, so it runs again. Otherwise the cancelled job was running,
+        and the job sent ahead never started.
+        """
+        cancelled, ahead = worker.cancelled, worker.ahead
+        if cancelled is None:
+            return
+        worker.ahead = None
+        if ahead is not None:
+            if worker.started_after_cancel == ahead.key:
+                # Its partial output is dropped with the spill file; the next run
+                # writes the whole of it.
+                worker.log_path = None
+            self._requeue_locked(ahead)
+        if worker.cancelled_outcome is None:
+            worker.log_path = cancelled.log_path  # its output is in the spill file
+
+    def _expire_cancels_locked(self) -> None:
+        """Report cancels whose worker has not exited _CANCEL_OUTPUT_WAIT after the kill.
+
+        A process killed with SIGKILL exits within milliseconds unless it is stuck
+        in the operating system; its job is then reported cancelled without its
+        last output, and a job sent ahead to it goes back to the queue.
+        """
+        now = time.monotonic()
+        for worker in self._workers.values():
+            if worker.cancelled and now - worker.cancelled_at >= _CANCEL_OUTPUT_WAIT:
+                logger.warning(
+                    "worker process %d has not exited %.1f s after SIGKILL; reporting "
+                    "job %r cancelled",
+                    worker.pid,
+                    _CANCEL_OUTPUT_WAIT,
+                    worker.cancelled.key,
+                )
+                if worker.ahead is not None:
+                    self._requeue_locked(worker.ahead)
+                    worker.ahead = None
+                worker.cancelled_outcome = None
+                self._deliver_cancel_locked(worker)
+
+    def _deliver_cancel_locked(self, worker: _Worker) -> None:
+        cancelled = worker.cancelled
+        if cancelled is None:
+            return
+        worker.cancelled = None
+        outcome = worker.cancelled_outcome
+        if outcome is None:
+            outcome = WorkOutcome(
+                key=cancelled.key,
+                ok=False,
+                error=f"job {cancelled.key!r} was cancelled",
+                cancelled=True,
+                pid=worker.pid,
+                started_at=cancelled.started_at,
+                finished_at=time.time(),
+                reason=REASON_CANCELLED,
+            )
+        self._events.append(outcome)
 
     def _stop_withdrawn_locked(self, worker: _Worker, key: str) -> None:
         """Kill a retiring ``worker`` that started ``key``, a withdrawn job."""
@@ -1040,9 +1193,20 @@ class WorkerPool:
         while worker.conn_open and worker.conn.poll(0):
             self._receive(worker)
         self._release(worker)
+        with self._lock:
+            requested = worker.cancel_requested
+            if requested is not None and requested is worker.job:
+                # It killed itself on CANCEL, or died on its own meanwhile.
+                worker.cancel_requested = worker.job = None
+                worker.cancel_sent_at = None
+                worker.cancelled = requested
+                worker.cancelled_at = time.monotonic()
+                del self._jobs[requested.key]
+            self._settle_cancel_locked(worker)
         # Before the job's outcome is delivered, so that its log is complete.
         self._move_output(worker)
         with self._lock:
+            self._deliver_cancel_locked(worker)
             del self._workers[worker.pid]
             state, job, ahead = worker.state, worker.job, worker.ahead
             worker.job = worker.ahead = None
@@ -1144,6 +1308,7 @@ class WorkerPool:
         if self._closing and self._cancel_on_shutdown:
             return []
         sends: list[tuple[_Worker, _Job, bool]] = []
+        now = time.time()
         for worker in self._workers.values():
             if not self._queue:
                 return sends
@@ -1163,6 +1328,7 @@ class WorkerPool:
                 worker.state is _WorkerState.BUSY
                 and worker.job is not None
                 and worker.ahead is None
+                and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
             ):
                 job = self._queue.popleft()
                 job.worker = worker
@@ -1171,25 +1337,26 @@ class WorkerPool:
         return sends
 
     def _steal_jobs_locked(self) -> list[tuple[_Worker, str]]:
-        """Ask for jobs sent ahead back, one for each worker left idle.
+        """Ask for jobs sent ahead back from workers busy for long, or for idle ones.
 
         A job sent ahead waits until its worker finishes the job it runs, which can
-        take long while another worker has nothing to do. A worker that gives the
-        job back replies RETURNED, and the job goes to the front of the queue.
+        take long while other workers run jobs queued after it. So a job sent ahead
+        is taken back once the job before it has run for _AHEAD_MAX_RUNNING, and one
+        is taken back for each idle worker. A worker that gives a job back replies
+        RETURNED, and the job goes to the front of the queue.
         """
-        if self._queue or self._closing:
+        if self._closing:
             return []
         idle = sum(w.state is _WorkerState.IDLE for w in self._workers.values())
+        now = time.time()
         steals: list[tuple[_Worker, str]] = []
         for worker in self._workers.values():
-            if len(steals) >= idle:
-                break
-            job = worker.ahead
-            if (
-                worker.state is _WorkerState.BUSY
-                and job is not None
-                and not job.stealing
-            ):
+            job, running = worker.ahead, worker.job
+            if worker.state is not _WorkerState.BUSY or job is None or job.stealing:
+                continue
+            started = running.started_at if running is not None else None
+            slow = started is not None and now - started >= _AHEAD_MAX_RUNNING
+            if slow or len(steals) < idle:
                 job.stealing = True
                 steals.append((worker, job.key))
         return steals
@@ -1261,7 +1428,9 @@ class WorkerPool:
         now = time.time()
         cancelled: list[tuple[_Job, int | None]] = [(job, None) for job in self._queue]
         self._queue.clear()
+        self._cancel_requests.clear()
         for worker in self._workers.values():
+            worker.cancel_requested = None
             if worker.state is _WorkerState.BUSY:
                 if worker.ahead is not None:
                     cancelled.append((worker.ahead, None))
