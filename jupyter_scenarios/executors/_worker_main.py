@@ -282,7 +282,7 @@ def _become_process_group_leader() -> None:
 
 def _kill_process_group() -> None:
     """Kill this worker, every process in its group and its descendants (SIGKILL)."""
-    for pid in descendants(os.getpid()):
+    for pid in stop_descendants(os.getpid()):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     if os.getpgrp() == os.getpid():
@@ -380,6 +380,33 @@ def descendants(pid: int) -> list[int]:
             found.extend(pids)
             pending.extend(pids)
     return found
+
+
+# Rounds of stop_descendants: each round stops the processes found so far, so that
+# none of them can start more; a tree stops growing after a few rounds.
+_STOP_ROUNDS = 50
+
+
+def stop_descendants(pid: int) -> list[int]:
+    """Stop every descendant of ``pid`` with SIGSTOP and return their pids.
+
+    Lists the descendants again after each round of stops, since a process may
+    start children while the list is read, until a round finds no new one (at most
+    _STOP_ROUNDS rounds). The caller then kills them: a stopped process cannot
+    start more in between.
+    """
+    stopped: list[int] = []
+    seen: set[int] = set()
+    for _ in range(_STOP_ROUNDS):
+        found = [child for child in descendants(pid) if child not in seen]
+        if not found:
+            break
+        for child in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(child, signal.SIGSTOP)
+        seen.update(found)
+        stopped.extend(found)
+    return stopped
 
 
 def _open_standard_stream(fd: int) -> TextIO:

@@ -767,7 +767,9 @@ class WorkerPool:
         # sentinel. In that window a new process could reuse the pid or group id,
         # which needs a pid wraparound within milliseconds and is not guarded. The
         # same holds for a descendant that exits between the listing and its kill.
-        others = _worker_main.descendants(worker.pid)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(worker.pid, signal.SIGSTOP)  # so that the job starts no process
+        others = _worker_main.stop_descendants(worker.pid)
         try:
             if worker.pgid == worker.pid:
                 os.killpg(worker.pid, signal.SIGKILL)
@@ -851,6 +853,9 @@ class WorkerPool:
             sends = self._assign_jobs_locked()
             stops = self._stop_idle_workers_locked()
             self._enforce_shutdown_deadline_locked()
+            if self._closing and not self._workers and self._queue:
+                # No worker is left to run them, and none could be started.
+                self._cancel_all_locked("no worker was left to run it at shutdown")
             events = list(self._events)
             self._events.clear()
             finished = self._closing and not self._workers
@@ -1276,7 +1281,12 @@ class WorkerPool:
 
     def _start_replacements(self) -> None:
         with self._lock:
-            if self._closing or self._start_failures >= _MAX_START_FAILURES:
+            # A shutdown that lets jobs finish still replaces a worker that died
+            # while jobs wait in the queue.
+            finishing = self._closing and not self._cancel_on_shutdown and self._queue
+            if self._closing and not finishing:
+                return
+            if self._start_failures >= _MAX_START_FAILURES:
                 return
             live = sum(
                 w.state is not _WorkerState.RETIRING for w in self._workers.values()
