@@ -250,6 +250,30 @@ def start_late_writer(text: str, delay: float) -> int:
     return child.pid
 
 
+def start_late_daemon(text: str, delay: float) -> None:
+    """Start a process that loses its parent at once and writes ``text`` later."""
+    subprocess.run(
+        ["sh", "-c", f"(sleep {delay}; echo {text}) &"],
+        stdin=subprocess.DEVNULL,
+        check=True,
+    )
+
+
+def test_late_daemon_output_stays_with_its_job(
+    make_pool: PoolFactory, tmp_path: Path
+) -> None:
+    # The shell exits at once, so the writer is adopted by the worker.
+    pool, recorder = make_pool(1)
+    first_log = tmp_path / "first.log"
+    pool.submit("first", start_late_daemon, ("late-daemon", 0.3), first_log)
+    assert recorder.wait("first").ok
+    pool.submit("second", print_line, ("second-line", 0.6), tmp_path / "second.log")
+    assert recorder.wait("second").ok
+
+    assert (tmp_path / "second.log").read_text() == "second-line\n"
+    assert first_log.read_text() == "late-daemon\n"
+
+
 def print_line(text: str, seconds: float = 0.0) -> None:
     print(text, flush=True)
     time.sleep(seconds)

@@ -679,10 +679,11 @@ def _has_children() -> bool:
     """Return whether this worker has a child process that may still write.
 
     A child that a silent job started may write later, so its job gets the spill
-    file as its log. Children that exited but were not reaped do not count. When
-    that cannot be told (no ``/proc``), any child counts. NOTE: a grandchild whose
-    parent exited (a daemon that forked twice) is not a child any more, so what it
-    writes after its job ended goes to the next job's log.
+    file as its log. On Linux the worker adopts orphaned descendants (see
+    ``_adopt_orphans``), so a daemon that forked twice counts too. Children that
+    exited but were not reaped do not count. When that cannot be told (no
+    ``/proc``), any child counts. NOTE: while a process left by an earlier job
+    lives, every silent job gets an empty log file.
     """
     try:
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
