@@ -395,7 +395,7 @@ def test_cancel_storm_runs_each_job_once(tmp_path: Path, seed: int) -> None:
         assert submission.submission_status is expected
 
 
-def test_worker_kill_with_jobs_ahead_fails_only_its_job(tmp_path: Path) -> None:
+def test_worker_kill_fails_only_its_job(tmp_path: Path) -> None:
     use_workers(2)
     gate = tmp_path / "gate"
     holders = [

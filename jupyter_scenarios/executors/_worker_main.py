@@ -382,8 +382,8 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-# Rounds of stop_descendants: each round stops the processes found so far, so that
-# none of them can start more; a tree stops growing after a few rounds.
+# Most rounds of stop_descendants. Each round stops the processes found so far, so
+# that none of them can start more, and a tree stops growing after a few rounds.
 _STOP_ROUNDS = 50
 
 
@@ -681,9 +681,9 @@ def _has_children() -> bool:
     A child that a silent job started may write later, so its job gets the spill
     file as its log. On Linux the worker adopts orphaned descendants (see
     ``_adopt_orphans``), so a daemon that forked twice counts too. Children that
-    exited but were not reaped do not count. When that cannot be told (no
-    ``/proc``), any child counts. NOTE: while a process left by an earlier job
-    lives, every silent job gets an empty log file.
+    exited but were not reaped do not count. Without ``/proc``, any child counts.
+    NOTE: while a process left by an earlier job lives, every silent job gets an
+    empty log file.
     """
     try:
         os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)

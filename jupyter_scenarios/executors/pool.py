@@ -255,8 +255,8 @@ class _Worker:
     # withdraws it first. Also set, with ``job`` None, between the DONE that reports
     # that the worker did not start it yet and the STARTED that reports it did.
     ahead: _Job | None = None
-    # Jobs sent ahead and then cancelled, whose SKIP the worker may not have read
-    # yet, by key, with their log files; cleared once the worker starts a later job.
+    # Log files of jobs sent ahead and then cancelled, by key. The worker may not
+    # have read their SKIP yet. Cleared once the worker starts a later job.
     withdrawn: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # Log file of the job it runs, which receives what is left in the worker's
     # spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
@@ -1098,7 +1098,7 @@ class WorkerPool:
         """Report cancels whose worker has not exited _CANCEL_OUTPUT_WAIT after the kill.
 
         A process killed with SIGKILL exits within milliseconds unless it is stuck
-        in the operating system; its job is then reported cancelled without its
+        in the operating system. Its job is then reported cancelled without its
         last output, and a job sent ahead to it goes back to the queue.
         """
         now = time.monotonic()
@@ -1155,7 +1155,7 @@ class WorkerPool:
             worker.spill_folder = os.path.dirname(log_path)
 
     def _move_output(self, worker: _Worker) -> None:
-        """Move what the spill file of a dead ``worker`` holds to its job's log.
+        """Move the content of a dead ``worker``'s spill file to its job's log.
 
         Removes the spill file in any case. Called without ``_lock``: it reads and
         writes files.
@@ -1193,8 +1193,8 @@ class WorkerPool:
                 os.killpg(worker.pid, signal.SIGKILL)
         worker.process.join(_KILL_WAIT)
         exitcode = worker.process.exitcode
-        # Messages that the worker sent before it died: a DONE may say which job
-        # sent ahead it had started, which then must not run again elsewhere.
+        # Messages that the worker sent before it died: a DONE may name the job
+        # sent ahead that it had started, which then must not run again elsewhere.
         while worker.conn_open and worker.conn.poll(0):
             self._receive(worker)
         self._release(worker)

@@ -164,10 +164,10 @@ def _pickle_call(function: Callable[..., Any], args: tuple[Any, ...]) -> bytes:
     """Pickle ``(function, args)`` for a worker, with the standard pickler if it can.
 
     The standard pickler is faster than cloudpickle for the plain values of a
-    ``TaskRun``. Data node properties may hold objects defined in the notebook,
+    ``TaskRun``. Data node properties may contain objects defined in the notebook,
     which it would pickle by a reference to ``__main__`` that a worker cannot
-    resolve, so any pickle that mentions ``__main__`` is redone with cloudpickle,
-    as is everything while modules are registered to be pickled by value.
+    resolve. So any pickle that mentions ``__main__`` is redone with cloudpickle,
+    and so is everything while modules are registered to be pickled by value.
     """
     call = (function, args)
     if not cloudpickle.list_registry_pickle_by_value():
