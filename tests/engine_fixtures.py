@@ -278,3 +278,13 @@ def job_of(submission: tp.Submission, task_config_id: str) -> tp.Job:
     """Return the one job of ``submission`` that runs task ``task_config_id``."""
     [job] = [job for job in submission.jobs if job.task_config_id == task_config_id]
     return job
+
+
+def wait_for_gate(path: str) -> str:
+    """Block until the file ``path`` exists (at most 120 s); a job that a test holds."""
+    deadline = time.monotonic() + 120
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gate {path} was never opened")
+        time.sleep(0.01)
+    return path

@@ -6,12 +6,10 @@ timeout, and the ``standalone`` fixture fails a test that leaves a process behin
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
-from engine_fixtures import WAIT_SECONDS, use_workers, wait_status
+from engine_fixtures import WAIT_SECONDS, use_workers, wait_for_gate, wait_status
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
@@ -26,15 +24,6 @@ from jupyter_scenarios.executors.standalone import IN_FLIGHT_PER_WORKER
 from jupyter_scenarios.store import StoreError
 
 pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(240)]
-
-
-def wait_for_gate(path: str) -> str:
-    deadline = time.monotonic() + 120
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return path
 
 
 def gated_scenario(tmp_path: Path, task_count: int) -> tp.Scenario:

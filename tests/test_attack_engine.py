@@ -25,6 +25,7 @@ from engine_fixtures import (
     running_interval,
     use_workers,
     wait_for_file,
+    wait_for_gate,
     wait_status,
     wait_until,
 )
@@ -39,15 +40,6 @@ pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(240)]
 
 
 # -- task functions (importable, so they travel by reference) --------------------------
-
-
-def wait_for_gate(path: str) -> str:
-    deadline = time.monotonic() + 120
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return path
 
 
 def sleep_for(seconds: float) -> float:
@@ -182,43 +174,35 @@ def test_many_submissions_respect_worker_count(tmp_path: Path) -> None:
 # -- output capture ---------------------------------------------------------------------
 
 
+def run_markers(
+    config: Any, input_name: str, prefix: str, count: int
+) -> dict[tp.Job, str]:
+    """Submit ``count`` scenarios of ``config``, each with its own marker as input.
+
+    Returns each finished job with the marker it was given.
+    """
+    submissions = []
+    for index in range(count):
+        scenario = tp.create_scenario(config)
+        scenario.data_nodes[input_name].write(f"{prefix}{index:03d}")
+        submissions.append((scenario.submit(), f"{prefix}{index:03d}"))
+    for submission, _ in submissions:
+        wait_finished(submission)
+    return {submission.jobs[0]: marker for submission, marker in submissions}
+
+
 def test_each_job_log_has_only_its_output() -> None:
     use_workers(2)
     config = single_task_config("marker", print_marker, "x")
-    submissions = []
-    markers = {}
-    for index in range(30):
-        scenario = tp.create_scenario(config)
-        marker = f"m{index:03d}"
-        scenario.marker_in.write(marker)
-        submission = scenario.submit()
-        submissions.append(submission)
-        markers[submission.jobs[0].id] = marker
-    for submission in submissions:
-        wait_finished(submission)
-    for submission in submissions:
-        job = submission.jobs[0]
+    for job, marker in run_markers(config, "marker_in", "m", 30).items():
         assert job.status is Status.COMPLETED
-        assert job.logs == f"<{markers[job.id]}>\n", job.logs
+        assert job.logs == f"<{marker}>\n", job.logs
 
 
 def test_slow_printers_logs_exact() -> None:
     use_workers(2)
     config = single_task_config("slow_marker", print_marker_slowly, "x")
-    submissions = []
-    markers = {}
-    for index in range(8):
-        scenario = tp.create_scenario(config)
-        marker = f"s{index:03d}"
-        scenario.slow_marker_in.write(marker)
-        submission = scenario.submit()
-        submissions.append(submission)
-        markers[submission.jobs[0].id] = marker
-    for submission in submissions:
-        wait_finished(submission)
-    for submission in submissions:
-        job = submission.jobs[0]
-        marker = markers[job.id]
+    for job, marker in run_markers(config, "slow_marker_in", "s", 8).items():
         assert job.logs == f"<{marker}>\n</{marker}>\n", job.logs
 
 

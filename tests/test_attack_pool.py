@@ -520,26 +520,6 @@ def test_cancelled_log_complete_at_on_finished(
     assert text == "printed before the cancel\n", text
 
 
-def test_dying_job_output_in_own_log(tmp_path: Path) -> None:
-    # Same sequence as test_job_sent_ahead_runs_once_when_worker_dies; this one
-    # checks where the output of the dying job "b" goes.
-    marker = tmp_path / "runs"
-    log_a = tmp_path / "a.log"
-    log_b = tmp_path / "b.log"
-    pool, recorder = make_blocking_pool(1, {"a": 1.0}, {"blocker": 0.5})
-    try:
-        submit_unpicklable(pool, "blocker")
-        time.sleep(0.1)
-        pool.submit("a", pow, (2, 3), log_a)
-        pool.submit("b", count_run_then_die, (str(marker), b"x" * (40 << 20)), log_b)
-        recorder.wait("a")
-        recorder.wait("b")
-    finally:
-        pool.shutdown(timeout=5.0)
-    a_log = log_a.read_text() if log_a.exists() else ""
-    assert "dying job" not in a_log, f"output of b in a's log: {a_log!r}"
-
-
 def test_withdrawn_job_output_not_in_previous_log(tmp_path: Path) -> None:
     # "b" is cancelled while the kernel still records it as sent ahead, but the worker
     # has started it already. The pool kills the worker; what "b" printed must not

@@ -30,6 +30,7 @@ from engine_fixtures import (
     running_interval,
     use_workers,
     wait_for_file,
+    wait_for_gate,
     wait_gone,
     wait_status,
     wait_until,
@@ -57,15 +58,6 @@ def double(value: int) -> int:
 def add_slowly(value: int) -> int:
     time.sleep(ADD_SLEEP_SECONDS)
     return value + 1
-
-
-def wait_for_gate(path: str) -> str:
-    deadline = time.monotonic() + 120
-    while not os.path.exists(path):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gate {path} was never opened")
-        time.sleep(0.01)
-    return path
 
 
 def exit_worker(value: Any) -> None:
