@@ -109,7 +109,7 @@ class Store:
         self._open_batches: list[dict[str, Any]] = []
         # refresh() reads an entity's row only if another connection may have
         # changed it: SQLite's data_version changes when another connection commits.
-        # _synced holds the ids of entities whose state matches their row as of
+        # _synced contains the ids of entities whose state matches their row as of
         # _seen_version; both are guarded by _lock.
         self._seen_version: int | None = None
         self._synced: set[str] = set()
@@ -271,7 +271,7 @@ class Store:
                     f"INSERT OR REPLACE INTO {kind} ({names}) VALUES ({marks})", values
                 )
         with self._lock:
-            # The rows now hold this process's state, whatever another process wrote
+            # The rows now contain this process's state, whatever another process wrote
             # before.
             self._synced.update(entity.id for entity in entities)
 

@@ -281,7 +281,7 @@ def job_of(submission: tp.Submission, task_config_id: str) -> tp.Job:
 
 
 def wait_for_gate(path: str) -> str:
-    """Block until the file ``path`` exists (at most 120 s); a job that a test holds."""
+    """Wait until the file ``path`` exists, at most 120 s: the test decides when."""
     deadline = time.monotonic() + 120
     while not os.path.exists(path):
         if time.monotonic() > deadline:

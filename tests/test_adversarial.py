@@ -52,7 +52,7 @@ def test_delete_scenario_with_running_task_submission(tmp_path: Path) -> None:
 
 
 def test_scheduler_survives_deleted_pending_task(tmp_path: Path) -> None:
-    # One worker runs t0, and the executor holds the next jobs up to its limit, so
+    # One worker runs t0, and the executor keeps the next jobs up to its limit, so
     # the last two wait in the scheduler's ready queue when their tasks are deleted.
     use_workers(1)
     handed_over = IN_FLIGHT_PER_WORKER

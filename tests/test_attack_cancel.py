@@ -342,6 +342,7 @@ def test_storm_with_gil_and_outside_kills(
     cancelled: set[str] = set()
     killed: set[str] = set()
     keys = []
+
     for index in range(40):
         key = f"g-{index}"
         keys.append(key)
@@ -353,6 +354,7 @@ def test_storm_with_gil_and_outside_kills(
                 key, mark_run, (str(marker), key, rng.choice([0.0, 0.02])), None
             )
         time.sleep(rng.choice([0.0, 0.01, 0.05]))
+
         roll = rng.random()
         if roll < 0.3:
             target = rng.choice(keys[-3:])
@@ -367,9 +369,11 @@ def test_storm_with_gil_and_outside_kills(
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
     for key in keys:
         recorder.wait(key, timeout=OUTCOME_TIMEOUT)
     time.sleep(0.3)
+
     _starts, ends = marker_counts(marker)
     problems = []
     for key in keys:

@@ -644,6 +644,7 @@ def test_other_process_edits_and_locks_seen(standalone: Path) -> None:
         tp.get({other.id!r}).lock_edit("someone")
         """,
     )
+
     assert node.last_edit_date is not None
     assert node.is_ready_for_reading is True
     assert [edit.get("comment") for edit in node.edits] == ["one"]
@@ -660,9 +661,11 @@ def test_other_process_edits_and_locks_seen(standalone: Path) -> None:
         node.write(7, comment="three")
         """,
     )
+
     assert other.edit_in_progress is False
     assert [edit.get("comment") for edit in node.edits] == ["one", "two", "three"]
     assert node.read() == 7
+
     node.write(8, comment="four")
     assert [edit.get("comment") for edit in node.edits] == [
         "one",

@@ -553,23 +553,23 @@ def sleep_and_print(text: str, seconds: float) -> None:
 # Invariants that should hold
 
 
-def die_after(seconds: float, how: str) -> None:
+def die_after(seconds: float, death: str) -> None:
     time.sleep(seconds)
-    if how == "exit":
+    if death == "exit":
         os._exit(9)
-    if how == "segv":
+    if death == "segv":
         import ctypes
 
         ctypes.string_at(0)
     os.kill(os.getpid(), 9)
 
 
-@pytest.mark.parametrize("how", ["exit", "segv", "kill"])
+@pytest.mark.parametrize("death", ["exit", "segv", "kill"])
 def test_death_with_job_sent_ahead(
-    make_pool: PoolFactory, tmp_path: Path, how: str
+    make_pool: PoolFactory, tmp_path: Path, death: str
 ) -> None:
     pool, recorder = make_pool(1)
-    pool.submit("dies", die_after, (0.3, how), None)
+    pool.submit("dies", die_after, (0.3, death), None)
     pool.submit("ahead", count_run, (str(tmp_path / "ahead"),), tmp_path / "ahead.log")
     pool.submit("third", count_run, (str(tmp_path / "third"),), None)
     time.sleep(0.1)

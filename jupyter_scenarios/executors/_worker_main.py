@@ -25,7 +25,7 @@ worker -> kernel
     none or it follows, and ``next_key`` is the job sent ahead that the worker
     started right after this one, or None.
     ``(STARTED, key)`` when an idle worker starts a job that was sent ahead.
-    ``(RETURNED, key)`` when a job asked for by STEAL was not started and is
+    ``(RETURNED, key)`` when a job requested by STEAL was not started and is
     given back; no reply means that it had started.
 
 A worker thread reads every message as it arrives (``_Inbox``), so that SKIP and

@@ -33,7 +33,7 @@ Cancel
     To stop a running job the pool thread sends CANCEL, on which the worker kills
     itself, its process group and its descendants if it still runs that job. A
     worker that has moved on to the next job ignores it, so a cancel that comes as
-    the job ends never kills another job. A worker that does not exit within 0.5 s
+    the job ends leaves the next job alone. A worker that does not exit within 0.5 s
     (a job holding the interpreter lock in C code) is killed by the pool thread.
 
 Output
@@ -263,7 +263,7 @@ class _Worker:
     log_path: str | None = None
     # Folder of the worker's spill file: that of the last job with a log file.
     spill_folder: str | None = None
-    # The running job that cancel() asked to stop, until it ends or the worker
+    # The running job that cancel() requested to stop, until it ends or the worker
     # dies, with the time.monotonic() when CANCEL was sent; see _carry_out_cancel.
     cancel_requested: _Job | None = None
     cancel_sent_at: float | None = None
@@ -368,7 +368,7 @@ class WorkerPool:
         self._queue: collections.deque[_Job] = collections.deque()
         # SKIP messages for the pool thread to send, before any new job.
         self._skips: list[tuple[_Worker, str]] = []
-        # Workers whose running job cancel() asked to stop.
+        # Workers whose running job cancel() requested to stop.
         self._cancel_requests: list[_Worker] = []
         self._jobs: dict[str, _Job] = {}  # key -> queued or running job
         # Events for the pool thread to deliver. Producers: callers of submit, cancel
@@ -1032,7 +1032,7 @@ class WorkerPool:
         worker.job = worker.ahead = None
 
     def _carry_out_cancel(self, worker: _Worker) -> None:
-        """Send CANCEL for the job that cancel() asked to stop, if it still runs.
+        """Send CANCEL for the job that cancel() requested to stop, if it still runs.
 
         The worker kills itself if it still runs that job, and ignores the message
         if it has moved on, so a job sent ahead that it started goes on. The pool
