@@ -47,6 +47,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -534,8 +535,10 @@ class Scheduler:
         if not self.is_asynchronous:
             self._drain()
 
-    def _post_started(self, job_id: str, pid: int | None) -> None:
-        self._post(_Command("started", (job_id, pid)))
+    def _post_started(
+        self, job_id: str, pid: int | None, started_at: float | None = None
+    ) -> None:
+        self._post(_Command("started", (job_id, pid, started_at)))
 
     def _post_finished(self, outcome: JobOutcome) -> None:
         self._post(_Command("finished", outcome))
@@ -623,12 +626,19 @@ class Scheduler:
             self._contexts[submission.id] = context
             self._schedule(submission, jobs)
         elif command.kind == "started":
-            job_id, pid = command.payload
+            job_id, pid, started_at = command.payload
             job = self._running.get(job_id)
             if job is not None:
                 job._set_worker(pid)
                 if job.status is Status.PENDING:
-                    self._set_status(job, Status.RUNNING)
+                    # The worker may have started it well before this thread heard
+                    # of it, so the executor's start time is recorded when known.
+                    when = (
+                        None
+                        if started_at is None
+                        else datetime.fromtimestamp(started_at)
+                    )
+                    self._set_status(job, Status.RUNNING, when=when)
                     self._after_final(job)
         elif command.kind == "finished":
             self._finish(command.payload)
@@ -950,9 +960,15 @@ class Scheduler:
             if submission is not None:
                 submission._refresh_status()
 
-    def _set_status(self, job: Job, status: Status, reason: str | None = None) -> None:
+    def _set_status(
+        self,
+        job: Job,
+        status: Status,
+        reason: str | None = None,
+        when: datetime | None = None,
+    ) -> None:
         logger.debug("Job %s: %s -> %s", job.id, job.status.name, status.name)
-        job._set_status(status, reason=reason)
+        job._set_status(status, reason=reason, when=when)
         for callback in list(job._subscribers):
             try:
                 callback(job)

@@ -10,6 +10,7 @@ Concurrency is checked from the jobs' RUNNING intervals (``run_at`` to
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import os
 import subprocess
@@ -827,3 +828,35 @@ def test_compressed_csv_output_is_compressed(tmp_path: Path) -> None:
     assert submission.jobs[0].status is Status.COMPLETED, submission.jobs[0].stacktrace
     assert path.read_bytes()[:2] == b"\x1f\x8b"  # the gzip magic number
     assert scenario.rows.read()["value"].tolist() == [4, 5]
+
+
+def sleep_briefly(value: int) -> int:
+    time.sleep(0.2)
+    return value
+
+
+def test_jobs_sent_ahead_record_real_start() -> None:
+    # On one worker each job after the first starts as the one before it ends,
+    # before the scheduler hears of it. Its RUNNING time must be that start, which
+    # comes before the scheduler records the previous job COMPLETED.
+    use_workers(1)
+    source = Config.configure_data_node("source", default_data=1)
+    tasks = [
+        Config.configure_task(
+            f"nap_{index}",
+            sleep_briefly,
+            source,
+            Config.configure_data_node(f"napped_{index}"),
+        )
+        for index in range(4)
+    ]
+    scenario = tp.create_scenario(Config.configure_scenario("naps", tasks))
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    jobs = sorted(submission.jobs, key=lambda job: job.run_at)
+    for job in jobs:
+        assert job.status is Status.COMPLETED
+        assert job.execution_duration >= 0.2, (job.id, job.execution_duration)
+    for before, after in itertools.pairwise(jobs):
+        assert after.run_at <= before.finished_at, (before.id, after.id)

@@ -29,7 +29,9 @@ class JobOutcome:
     worker_pid: int | None = None
 
 
-StartedCallback = Callable[[str, int | None], None]
+# on_started(job_id, pid, started_at): started_at is the time.time() when the job
+# started, or None to use the time of the call.
+StartedCallback = Callable[[str, int | None, float | None], None]
 FinishedCallback = Callable[[JobOutcome], None]
 
 

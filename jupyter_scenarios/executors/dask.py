@@ -388,7 +388,7 @@ class DaskExecutor(Executor):
         if cancelled_early:
             self._stop_late_start(job_id, pid, str(message["worker"]))
         elif entry is not None:
-            self._on_started(job_id, pid)
+            self._on_started(job_id, pid, None)
 
     def _stop_late_start(self, job_id: str, pid: int, worker_address: str) -> None:
         # The task was already running when it was cancelled, although its

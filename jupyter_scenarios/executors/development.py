@@ -67,7 +67,7 @@ class DevelopmentExecutor(Executor):
         return 1
 
     def execute(self, run: TaskRun, log_path: Path) -> None:
-        self._on_started(run.job_id, os.getpid())
+        self._on_started(run.job_id, os.getpid(), None)
         log = _LazyLog(log_path)
         try:
             tee_out = _Tee(sys.stdout, log)

@@ -643,6 +643,16 @@ class WorkerPool:
             self._wake_locked()
             return True
 
+    def start_time(self, key: str) -> float | None:
+        """Return the time.time() when job ``key`` started, or None if unknown.
+
+        A job sent ahead starts when its worker ends the job before it, which can
+        be well before ``on_started`` is called.
+        """
+        with self._lock:
+            job = self._jobs.get(key)
+            return None if job is None else job.started_at
+
     def running(self) -> dict[str, int]:
         """Return the keys of the running jobs mapped to their worker's pid."""
         with self._lock:

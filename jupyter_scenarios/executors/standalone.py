@@ -52,7 +52,8 @@ class StandaloneExecutor(Executor):
         self._on_finished = on_finished
 
         def started(key: str, pid: int) -> None:
-            on_started(key, pid)
+            assert self._pool is not None
+            on_started(key, pid, self._pool.start_time(key))
 
         self._pool = WorkerPool(
             self.max_workers,
