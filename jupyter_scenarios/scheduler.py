@@ -856,8 +856,11 @@ class Scheduler:
             reason = outcome.error or "the worker returned no result"
             self._fail(job, [reason + "\n"], reason)
             return
+        when = None
+        if outcome.finished_at is not None:
+            when = datetime.fromtimestamp(outcome.finished_at)
         if not result.ok:
-            self._fail(job, result.errors, result.summary)
+            self._fail(job, result.errors, result.summary, when=when)
             return
         try:
             written = self._commit_outputs(job, result)
@@ -870,7 +873,9 @@ class Scheduler:
             )
             return
         # The producer is COMPLETED before any consumer it unblocks turns PENDING.
-        self._set_status(job, Status.COMPLETED)
+        # The executor's end time (``when``) matches the start time of the job that
+        # its worker started next (see the "started" command).
+        self._set_status(job, Status.COMPLETED, when=when)
         self._release(written)
         self._after_final(job)
 
@@ -890,11 +895,17 @@ class Scheduler:
     # they set the job's own final status, so that a thread woken by that status finds
     # them settled.
 
-    def _fail(self, job: Job, stacktrace: list[str], summary: str) -> None:
+    def _fail(
+        self,
+        job: Job,
+        stacktrace: list[str],
+        summary: str,
+        when: datetime | None = None,
+    ) -> None:
         job._stacktrace = list(stacktrace)
         self._abandon_downstream(job)
         self._unlock_outputs(job)
-        self._set_status(job, Status.FAILED, reason=summary)
+        self._set_status(job, Status.FAILED, reason=summary, when=when)
         logger.error("Job %s failed: %s", job.id, summary)
         self._after_final(job)
 

@@ -281,7 +281,8 @@ def test_cancel_before_start_reports_cancelled(tmp_path: Path) -> None:
     outcomes: dict[str, JobOutcome] = {}
     executor = dask_executor.DaskExecutor(address=None, n_workers=1)
     executor.start(
-        started.__setitem__, lambda outcome: outcomes.update({outcome.job_id: outcome})
+        lambda job_id, pid, _: started.__setitem__(job_id, pid),
+        lambda outcome: outcomes.update({outcome.job_id: outcome}),
     )
     try:
         executor.execute(

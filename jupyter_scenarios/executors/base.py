@@ -27,6 +27,8 @@ class JobOutcome:
     error: str | None = None
     cancelled: bool = False
     worker_pid: int | None = None
+    #: time.time() when the job ended, if the executor knows it.
+    finished_at: float | None = None
 
 
 # on_started(job_id, pid, started_at): started_at is the time.time() when the job

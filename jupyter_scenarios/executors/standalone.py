@@ -77,6 +77,7 @@ class StandaloneExecutor(Executor):
                 error=error,
                 cancelled=outcome.cancelled,
                 worker_pid=outcome.pid,
+                finished_at=outcome.finished_at,
             )
         )
 
