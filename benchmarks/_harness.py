@@ -18,6 +18,7 @@ diamond L x W
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import statistics
@@ -120,13 +121,52 @@ def diamond_direct(layers: int, width: int) -> list[int]:
 # -- engines ---------------------------------------------------------------------------
 
 
+# Storage folders are kept until the script exits. On ext4 without a journal, as on
+# the benchmark machine, creating a file is slow for a few minutes after many files
+# were deleted nearby (benchmarks/README.md, "File creation"). Removing each case's
+# folder at once would slow the cases after it, and the bare pool writes no files.
+_storage_parent: str | None = None
+_storage_root: Path | None = None
+
+
+def set_storage_parent(folder: str | None) -> None:
+    """Create the storage folders under ``folder`` (None: the system temp folder)."""
+    global _storage_parent
+    _storage_parent = folder
+
+
+def storage_root() -> Path:
+    """Return this run's folder for storage folders, removed when the script exits."""
+    global _storage_root
+    if _storage_root is None:
+        _storage_root = Path(
+            tempfile.mkdtemp(prefix="jupyter-scenarios-bench-", dir=_storage_parent)
+        )
+        atexit.register(shutil.rmtree, _storage_root, True)
+    return _storage_root
+
+
+def file_creation_microseconds(count: int = 500) -> float:
+    """Return the microseconds that creating and writing one small file takes here.
+
+    Each job of a benchmark creates one such file (its output). The files stay until
+    the script exits, like the storage folders.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="probe-", dir=storage_root()))
+    began = time.perf_counter()
+    for index in range(count):
+        with open(folder / f"f{index}", "wb") as file:
+            file.write(b"x" * 20)
+    return (time.perf_counter() - began) / count * 1e6
+
+
 @contextlib.contextmanager
 def fresh_engine(mode: str, workers: int = 2) -> Iterator[Path]:
-    """Configure ``mode`` on a new temporary storage folder, removed at the end."""
+    """Configure ``mode`` on a new storage folder under ``storage_root()``."""
     tp.Orchestrator().stop(wait=False)
     Config.unblock_update()
     Config._reset()
-    folder = Path(tempfile.mkdtemp(prefix="jupyter-scenarios-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix="engine-", dir=storage_root()))
     Config.configure_core(storage_folder=str(folder))
     Config.configure_job_executions(mode=mode, max_nb_of_workers=workers)
     try:
@@ -134,7 +174,6 @@ def fresh_engine(mode: str, workers: int = 2) -> Iterator[Path]:
     finally:
         tp.Orchestrator().stop(wait=False)
         Config._reset()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def warm_up_workers() -> None:

@@ -3,11 +3,15 @@
 Run from the repository root::
 
     python benchmarks/bench_standalone.py [--repeats 5] [--max-fan-out 10000]
+        [--storage-parent DIR]
 
 Each case times ``scenario.submit(wait=True)`` until every job is COMPLETED, outputs
 written to storage included. The workers are started and have run one job before
-the clock starts. Every repeat uses a new storage folder and a new orchestrator, and
-the tables show the median of the repeats.
+the clock starts. Every repeat uses a new storage folder and a new orchestrator,
+runs of the engine and of the bare pool alternate, and the tables show the median
+of the repeats. The storage folders are removed when the script exits, and the
+script prints how long creating a file takes there before and after the cases,
+because each job creates one.
 
 The baseline, measured in the same run, is ``concurrent.futures.ProcessPoolExecutor(2)``
 with the forkserver start method (the one standalone mode uses), also started and
@@ -45,12 +49,15 @@ from _harness import (
     chain_config,
     diamond_config,
     fan_out_config,
+    file_creation_microseconds,
     fresh_engine,
     machine_description,
     median_of,
     print_table,
     sleep_one_second,
     submit_and_check,
+    set_storage_parent,
+    storage_root,
     tiny,
     warm_up_workers,
 )
@@ -66,6 +73,8 @@ TARGET_FAN_OUT_200_SECONDS = 0.3
 TARGET_OVERHEAD_RATIO = 5.0
 TARGET_SLEEP_TOLERANCE = 0.02
 TARGET_WORKER_RSS_MIB = 60.0
+# Above this, creating a file costs more than the bare pool's whole time per job.
+SLOW_FILE_CREATION_US = 100.0
 
 
 @dataclasses.dataclass
@@ -92,10 +101,6 @@ def run_standalone(build: Callable[[], ScenarioConfig]) -> float:
         began = time.perf_counter()
         submit_and_check(scenario)
         return time.perf_counter() - began
-
-
-def median_standalone(build: Callable[[], ScenarioConfig], repeats: int) -> float:
-    return median_of([run_standalone(build) for _ in range(repeats)])
 
 
 # -- bare pool runs --------------------------------------------------------------------
@@ -137,8 +142,17 @@ def bare_diamond(layers: int, width: int) -> float:
         return time.perf_counter() - began
 
 
-def median_bare(function: Callable[[], float], repeats: int) -> float:
-    return median_of([function() for _ in range(repeats)])
+def median_pair(case: Case, repeats: int) -> tuple[float, float]:
+    """Return the median seconds of the engine and of the bare pool for ``case``.
+
+    Engine and bare pool runs alternate, so that a change in the machine's load
+    during the case affects both alike.
+    """
+    ours, theirs = [], []
+    for _ in range(repeats):
+        ours.append(run_standalone(case.build))
+        theirs.append(case.bare())
+    return median_of(ours), median_of(theirs)
 
 
 # -- memory ----------------------------------------------------------------------------
@@ -213,6 +227,17 @@ def submit_return_seconds(count: int) -> tuple[float, float]:
         return returned, time.perf_counter() - began
 
 
+def print_file_creation(when: str) -> None:
+    microseconds = file_creation_microseconds()
+    print(f"Creating one small file in the storage folder, {when}: {microseconds:.0f} us")
+    if microseconds > SLOW_FILE_CREATION_US:
+        print(
+            "  This is slow: every job creates one file, so the ratios below include "
+            "it. On ext4 without a journal it comes from many files deleted there "
+            "in the last minutes (benchmarks/README.md, \"File creation\")."
+        )
+
+
 # -- report ----------------------------------------------------------------------------
 
 
@@ -225,12 +250,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=10_000,
         help="largest fan-out to run (1000 skips the 10,000-job case)",
     )
+    parser.add_argument(
+        "--storage-parent",
+        default=None,
+        help="folder for the storage folders (default: the system temp folder)",
+    )
     arguments = parser.parse_args(argv)
+    set_storage_parent(arguments.storage_parent)
     repeats = arguments.repeats
     big_repeats = max(1, min(repeats, 3))
 
     print(f"Machine: {machine_description()}")
     print(f"Standalone mode, {WORKERS} workers; baseline ProcessPoolExecutor(2)")
+    print(f"Storage folders under {storage_root()}")
+    print_file_creation("before the cases")
 
     diamond_jobs = DIAMOND_LAYERS * DIAMOND_WIDTH
     cases = [
@@ -255,8 +288,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_job: dict[str, float] = {}
     for case in cases:
         name, jobs, ideal, runs = case.name, case.jobs, case.ideal, case.runs
-        ours = median_standalone(case.build, runs)
-        theirs = median_bare(case.bare, runs)
+        ours, theirs = median_pair(case, runs)
         overhead = (ours - ideal) / jobs
         bare_overhead = (theirs - ideal) / jobs
         per_job[name] = overhead
@@ -342,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             ["submit() returned", "all COMPLETED"],
             [[f"{returned:.3f}", f"{finished:.3f}"]],
         )
+    print_file_creation("after the cases")
 
 
 if __name__ == "__main__":
