@@ -54,10 +54,10 @@ from _harness import (
     machine_description,
     median_of,
     print_table,
-    sleep_one_second,
-    submit_and_check,
     set_storage_parent,
+    sleep_one_second,
     storage_root,
+    submit_and_check,
     tiny,
     warm_up_workers,
 )
@@ -229,12 +229,14 @@ def submit_return_seconds(count: int) -> tuple[float, float]:
 
 def print_file_creation(when: str) -> None:
     microseconds = file_creation_microseconds()
-    print(f"Creating one small file in the storage folder, {when}: {microseconds:.0f} us")
+    print(
+        f"Creating one small file in the storage folder, {when}: {microseconds:.0f} us"
+    )
     if microseconds > SLOW_FILE_CREATION_US:
         print(
             "  This is slow: every job creates one file, so the ratios below include "
             "it. On ext4 without a journal it comes from many files deleted there "
-            "in the last minutes (benchmarks/README.md, \"File creation\")."
+            'in the last minutes (benchmarks/README.md, "File creation").'
         )
 
 
