@@ -46,6 +46,15 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# The statement that writes one row of each kind.
+_INSERT = {
+    kind: "INSERT OR REPLACE INTO {} ({}) VALUES ({})".format(
+        kind, ", ".join(("id", "doc", *columns)), ", ".join("?" * (2 + len(columns)))
+    )
+    for kind, (_, columns) in KINDS.items()
+}
+
+
 def kind_of(entity_id: str) -> str | None:
     """Return the entity kind that ``entity_id``'s prefix names, or None."""
     for kind, (prefix, _) in KINDS.items():
@@ -253,23 +262,18 @@ class Store:
                 len(entities),
             )
             return
+        rows: dict[str, list[list[str | None]]] = {}
+        for entity in entities:
+            kind = kind_of(entity.id)
+            if kind is None:
+                raise ValueError(f"Entity id {entity.id!r} has no known prefix")
+            doc = entity._to_doc()
+            values: list[str | None] = [entity.id, _ENCODER.encode(doc)]
+            values += [_column_value(doc.get(column)) for column in KINDS[kind][1]]
+            rows.setdefault(kind, []).append(values)
         with self._transaction() as cursor:
-            for entity in entities:
-                kind = kind_of(entity.id)
-                if kind is None:
-                    raise ValueError(f"Entity id {entity.id!r} has no known prefix")
-                doc = entity._to_doc()
-                _, columns = KINDS[kind]
-                values: list[str | None] = [
-                    entity.id,
-                    json.dumps(doc, default=_json_default),
-                ]
-                values += [_column_value(doc.get(column)) for column in columns]
-                names = ", ".join(("id", "doc", *columns))
-                marks = ", ".join("?" for _ in values)
-                cursor.execute(
-                    f"INSERT OR REPLACE INTO {kind} ({names}) VALUES ({marks})", values
-                )
+            for kind, kind_rows in rows.items():
+                cursor.executemany(_INSERT[kind], kind_rows)
         with self._lock:
             # The rows now contain this process's state, whatever another process wrote
             # before.
@@ -370,6 +374,10 @@ def _json_default(value: Any) -> Any:
         f"Value {value!r} of type {type(value).__name__} cannot be stored in entity "
         "metadata; store it in a data node instead."
     )
+
+
+# One encoder for every row: json.dumps with a ``default`` builds a new one per call.
+_ENCODER = json.JSONEncoder(default=_json_default)
 
 
 def process_identity(pid: int | None = None) -> str:
