@@ -38,6 +38,7 @@ Decisions:
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
@@ -46,7 +47,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,9 @@ class Scheduler:
         self._writing: dict[str, str] = {}
         # Submission id -> what jobs of unfinished submissions run with.
         self._contexts: dict[str, _SubmitContext] = {}
+        # Submissions whose jobs changed status during the current round of
+        # commands; their status is derived once at the end of it (see _round).
+        self._touched: set[str] | None = None
 
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
@@ -564,8 +568,9 @@ class Scheduler:
                             command = self._commands.get_nowait()
                         except queue.Empty:
                             break
-                        self._handle(command)
-                        self._dispatch()
+                        with self._round():
+                            self._handle(command)
+                            self._dispatch()
             finally:
                 self._draining.active = False
 
@@ -609,16 +614,29 @@ class Scheduler:
 
     def _handle_batch(self, batch: list[_Command]) -> bool:
         stop = False
-        for item in batch:
-            try:
-                self._handle(item)
-            except Exception:
-                logger.exception("Scheduler failed to handle %s", item.kind)
-            if item.kind == "stop":
-                stop = True
-        if not stop:
-            self._dispatch()
+        with self._round():
+            for item in batch:
+                try:
+                    self._handle(item)
+                except Exception:
+                    logger.exception("Scheduler failed to handle %s", item.kind)
+                if item.kind == "stop":
+                    stop = True
+            if not stop:
+                self._dispatch()
         return stop
+
+    @contextlib.contextmanager
+    def _round(self) -> Iterator[None]:
+        # A round handles commands and starts jobs; a submission whose jobs changed
+        # status in it gets its status derived once, at the end, rather than after
+        # each job's change (three times per job).
+        self._touched = set()
+        try:
+            yield
+        finally:
+            touched, self._touched = self._touched, None
+            self._refresh_submissions(sorted(touched))
 
     def _handle(self, command: _Command) -> None:
         if command.kind == "submit":
@@ -666,7 +684,7 @@ class Scheduler:
             else:
                 self._set_status(job, Status.PENDING)
                 self._ready.append(job)
-        submission._refresh_status()
+        self._touch(submission.id)
 
     def _unready_inputs(self, job: Job) -> list[DataNode]:
         return [
@@ -685,7 +703,6 @@ class Scheduler:
         candidates: set[str] = set()
         for node_id in node_ids:
             candidates |= self._waiting_on.pop(node_id, set())
-        touched: set[str] = set()
         for job_id in sorted(candidates):
             job = self._blocked.get(job_id)
             if job is None:
@@ -698,8 +715,7 @@ class Scheduler:
             del self._blocked[job_id]
             self._set_status(job, Status.PENDING)
             self._ready.append(job)
-            touched.add(job.submit_id)
-        self._refresh_submissions(touched)
+            self._touch(job.submit_id)
 
     def _dispatch(self) -> None:
         # Each ready job is examined once per call. A job whose output another
@@ -798,9 +814,7 @@ class Scheduler:
         self._staged[job.id] = run
         for node_id in task.output_ids:
             self._writing[node_id] = job.id
-        submission = self.store.get(job.submit_id)
-        if submission is not None:
-            submission._refresh_status()
+        self._touch(job.submit_id)
         if started is not None:
             started.append((job, run))
             return
@@ -958,18 +972,24 @@ class Scheduler:
         self._release(released)
 
     def _after_final(self, job: Job) -> None:
-        submission = self.store.get(job.submit_id)
-        if submission is not None:
-            submission._refresh_status()
-            if submission.wait(0):
-                self._consumers.pop(submission.id, None)
-                self._contexts.pop(submission.id, None)
+        self._touch(job.submit_id)
+
+    def _touch(self, submission_id: str) -> None:
+        """Derive the submission's status now, or at the end of the current round."""
+        if self._touched is not None:
+            self._touched.add(submission_id)
+        else:
+            self._refresh_submissions([submission_id])
 
     def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
         for submission_id in submission_ids:
             submission = self.store.get(submission_id)
-            if submission is not None:
-                submission._refresh_status()
+            if submission is None:
+                continue
+            submission._refresh_status()
+            if submission.wait(0):
+                self._consumers.pop(submission.id, None)
+                self._contexts.pop(submission.id, None)
 
     def _set_status(
         self,
