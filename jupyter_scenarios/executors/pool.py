@@ -99,14 +99,16 @@ import enum
 import logging
 import multiprocessing
 import os
+import math
 import pickle
+import select
 import signal
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext, SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -248,6 +250,8 @@ class _Worker:
     pid: int
     conn: Connection  # duplex connection to the worker
     lifeline: Connection  # write end of the worker's lifeline pipe, never written
+    conn_fd: int  # conn's descriptor and the process sentinel, for the pool's poll
+    sentinel: int
     state: _WorkerState = _WorkerState.STARTING
     pgid: int | None = None  # process group id reported in READY
     job: _Job | None = None  # the job it runs, while BUSY
@@ -385,6 +389,9 @@ class WorkerPool:
         self._wake_pending = False
 
         self._thread: threading.Thread | None = None
+        # Poll object of the pool thread and the descriptors it watches; see _poll.
+        self._poller: select.poll | None = None
+        self._polled_fds: tuple[int, ...] = ()
 
     # Public API
 
@@ -732,7 +739,14 @@ class WorkerPool:
             child_conn.close()
             lifeline_r.close()
         assert process.pid is not None
-        return _Worker(process=process, pid=process.pid, conn=conn, lifeline=lifeline_w)
+        return _Worker(
+            process=process,
+            pid=process.pid,
+            conn=conn,
+            lifeline=lifeline_w,
+            conn_fd=conn.fileno(),
+            sentinel=process.sentinel,
+        )
 
     def _wait_ready(self, worker: _Worker, deadline: float) -> None:
         """Receive the READY message of a worker started by start()."""
@@ -820,18 +834,15 @@ class WorkerPool:
         with self._lock:
             assert self._wake_r is not None
             wake_r = self._wake_r
-            waitables: list[Connection | int] = [wake_r]
-            owners: dict[Connection | int, _Worker] = {}
+            # Descriptor -> (worker, True for its connection, False for its sentinel).
+            owners: dict[int, tuple[_Worker, bool]] = {}
             for worker in self._workers.values():
                 if worker.conn_open:
-                    waitables.append(worker.conn)
-                    owners[worker.conn] = worker
-                sentinel = worker.process.sentinel
-                waitables.append(sentinel)
-                owners[sentinel] = worker
+                    owners[worker.conn_fd] = (worker, True)
+                owners[worker.sentinel] = (worker, False)
             timeout = self._wait_timeout_locked()
 
-        ready = wait(waitables, timeout)
+        ready = self._poll(wake_r, owners, timeout)
 
         if wake_r in ready:
             with self._lock:
@@ -841,12 +852,14 @@ class WorkerPool:
                 self._wake_pending = False
         # Read messages before reaping, so a result sent just before the worker
         # died still counts.
-        for item in ready:
-            if isinstance(item, Connection):
-                self._receive(owners[item])
-        for item in ready:
-            if isinstance(item, int) and item != wake_r:
-                self._reap(owners[item])
+        for fd in ready:
+            owner = owners.get(fd)
+            if owner is not None and owner[1]:
+                self._receive(owner[0])
+        for fd in ready:
+            owner = owners.get(fd)
+            if owner is not None and not owner[1]:
+                self._reap(owner[0])
         with self._lock:
             requests, self._cancel_requests = self._cancel_requests, []
         for worker in requests:
@@ -914,6 +927,34 @@ class WorkerPool:
         if self._kill_deadline is not None:
             return max(0.0, self._kill_deadline - now)
         return max(0.0, self._shutdown_deadline - now)
+
+    def _poll(
+        self,
+        wake_r: int,
+        owners: dict[int, tuple[_Worker, bool]],
+        timeout: float | None,
+    ) -> list[int]:
+        """Wait until ``wake_r`` or a descriptor of ``owners`` is ready; return them.
+
+        The poll object is kept between rounds and built again only when the set of
+        descriptors changes, which costs far less per round than
+        ``multiprocessing.connection.wait``.
+        """
+        fds = (wake_r, *owners)
+        if fds != self._polled_fds:
+            poller = select.poll()
+            for fd in fds:
+                poller.register(fd, select.POLLIN)
+            self._poller, self._polled_fds = poller, fds
+        assert self._poller is not None
+        # poll() takes whole milliseconds: round up, so that a timeout below one
+        # millisecond does not turn into a busy loop.
+        milliseconds = None if timeout is None else math.ceil(max(timeout, 0) * 1000)
+        while True:
+            try:
+                return [fd for fd, _ in self._poller.poll(milliseconds)]
+            except InterruptedError:  # pragma: no cover - PEP 475 retries it
+                continue
 
     def _receive(self, worker: _Worker) -> None:
         """Read one message from a worker and apply it."""
