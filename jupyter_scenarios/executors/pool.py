@@ -97,9 +97,9 @@ import contextlib
 import dataclasses
 import enum
 import logging
+import math
 import multiprocessing
 import os
-import math
 import pickle
 import select
 import signal
