@@ -26,6 +26,11 @@ class Status(enum.Enum):
     SKIPPED = 8
     ABANDONED = 9
 
+    # Members are singletons, so identity hashing is correct, and it runs in C:
+    # Enum's own __hash__ is a Python call, made many times per job by the sets
+    # and counters of statuses.
+    __hash__ = object.__hash__
+
     def __repr__(self) -> str:
         return f"Status.{self.name}"
 
@@ -56,6 +61,8 @@ class SubmissionStatus(enum.Enum):
     CANCELED = 5
     FAILED = 6
     COMPLETED = 7
+
+    __hash__ = object.__hash__  # see Status
 
     def __repr__(self) -> str:
         return f"SubmissionStatus.{self.name}"

@@ -630,10 +630,12 @@ class Scheduler:
     def _round(self) -> Iterator[None]:
         # A round handles commands and starts jobs; a submission whose jobs changed
         # status in it gets its status derived once, at the end, rather than after
-        # each job's change (three times per job).
+        # each job's change (three times per job). Data nodes read in the round
+        # look for another process's commits once (Store.pinned_version).
         self._touched = set()
         try:
-            yield
+            with self.store.pinned_version():
+                yield
         finally:
             touched, self._touched = self._touched, None
             self._refresh_submissions(sorted(touched))
@@ -998,7 +1000,8 @@ class Scheduler:
         reason: str | None = None,
         when: datetime | None = None,
     ) -> None:
-        logger.debug("Job %s: %s -> %s", job.id, job.status.name, status.name)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("Job %s: %s -> %s", job.id, job.status.name, status.name)
         job._set_status(status, reason=reason, when=when)
         for callback in list(job._subscribers):
             try:

@@ -55,12 +55,13 @@ _INSERT = {
 }
 
 
+# Kind by id prefix. Every prefix is one word followed by "_".
+_KIND_BY_PREFIX = {prefix: kind for kind, (prefix, _) in KINDS.items()}
+
+
 def kind_of(entity_id: str) -> str | None:
     """Return the entity kind that ``entity_id``'s prefix names, or None."""
-    for kind, (prefix, _) in KINDS.items():
-        if entity_id.startswith(prefix):
-            return kind
-    return None
+    return _KIND_BY_PREFIX.get(entity_id[: entity_id.find("_") + 1])
 
 
 class Storable(Protocol):
@@ -312,6 +313,22 @@ class Store:
             self._write(entities)
             pending.clear()
 
+    @contextlib.contextmanager
+    def pinned_version(self) -> Iterator[None]:
+        """Make this thread's ``refresh`` calls check for other commits only once.
+
+        The scheduler handles a round of commands in one; a commit by another
+        process during the round is seen in the next round, as if it came later.
+        """
+        outer = getattr(self._local, "pinned", None) is None
+        if outer:
+            self._local.pinned = [None]
+        try:
+            yield
+        finally:
+            if outer:
+                self._local.pinned = None
+
     def refresh(self, entity: Any) -> None:
         """Update ``entity``'s changing state from the database.
 
@@ -321,10 +338,18 @@ class Store:
         kind = kind_of(entity.id)
         if kind is None or self.closed:
             return
+        pinned: list[int | None] | None = getattr(self._local, "pinned", None)
         with self._lock:
             if any(entity.id in batch for batch in self._open_batches):
                 return
-            (version,) = self._connection.execute("PRAGMA data_version").fetchone()
+            if pinned is not None and pinned[0] is not None:
+                version = pinned[0]
+            else:
+                (version,) = self._connection.execute(
+                    "PRAGMA data_version"
+                ).fetchone()
+                if pinned is not None:
+                    pinned[0] = version
             if version != self._seen_version:
                 self._seen_version = version
                 self._synced.clear()

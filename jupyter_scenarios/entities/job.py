@@ -332,9 +332,10 @@ class Job(Entity):
             "submit_entity_id": self._submit_entity_id,
             "force": self._force,
             "creation_date": to_iso(self._creation_date),
-            "status": self._status.name,
+            "status": self._status._name_,
             "status_history": [
-                [status.name, to_iso(when)] for status, when in self._status_history
+                [status._name_, when.isoformat()]
+                for status, when in self._status_history
             ],
             "stacktrace": self._stacktrace,
             "worker_pid": self._worker_pid,
