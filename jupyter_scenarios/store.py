@@ -345,9 +345,7 @@ class Store:
             if pinned is not None and pinned[0] is not None:
                 version = pinned[0]
             else:
-                (version,) = self._connection.execute(
-                    "PRAGMA data_version"
-                ).fetchone()
+                (version,) = self._connection.execute("PRAGMA data_version").fetchone()
                 if pinned is not None:
                     pinned[0] = version
             if version != self._seen_version:

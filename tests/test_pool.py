@@ -304,6 +304,29 @@ def test_basic_result(make_pool: PoolFactory, start_method: str) -> None:
     assert recorder.threads == {POOL_THREAD_NAME}
 
 
+def echo_bytes(data: bytes) -> bytes:
+    return data
+
+
+def test_values_of_every_size_arrive_whole(make_pool: PoolFactory) -> None:
+    # Messages below 16 KiB go out in one write, results below INLINE_LIMIT ride
+    # inside the DONE message and larger ones follow it; the pool thread reads
+    # several messages per read and waits for the rest of a large one.
+    pool, recorder = make_pool(2)
+    limit = _worker_main.INLINE_LIMIT
+    sizes = [0, 1, 16 * 1024, limit - 200, limit, limit + 1, 3 * 1024 * 1024]
+    expected = {}
+    for round_ in range(3):
+        for size in sizes:
+            key = f"echo-{round_}-{size}"
+            expected[key] = bytes([round_ + 1]) * size
+            pool.submit(key, echo_bytes, (expected[key],), None)
+    for key, data in expected.items():
+        outcome = recorder.wait(key)
+        assert outcome.ok, outcome.error
+        assert outcome.value == data, f"{key}: {len(outcome.value)} bytes back"
+
+
 def test_worker_leads_own_process_group(make_pool: PoolFactory) -> None:
     pool, recorder = make_pool(1)
     pool.submit("ids", group_and_session, (), None)

@@ -103,6 +103,7 @@ import os
 import pickle
 import select
 import signal
+import struct
 import sys
 import threading
 import time
@@ -162,6 +163,11 @@ _READY_TIMEOUT = 60.0
 _MAX_START_FAILURES = 3
 # How long shutdown waits for SIGKILLed workers to be reported dead, in seconds.
 _KILL_WAIT = 5.0
+# Reading a worker's messages: bytes per read, and the sizes that frame them.
+_READ_CHUNK = 64 * 1024
+_SIZE = struct.Struct("!i")
+_LONG_SIZE = struct.Struct("!Q")
+
 # A job is sent ahead only to a worker whose job has run for less than this many
 # seconds. Sending ahead saves a round trip per job, which matters for short jobs,
 # and a worker busy for long would only make the job wait to be taken back.
@@ -957,20 +963,28 @@ class WorkerPool:
                 continue
 
     def _receive(self, worker: _Worker) -> None:
-        """Read one message from a worker and apply it."""
+        """Read the messages that a worker sent and apply them in order."""
         try:
-            message = pickle.loads(worker.conn.recv_bytes())
-            value_bytes = None
-            if message[0] == _worker_main.DONE:
-                value_bytes = message[7]
-                if message[8]:
-                    value_bytes = worker.conn.recv_bytes()
+            frames = _read_frames(worker.conn_fd)
+            while frames:
+                message = pickle.loads(frames.popleft())
+                value_bytes = None
+                if message[0] == _worker_main.DONE:
+                    value_bytes = message[7]
+                    if message[8]:
+                        # The value follows as the next frame, maybe not read yet.
+                        if not frames:
+                            frames = _read_frames(worker.conn_fd)
+                        value_bytes = frames.popleft()
+                self._apply_message(worker, message, value_bytes)
         except (EOFError, OSError):
             # The worker is exiting. Its sentinel reports how.
             with self._lock:
                 worker.conn_open = False
-            return
 
+    def _apply_message(
+        self, worker: _Worker, message: tuple[Any, ...], value_bytes: bytes | None
+    ) -> None:
         if message[0] == _worker_main.READY:
             with self._lock:
                 if worker.state is _WorkerState.STARTING:
@@ -1558,12 +1572,52 @@ class WorkerPool:
         self._wake_pending = True
 
 
+def _read_frames(fd: int) -> collections.deque[bytes]:
+    """Read the messages that are ready on ``fd``, a worker's connection.
+
+    Reads what one ``read`` returns, and goes on reading until the last message is
+    whole; the worker sends each message in one go, so that wait is short. The
+    framing is that of ``Connection.send_bytes``: a 4-byte signed big-endian size,
+    or -1 and an 8-byte size. One ``read`` often returns several messages, where
+    ``Connection.recv_bytes`` makes two system calls for each.
+
+    Raises EOFError when the worker closed its end.
+    """
+    data = bytearray()
+    frames: collections.deque[bytes] = collections.deque()
+    offset = 0
+    chunk = _READ_CHUNK
+    while True:
+        block = os.read(fd, chunk)
+        if not block:
+            raise EOFError
+        data += block
+        while True:
+            available = len(data) - offset
+            if available < 4:
+                break
+            (size,) = _SIZE.unpack_from(data, offset)
+            header = 4
+            if size == -1:
+                if available < 12:
+                    break
+                (size,) = _LONG_SIZE.unpack_from(data, offset + 4)
+                header = 12
+            if available < header + size:
+                # Read the rest of a large message in large blocks.
+                chunk = max(_READ_CHUNK, header + size - available)
+                break
+            frames.append(bytes(data[offset + header : offset + header + size]))
+            offset += header + size
+        if offset == len(data):
+            return frames
+
+
 def _drain(fd: int) -> None:
-    try:
-        while os.read(fd, 4096):
-            pass
-    except BlockingIOError:
-        pass
+    # Writers add one byte only while no wake-up is pending (see _wake_pending), so
+    # one read empties the pipe.
+    with contextlib.suppress(BlockingIOError):
+        os.read(fd, 4096)
 
 
 def _describe_exit(exitcode: int | None) -> str:
