@@ -16,16 +16,15 @@ Processes and threads
 
     One daemon thread per pool, named ``jupyter-scenarios-pool``, starts replacement
     workers, sends jobs, reads results and calls the callbacks. It blocks in
-    ``multiprocessing.connection.wait`` on the worker connections, the worker process
-    sentinels and a wake-up pipe that submit, cancel and shutdown write to. It never
-    polls on a timer.
+    ``poll`` on the worker connections, the worker process sentinels and a wake-up
+    pipe that submit, cancel and shutdown write to. It never polls on a timer.
 
 Jobs sent ahead
-    A worker that runs a job may also hold the next one, which it starts as soon as
-    the first ends, without waiting for the pool thread. The worker reports which
-    job it started in its DONE message. If another worker becomes idle
-    first, the pool takes the job back (STEAL), so a job never waits behind a long
-    one while a worker is free. A cancelled job that was sent ahead is withdrawn
+    A worker that runs a job may also hold the next two, which it starts one after
+    the other as soon as the job before ends, without waiting for the pool thread.
+    The worker reports which job it started in its DONE message. If another worker
+    becomes idle first, the pool takes a job back (STEAL), so a job never waits
+    behind a long one while a worker is free. A cancelled job that was sent ahead is withdrawn
     (SKIP); should the worker have started it already, the pool kills that worker
     as it does for a running job. ``_worker_main`` describes the messages.
 
@@ -172,6 +171,10 @@ _LONG_SIZE = struct.Struct("!Q")
 # seconds. Sending ahead saves a round trip per job, which matters for short jobs,
 # and a worker busy for long would only make the job wait to be taken back.
 _AHEAD_MAX_RUNNING = 0.05
+# Jobs sent ahead to one worker at most. With one, a worker that ends a tiny job
+# before the pool thread heard of the previous one waits for the next job and then
+# reports that it started it, one more message per job; two keep it supplied.
+_AHEAD_DEPTH = 2
 # Seconds after sending CANCEL when the pool thread kills a worker that still runs
 # the job; the worker itself normally acts within milliseconds.
 _CANCEL_FORCE_AFTER = 0.5
@@ -248,6 +251,7 @@ class _Job:
     started_at: float | None = None  # kernel clock at dispatch
     worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
     stealing: bool = False  # sent ahead, and STEAL sent to get it back
+    sent: int = 0  # number of the dispatch, increasing over the pool's life
 
 
 @dataclasses.dataclass(eq=False)
@@ -261,13 +265,17 @@ class _Worker:
     state: _WorkerState = _WorkerState.STARTING
     pgid: int | None = None  # process group id reported in READY
     job: _Job | None = None  # the job it runs, while BUSY
-    # A job sent while the worker runs ``job``, which it starts next unless SKIP
-    # withdraws it first. Also set, with ``job`` None, between the DONE that reports
-    # that the worker did not start it yet and the STARTED that reports it did.
-    ahead: _Job | None = None
-    # Log files of jobs sent ahead and then cancelled, by key. The worker may not
-    # have read their SKIP yet. Cleared once the worker starts a later job.
-    withdrawn: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # Jobs sent while the worker runs ``job``, at most _AHEAD_DEPTH, in the order
+    # sent, which is the order the worker starts them in unless SKIP withdraws one
+    # first. Not empty, with ``job`` None, between the DONE that reports that the
+    # worker did not start the first one yet and the STARTED that reports it did.
+    ahead: list[_Job] = dataclasses.field(default_factory=list)
+    # Jobs sent ahead and then cancelled, by key: their log file and their number
+    # in the order of sending (_Job.sent). The worker may not have read their SKIP
+    # yet. An entry goes once the worker starts a job sent after it.
+    withdrawn: dict[str, tuple[str | None, int]] = dataclasses.field(
+        default_factory=dict
+    )
     # Log file of the job it runs, which receives what is left in the worker's
     # spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
     log_path: str | None = None
@@ -394,6 +402,7 @@ class WorkerPool:
         # that a burst of submits writes one byte, not one per job.
         self._wake_pending = False
 
+        self._sent = 0  # jobs dispatched so far; see _Job.sent
         self._thread: threading.Thread | None = None
         # Poll object of the pool thread and the descriptors it watches; see _poll.
         self._poller: select.poll | None = None
@@ -623,12 +632,12 @@ class WorkerPool:
             if worker is None:
                 self._queue.remove(job)
                 logger.debug("cancelled queued job %r", key)
-            elif worker.ahead is job:
+            elif job in worker.ahead:
                 # Sent ahead, and not started according to the worker's last message.
-                worker.ahead = None
-                worker.withdrawn[key] = job.log_path
+                worker.ahead.remove(job)
+                worker.withdrawn[key] = (job.log_path, job.sent)
                 self._skips.append((worker, key))
-                if worker.job is None:
+                if worker.job is None and not worker.ahead:
                     worker.state = _WorkerState.IDLE
                 job.started_at = None
                 worker = None
@@ -1002,12 +1011,17 @@ class WorkerPool:
             return
         if message[0] == _worker_main.RETURNED:
             with self._lock:
-                job = worker.ahead
-                if job is not None and job.key == message[1]:
-                    worker.ahead = None
-                    self._requeue_locked(job)
-                    if worker.job is None and worker.state is _WorkerState.BUSY:
-                        worker.state = _WorkerState.IDLE
+                for returned in worker.ahead:
+                    if returned.key == message[1]:
+                        worker.ahead.remove(returned)
+                        self._requeue_locked(returned)
+                        break
+                if (
+                    worker.job is None
+                    and not worker.ahead
+                    and worker.state is _WorkerState.BUSY
+                ):
+                    worker.state = _WorkerState.IDLE
             return
 
         _, key, ok, error, reason, started_at, finished_at, _, _, next_key = message
@@ -1052,20 +1066,24 @@ class WorkerPool:
             self._events.append(outcome)
             if next_key is not None:
                 self._started_ahead(worker, next_key, finished_at)
-            elif worker.ahead is None:
+            elif not worker.ahead:
                 worker.state = _WorkerState.IDLE
-            # Otherwise the job sent ahead reached the worker after it looked for
-            # one; its STARTED message follows.
+            # Otherwise the jobs sent ahead reached the worker after it looked for
+            # one; a STARTED message follows.
         logger.debug(
             "job %r finished on worker process %d: %s", key, worker.pid, reason
         )
 
     def _started_ahead(self, worker: _Worker, key: str, started_at: float) -> None:
         """Apply the news that ``worker`` started ``key``, a job sent ahead."""
-        job = worker.ahead
+        job = worker.ahead[0] if worker.ahead else None
         if job is not None and job.key == key and worker.job is None:
-            worker.ahead = None
-            worker.withdrawn.clear()  # the worker has read every earlier SKIP
+            del worker.ahead[0]
+            # The worker has read the SKIP of every job withdrawn before this one
+            # was sent: it started those or dropped them before taking this one.
+            for withdrawn_key, (_, sent) in list(worker.withdrawn.items()):
+                if sent < job.sent:
+                    del worker.withdrawn[withdrawn_key]
             job.stealing = False  # too late: it runs here
             worker.job = job
             self._set_log_locked(worker, job.log_path)
@@ -1076,7 +1094,7 @@ class WorkerPool:
         # broke the protocol. Kill it: the cancel was reported already, and a
         # replacement takes the slot. The jobs it was given since never started.
         if key in worker.withdrawn:
-            self._set_log_locked(worker, worker.withdrawn[key])
+            self._set_log_locked(worker, worker.withdrawn[key][0])
             logger.debug(
                 "worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -1091,10 +1109,10 @@ class WorkerPool:
             )
         worker.state = _WorkerState.RETIRING
         self._kill_group(worker)
-        for unstarted in (worker.job, worker.ahead):
-            if unstarted is not None:
-                self._requeue_locked(unstarted)
-        worker.job = worker.ahead = None
+        unstarted = [worker.job] if worker.job is not None else []
+        self._requeue_all_locked(unstarted + worker.ahead)
+        worker.job = None
+        worker.ahead = []
 
     def _carry_out_cancel(self, worker: _Worker) -> None:
         """Send CANCEL for the job that cancel() requested to stop, if it still runs.
@@ -1149,13 +1167,12 @@ class WorkerPool:
         cancelled, ahead = worker.cancelled, worker.ahead
         if cancelled is None:
             return
-        worker.ahead = None
-        if ahead is not None:
-            if worker.started_after_cancel == ahead.key:
-                # Its partial output is dropped with the spill file; the next run
-                # writes the whole of it.
-                worker.log_path = None
-            self._requeue_locked(ahead)
+        worker.ahead = []
+        if ahead and worker.started_after_cancel == ahead[0].key:
+            # Its partial output is dropped with the spill file; the next run
+            # writes the whole of it.
+            worker.log_path = None
+        self._requeue_all_locked(ahead)
         if worker.cancelled_outcome is None:
             worker.log_path = cancelled.log_path  # its output is in the spill file
 
@@ -1176,9 +1193,8 @@ class WorkerPool:
                     _CANCEL_OUTPUT_WAIT,
                     worker.cancelled.key,
                 )
-                if worker.ahead is not None:
-                    self._requeue_locked(worker.ahead)
-                    worker.ahead = None
+                self._requeue_all_locked(worker.ahead)
+                worker.ahead = []
                 worker.cancelled_outcome = None
                 self._deliver_cancel_locked(worker)
 
@@ -1204,7 +1220,7 @@ class WorkerPool:
     def _stop_withdrawn_locked(self, worker: _Worker, key: str) -> None:
         """Kill a retiring ``worker`` that started ``key``, a withdrawn job."""
         if key in worker.withdrawn:
-            self._set_log_locked(worker, worker.withdrawn.pop(key))
+            self._set_log_locked(worker, worker.withdrawn.pop(key)[0])
             logger.debug(
                 "retiring worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -1248,6 +1264,11 @@ class WorkerPool:
         job.stealing = False
         self._queue.appendleft(job)
 
+    def _requeue_all_locked(self, jobs: list[_Job]) -> None:
+        """Put ``jobs`` back in front of the queue, in their order."""
+        for job in reversed(jobs):
+            self._requeue_locked(job)
+
     def _reap(self, worker: _Worker) -> None:
         """Remove a worker whose sentinel reported its exit, and fail its job."""
         if worker.pgid == worker.pid:
@@ -1279,9 +1300,9 @@ class WorkerPool:
             self._deliver_cancel_locked(worker)
             del self._workers[worker.pid]
             state, job, ahead = worker.state, worker.job, worker.ahead
-            worker.job = worker.ahead = None
-            if ahead is not None:
-                self._requeue_locked(ahead)  # it never started
+            worker.job = None
+            worker.ahead = []
+            self._requeue_all_locked(ahead)  # they never started
             if state is _WorkerState.BUSY and job is not None:
                 self._fail_job_locked(worker, job, exitcode)
             elif state is _WorkerState.STARTING and not self._closing:
@@ -1377,8 +1398,9 @@ class WorkerPool:
         """Pair queued jobs with workers in FIFO order: ``(worker, job, ahead)``.
 
         Idle workers get a job to run now. Then each worker that runs a job gets
-        one more sent ahead, so that it starts that one as soon as it finishes,
-        without waiting for this thread. At most one job runs per worker.
+        up to _AHEAD_DEPTH more sent ahead, so that it starts the next one as soon
+        as it finishes, without waiting for this thread. At most one job runs per
+        worker.
         """
         if self._closing and self._cancel_on_shutdown:
             return []
@@ -1386,7 +1408,7 @@ class WorkerPool:
         now = time.time()
         for worker in self._workers.values():
             if not self._queue:
-                return sends
+                break
             if worker.state is _WorkerState.IDLE:
                 job = self._queue.popleft()
                 job.started_at = time.time()
@@ -1396,19 +1418,24 @@ class WorkerPool:
                 self._set_log_locked(worker, job.log_path)
                 self._events.append((job.key, worker.pid))
                 sends.append((worker, job, False))
-        for worker in self._workers.values():
-            if not self._queue:
-                break
-            if (
-                worker.state is _WorkerState.BUSY
-                and worker.job is not None
-                and worker.ahead is None
-                and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
-            ):
-                job = self._queue.popleft()
-                job.worker = worker
-                worker.ahead = job
-                sends.append((worker, job, True))
+        # Level by level, so that each worker gets one job ahead before any gets two.
+        for depth in range(_AHEAD_DEPTH):
+            for worker in self._workers.values():
+                if not self._queue:
+                    break
+                if (
+                    worker.state is _WorkerState.BUSY
+                    and worker.job is not None
+                    and len(worker.ahead) == depth
+                    and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
+                ):
+                    job = self._queue.popleft()
+                    job.worker = worker
+                    worker.ahead.append(job)
+                    sends.append((worker, job, True))
+        for _, job, _ in sends:
+            self._sent += 1
+            job.sent = self._sent
         return sends
 
     def _steal_jobs_locked(self) -> list[tuple[_Worker, str]]:
@@ -1426,12 +1453,17 @@ class WorkerPool:
         now = time.time()
         steals: list[tuple[_Worker, str]] = []
         for worker in self._workers.values():
-            job, running = worker.ahead, worker.job
-            if worker.state is not _WorkerState.BUSY or job is None or job.stealing:
+            if worker.state is not _WorkerState.BUSY:
                 continue
+            running = worker.job
             started = running.started_at if running is not None else None
             slow = started is not None and now - started >= _AHEAD_MAX_RUNNING
-            if slow or len(steals) < idle:
+            # The last job sent is the last the worker would start.
+            for job in reversed(worker.ahead):
+                if job.stealing:
+                    continue
+                if not slow and len(steals) >= idle:
+                    break
                 job.stealing = True
                 steals.append((worker, job.key))
         return steals
@@ -1507,11 +1539,11 @@ class WorkerPool:
         for worker in self._workers.values():
             worker.cancel_requested = None
             if worker.state is _WorkerState.BUSY:
-                if worker.ahead is not None:
-                    cancelled.append((worker.ahead, None))
+                cancelled.extend((job, None) for job in worker.ahead)
                 if worker.job is not None:
                     cancelled.append((worker.job, worker.pid))
-                worker.job = worker.ahead = None
+                worker.job = None
+                worker.ahead = []
                 worker.state = _WorkerState.RETIRING
                 self._kill_group(worker)
         for job, pid in cancelled:
