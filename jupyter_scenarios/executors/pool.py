@@ -16,15 +16,16 @@ Processes and threads
 
     One daemon thread per pool, named ``jupyter-scenarios-pool``, starts replacement
     workers, sends jobs, reads results and calls the callbacks. It blocks in
-    ``poll`` on the worker connections, the worker process sentinels and a wake-up
-    pipe that submit, cancel and shutdown write to. It never polls on a timer.
+    ``multiprocessing.connection.wait`` on the worker connections, the worker process
+    sentinels and a wake-up pipe that submit, cancel and shutdown write to. It never
+    polls on a timer.
 
 Jobs sent ahead
-    A worker that runs a job may also hold the next two, which it starts one after
-    the other as soon as the job before ends, without waiting for the pool thread.
-    The worker reports which job it started in its DONE message. If another worker
-    becomes idle first, the pool takes a job back (STEAL), so a job never waits
-    behind a long one while a worker is free. A cancelled job that was sent ahead is withdrawn
+    A worker that runs a job may also hold the next one, which it starts as soon as
+    the first ends, without waiting for the pool thread. The worker reports which
+    job it started in its DONE message. If another worker becomes idle
+    first, the pool takes the job back (STEAL), so a job never waits behind a long
+    one while a worker is free. A cancelled job that was sent ahead is withdrawn
     (SKIP); should the worker have started it already, the pool kills that worker
     as it does for a running job. ``_worker_main`` describes the messages.
 
@@ -171,10 +172,6 @@ _LONG_SIZE = struct.Struct("!Q")
 # seconds. Sending ahead saves a round trip per job, which matters for short jobs,
 # and a worker busy for long would only make the job wait to be taken back.
 _AHEAD_MAX_RUNNING = 0.05
-# Jobs sent ahead to one worker at most. With one, a worker that ends a tiny job
-# before the pool thread heard of the previous one waits for the next job and then
-# reports that it started it, one more message per job; two keep it supplied.
-_AHEAD_DEPTH = 2
 # Seconds after sending CANCEL when the pool thread kills a worker that still runs
 # the job; the worker itself normally acts within milliseconds.
 _CANCEL_FORCE_AFTER = 0.5
@@ -251,7 +248,6 @@ class _Job:
     started_at: float | None = None  # kernel clock at dispatch
     worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
     stealing: bool = False  # sent ahead, and STEAL sent to get it back
-    sent: int = 0  # number of the dispatch, increasing over the pool's life
 
 
 @dataclasses.dataclass(eq=False)
@@ -265,17 +261,13 @@ class _Worker:
     state: _WorkerState = _WorkerState.STARTING
     pgid: int | None = None  # process group id reported in READY
     job: _Job | None = None  # the job it runs, while BUSY
-    # Jobs sent while the worker runs ``job``, at most _AHEAD_DEPTH, in the order
-    # sent, which is the order the worker starts them in unless SKIP withdraws one
-    # first. Not empty, with ``job`` None, between the DONE that reports that the
-    # worker did not start the first one yet and the STARTED that reports it did.
-    ahead: list[_Job] = dataclasses.field(default_factory=list)
-    # Jobs sent ahead and then cancelled, by key: their log file and their number
-    # in the order of sending (_Job.sent). The worker may not have read their SKIP
-    # yet. An entry goes once the worker starts a job sent after it.
-    withdrawn: dict[str, tuple[str | None, int]] = dataclasses.field(
-        default_factory=dict
-    )
+    # A job sent while the worker runs ``job``, which it starts next unless SKIP
+    # withdraws it first. Also set, with ``job`` None, between the DONE that reports
+    # that the worker did not start it yet and the STARTED that reports it did.
+    ahead: _Job | None = None
+    # Log files of jobs sent ahead and then cancelled, by key. The worker may not
+    # have read their SKIP yet. Cleared once the worker starts a later job.
+    withdrawn: dict[str, str | None] = dataclasses.field(default_factory=dict)
     # Log file of the job it runs, which receives what is left in the worker's
     # spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
     log_path: str | None = None
@@ -402,7 +394,6 @@ class WorkerPool:
         # that a burst of submits writes one byte, not one per job.
         self._wake_pending = False
 
-        self._sent = 0  # jobs dispatched so far; see _Job.sent
         self._thread: threading.Thread | None = None
         # Poll object of the pool thread and the descriptors it watches; see _poll.
         self._poller: select.poll | None = None
@@ -632,12 +623,12 @@ class WorkerPool:
             if worker is None:
                 self._queue.remove(job)
                 logger.debug("cancelled queued job %r", key)
-            elif job in worker.ahead:
+            elif worker.ahead is job:
                 # Sent ahead, and not started according to the worker's last message.
-                worker.ahead.remove(job)
-                worker.withdrawn[key] = (job.log_path, job.sent)
+                worker.ahead = None
+                worker.withdrawn[key] = job.log_path
                 self._skips.append((worker, key))
-                if worker.job is None and not worker.ahead:
+                if worker.job is None:
                     worker.state = _WorkerState.IDLE
                 job.started_at = None
                 worker = None
@@ -1011,17 +1002,12 @@ class WorkerPool:
             return
         if message[0] == _worker_main.RETURNED:
             with self._lock:
-                for returned in worker.ahead:
-                    if returned.key == message[1]:
-                        worker.ahead.remove(returned)
-                        self._requeue_locked(returned)
-                        break
-                if (
-                    worker.job is None
-                    and not worker.ahead
-                    and worker.state is _WorkerState.BUSY
-                ):
-                    worker.state = _WorkerState.IDLE
+                job = worker.ahead
+                if job is not None and job.key == message[1]:
+                    worker.ahead = None
+                    self._requeue_locked(job)
+                    if worker.job is None and worker.state is _WorkerState.BUSY:
+                        worker.state = _WorkerState.IDLE
             return
 
         _, key, ok, error, reason, started_at, finished_at, _, _, next_key = message
@@ -1066,24 +1052,20 @@ class WorkerPool:
             self._events.append(outcome)
             if next_key is not None:
                 self._started_ahead(worker, next_key, finished_at)
-            elif not worker.ahead:
+            elif worker.ahead is None:
                 worker.state = _WorkerState.IDLE
-            # Otherwise the jobs sent ahead reached the worker after it looked for
-            # one; a STARTED message follows.
+            # Otherwise the job sent ahead reached the worker after it looked for
+            # one; its STARTED message follows.
         logger.debug(
             "job %r finished on worker process %d: %s", key, worker.pid, reason
         )
 
     def _started_ahead(self, worker: _Worker, key: str, started_at: float) -> None:
         """Apply the news that ``worker`` started ``key``, a job sent ahead."""
-        job = worker.ahead[0] if worker.ahead else None
+        job = worker.ahead
         if job is not None and job.key == key and worker.job is None:
-            del worker.ahead[0]
-            # The worker has read the SKIP of every job withdrawn before this one
-            # was sent: it started those or dropped them before taking this one.
-            for withdrawn_key, (_, sent) in list(worker.withdrawn.items()):
-                if sent < job.sent:
-                    del worker.withdrawn[withdrawn_key]
+            worker.ahead = None
+            worker.withdrawn.clear()  # the worker has read every earlier SKIP
             job.stealing = False  # too late: it runs here
             worker.job = job
             self._set_log_locked(worker, job.log_path)
@@ -1094,7 +1076,7 @@ class WorkerPool:
         # broke the protocol. Kill it: the cancel was reported already, and a
         # replacement takes the slot. The jobs it was given since never started.
         if key in worker.withdrawn:
-            self._set_log_locked(worker, worker.withdrawn[key][0])
+            self._set_log_locked(worker, worker.withdrawn[key])
             logger.debug(
                 "worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -1109,10 +1091,10 @@ class WorkerPool:
             )
         worker.state = _WorkerState.RETIRING
         self._kill_group(worker)
-        unstarted = [worker.job] if worker.job is not None else []
-        self._requeue_all_locked(unstarted + worker.ahead)
-        worker.job = None
-        worker.ahead = []
+        for unstarted in (worker.job, worker.ahead):
+            if unstarted is not None:
+                self._requeue_locked(unstarted)
+        worker.job = worker.ahead = None
 
     def _carry_out_cancel(self, worker: _Worker) -> None:
         """Send CANCEL for the job that cancel() requested to stop, if it still runs.
@@ -1167,12 +1149,13 @@ class WorkerPool:
         cancelled, ahead = worker.cancelled, worker.ahead
         if cancelled is None:
             return
-        worker.ahead = []
-        if ahead and worker.started_after_cancel == ahead[0].key:
-            # Its partial output is dropped with the spill file; the next run
-            # writes the whole of it.
-            worker.log_path = None
-        self._requeue_all_locked(ahead)
+        worker.ahead = None
+        if ahead is not None:
+            if worker.started_after_cancel == ahead.key:
+                # Its partial output is dropped with the spill file; the next run
+                # writes the whole of it.
+                worker.log_path = None
+            self._requeue_locked(ahead)
         if worker.cancelled_outcome is None:
             worker.log_path = cancelled.log_path  # its output is in the spill file
 
@@ -1193,8 +1176,9 @@ class WorkerPool:
                     _CANCEL_OUTPUT_WAIT,
                     worker.cancelled.key,
                 )
-                self._requeue_all_locked(worker.ahead)
-                worker.ahead = []
+                if worker.ahead is not None:
+                    self._requeue_locked(worker.ahead)
+                    worker.ahead = None
                 worker.cancelled_outcome = None
                 self._deliver_cancel_locked(worker)
 
@@ -1220,7 +1204,7 @@ class WorkerPool:
     def _stop_withdrawn_locked(self, worker: _Worker, key: str) -> None:
         """Kill a retiring ``worker`` that started ``key``, a withdrawn job."""
         if key in worker.withdrawn:
-            self._set_log_locked(worker, worker.withdrawn.pop(key)[0])
+            self._set_log_locked(worker, worker.withdrawn.pop(key))
             logger.debug(
                 "retiring worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -1264,11 +1248,6 @@ class WorkerPool:
         job.stealing = False
         self._queue.appendleft(job)
 
-    def _requeue_all_locked(self, jobs: list[_Job]) -> None:
-        """Put ``jobs`` back in front of the queue, in their order."""
-        for job in reversed(jobs):
-            self._requeue_locked(job)
-
     def _reap(self, worker: _Worker) -> None:
         """Remove a worker whose sentinel reported its exit, and fail its job."""
         if worker.pgid == worker.pid:
@@ -1300,9 +1279,9 @@ class WorkerPool:
             self._deliver_cancel_locked(worker)
             del self._workers[worker.pid]
             state, job, ahead = worker.state, worker.job, worker.ahead
-            worker.job = None
-            worker.ahead = []
-            self._requeue_all_locked(ahead)  # they never started
+            worker.job = worker.ahead = None
+            if ahead is not None:
+                self._requeue_locked(ahead)  # it never started
             if state is _WorkerState.BUSY and job is not None:
                 self._fail_job_locked(worker, job, exitcode)
             elif state is _WorkerState.STARTING and not self._closing:
@@ -1398,9 +1377,8 @@ class WorkerPool:
         """Pair queued jobs with workers in FIFO order: ``(worker, job, ahead)``.
 
         Idle workers get a job to run now. Then each worker that runs a job gets
-        up to _AHEAD_DEPTH more sent ahead, so that it starts the next one as soon
-        as it finishes, without waiting for this thread. At most one job runs per
-        worker.
+        one more sent ahead, so that it starts that one as soon as it finishes,
+        without waiting for this thread. At most one job runs per worker.
         """
         if self._closing and self._cancel_on_shutdown:
             return []
@@ -1408,7 +1386,7 @@ class WorkerPool:
         now = time.time()
         for worker in self._workers.values():
             if not self._queue:
-                break
+                return sends
             if worker.state is _WorkerState.IDLE:
                 job = self._queue.popleft()
                 job.started_at = time.time()
@@ -1418,24 +1396,19 @@ class WorkerPool:
                 self._set_log_locked(worker, job.log_path)
                 self._events.append((job.key, worker.pid))
                 sends.append((worker, job, False))
-        # Level by level, so that each worker gets one job ahead before any gets two.
-        for depth in range(_AHEAD_DEPTH):
-            for worker in self._workers.values():
-                if not self._queue:
-                    break
-                if (
-                    worker.state is _WorkerState.BUSY
-                    and worker.job is not None
-                    and len(worker.ahead) == depth
-                    and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
-                ):
-                    job = self._queue.popleft()
-                    job.worker = worker
-                    worker.ahead.append(job)
-                    sends.append((worker, job, True))
-        for _, job, _ in sends:
-            self._sent += 1
-            job.sent = self._sent
+        for worker in self._workers.values():
+            if not self._queue:
+                break
+            if (
+                worker.state is _WorkerState.BUSY
+                and worker.job is not None
+                and worker.ahead is None
+                and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
+            ):
+                job = self._queue.popleft()
+                job.worker = worker
+                worker.ahead = job
+                sends.append((worker, job, True))
         return sends
 
     def _steal_jobs_locked(self) -> list[tuple[_Worker, str]]:
@@ -1453,17 +1426,12 @@ class WorkerPool:
         now = time.time()
         steals: list[tuple[_Worker, str]] = []
         for worker in self._workers.values():
-            if worker.state is not _WorkerState.BUSY:
+            job, running = worker.ahead, worker.job
+            if worker.state is not _WorkerState.BUSY or job is None or job.stealing:
                 continue
-            running = worker.job
             started = running.started_at if running is not None else None
             slow = started is not None and now - started >= _AHEAD_MAX_RUNNING
-            # The last job sent is the last the worker would start.
-            for job in reversed(worker.ahead):
-                if job.stealing:
-                    continue
-                if not slow and len(steals) >= idle:
-                    break
+            if slow or len(steals) < idle:
                 job.stealing = True
                 steals.append((worker, job.key))
         return steals
@@ -1539,11 +1507,11 @@ class WorkerPool:
         for worker in self._workers.values():
             worker.cancel_requested = None
             if worker.state is _WorkerState.BUSY:
-                cancelled.extend((job, None) for job in worker.ahead)
+                if worker.ahead is not None:
+                    cancelled.append((worker.ahead, None))
                 if worker.job is not None:
                     cancelled.append((worker.job, worker.pid))
-                worker.job = None
-                worker.ahead = []
+                worker.job = worker.ahead = None
                 worker.state = _WorkerState.RETIRING
                 self._kill_group(worker)
         for job, pid in cancelled:
