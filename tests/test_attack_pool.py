@@ -720,3 +720,38 @@ def test_cancelled_job_sent_ahead_not_run_at_shutdown(tmp_path: Path) -> None:
         pool.shutdown(cancel_running=False, timeout=5.0)
     assert recorder.outcome("b").cancelled
     assert not (tmp_path / "b.end").exists(), "the cancelled job ran to its end"
+
+
+def return_big_then_die(marker: str, megabytes: int, delay: float) -> bytes:
+    """Return ``megabytes`` MiB, and kill the worker ``delay`` seconds later."""
+    with open(marker, "a") as file:
+        file.write(f"{os.getpid()}\n")
+
+    def die() -> None:
+        time.sleep(delay)
+        os._exit(3)
+
+    threading.Thread(target=die, daemon=True).start()
+    return b"x" * (megabytes * 1024 * 1024)
+
+
+def test_done_read_before_death_mid_message_counts(tmp_path: Path) -> None:
+    # The pool thread is held in a callback while the worker ends "a", starts
+    # "b" (sent ahead) and dies while it writes b's big value into the full pipe.
+    # DONE(a) is whole in the pipe before the death, so "a" completed, and "b",
+    # which the worker was running, fails without running again.
+    marker = tmp_path / "b-runs"
+    pool, recorder = make_blocking_pool(1, {"a": 1.0}, {})
+    try:
+        pool.submit("a", pow, (2, 3), None)
+        pool.submit("b", return_big_then_die, (str(marker), 50, 0.3), None)
+        a = recorder.wait("a")
+        b = recorder.wait("b")
+        time.sleep(0.5)
+        runs = marker.read_text().split()
+        assert a.ok, (a.reason, a.error)
+        assert a.value == 8
+        assert b.reason == REASON_WORKER_DIED
+        assert len(runs) == 1, f"job b ran {len(runs)} times, in workers {runs}"
+    finally:
+        pool.shutdown(timeout=5.0)

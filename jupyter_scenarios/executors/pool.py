@@ -963,21 +963,32 @@ class WorkerPool:
                 continue
 
     def _receive(self, worker: _Worker) -> None:
-        """Read the messages that a worker sent and apply them in order."""
+        """Read the messages that a worker sent and apply them in order.
+
+        Messages that arrived whole are applied even when the worker died after
+        them, in the middle of a later one: a DONE read before a death counts.
+        """
         try:
-            frames = _read_frames(worker.conn_fd)
-            while frames:
-                message = pickle.loads(frames.popleft())
-                value_bytes = None
-                if message[0] == _worker_main.DONE:
-                    value_bytes = message[7]
-                    if message[8]:
-                        # The value follows as the next frame, maybe not read yet.
-                        if not frames:
-                            frames = _read_frames(worker.conn_fd)
-                        value_bytes = frames.popleft()
-                self._apply_message(worker, message, value_bytes)
-        except (EOFError, OSError):
+            frames, ended = _read_frames(worker.conn_fd)
+        except OSError:
+            frames, ended = collections.deque(), True
+        while frames:
+            message = pickle.loads(frames.popleft())
+            value_bytes = None
+            if message[0] == _worker_main.DONE:
+                value_bytes = message[7]
+                if message[8]:
+                    # The value follows as the next frame, maybe not read yet.
+                    if not frames and not ended:
+                        try:
+                            frames, ended = _read_frames(worker.conn_fd)
+                        except OSError:
+                            ended = True
+                    if not frames:
+                        break  # the worker died while sending the value
+                    value_bytes = frames.popleft()
+            self._apply_message(worker, message, value_bytes)
+        if ended:
             # The worker is exiting. Its sentinel reports how.
             with self._lock:
                 worker.conn_open = False
@@ -1572,7 +1583,7 @@ class WorkerPool:
         self._wake_pending = True
 
 
-def _read_frames(fd: int) -> collections.deque[bytes]:
+def _read_frames(fd: int) -> tuple[collections.deque[bytes], bool]:
     """Read the messages that are ready on ``fd``, a worker's connection.
 
     Reads what one ``read`` returns, and goes on reading until the last message is
@@ -1581,7 +1592,8 @@ def _read_frames(fd: int) -> collections.deque[bytes]:
     or -1 and an 8-byte size. One ``read`` often returns several messages, where
     ``Connection.recv_bytes`` makes two system calls for each.
 
-    Raises EOFError when the worker closed its end.
+    Returns the whole messages and whether the worker closed its end; a message cut
+    short by the close is dropped.
     """
     data = bytearray()
     frames: collections.deque[bytes] = collections.deque()
@@ -1590,7 +1602,7 @@ def _read_frames(fd: int) -> collections.deque[bytes]:
     while True:
         block = os.read(fd, chunk)
         if not block:
-            raise EOFError
+            return frames, True
         data += block
         while True:
             available = len(data) - offset
@@ -1610,7 +1622,7 @@ def _read_frames(fd: int) -> collections.deque[bytes]:
             frames.append(bytes(data[offset + header : offset + header + size]))
             offset += header + size
         if offset == len(data):
-            return frames
+            return frames, False
 
 
 def _drain(fd: int) -> None:
