@@ -628,10 +628,10 @@ class Scheduler:
 
     @contextlib.contextmanager
     def _round(self) -> Iterator[None]:
-        # A round handles commands and starts jobs; a submission whose jobs changed
-        # status in it gets its status derived once, at the end, rather than after
-        # each job's change (three times per job). Data nodes read in the round
-        # look for another process's commits once (Store.pinned_version).
+        # A round handles commands and starts jobs. A submission whose jobs changed
+        # status in the round gets its status derived once, at the end, rather than
+        # three times per job. Data nodes read in the round check for another
+        # process's commits once (Store.pinned_version).
         self._touched = set()
         try:
             with self.store.pinned_version():

@@ -317,7 +317,7 @@ class Store:
     def pinned_version(self) -> Iterator[None]:
         """Make this thread's ``refresh`` calls check for other commits only once.
 
-        The scheduler handles a round of commands in one; a commit by another
+        The scheduler handles each round of commands inside one. A commit by another
         process during the round is seen in the next round, as if it came later.
         """
         outer = getattr(self._local, "pinned", None) is None

@@ -309,8 +309,8 @@ def echo_bytes(data: bytes) -> bytes:
 
 
 def test_values_of_every_size_arrive_whole(make_pool: PoolFactory) -> None:
-    # Messages below 16 KiB go out in one write, results below INLINE_LIMIT ride
-    # inside the DONE message and larger ones follow it; the pool thread reads
+    # Messages below 16 KiB go out in one write. Results below INLINE_LIMIT travel
+    # inside the DONE message, and larger ones follow it. The pool thread reads
     # several messages per read and waits for the rest of a large one.
     pool, recorder = make_pool(2)
     limit = _worker_main.INLINE_LIMIT

@@ -1586,10 +1586,10 @@ class WorkerPool:
 def _read_frames(fd: int) -> tuple[collections.deque[bytes], bool]:
     """Read the messages that are ready on ``fd``, a worker's connection.
 
-    Reads what one ``read`` returns, and goes on reading until the last message is
-    whole; the worker sends each message in one go, so that wait is short. The
-    framing is that of ``Connection.send_bytes``: a 4-byte signed big-endian size,
-    or -1 and an 8-byte size. One ``read`` often returns several messages, where
+    Reads what one ``read`` returns, then reads on until the last message is whole.
+    That wait is short because the worker sends each message in one go. The framing
+    is that of ``Connection.send_bytes``: a 4-byte signed big-endian size, or -1 and
+    an 8-byte size. One ``read`` often returns several messages, while
     ``Connection.recv_bytes`` makes two system calls for each.
 
     Returns the whole messages and whether the worker closed its end; a message cut
