@@ -336,6 +336,32 @@ def test_worker_leads_own_process_group(make_pool: PoolFactory) -> None:
     assert pid != os.getpid()
 
 
+def scheduling_policies() -> tuple[int, int, int]:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        return (
+            os.sched_getscheduler(0),
+            os.sched_getscheduler(child.pid),
+            os.getpriority(os.PRIO_PROCESS, 0),
+        )
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+def test_workers_and_their_children_run_as_batch_work(make_pool: PoolFactory) -> None:
+    # Workers do not preempt the kernel's threads when they wake, and keep the
+    # kernel's nice value, so their share of the CPU does not change.
+    pool, recorder = make_pool(1)
+    pool.submit("policy", scheduling_policies, (), None)
+    worker, child, nice = recorder.wait("policy").value
+    assert worker == os.SCHED_BATCH
+    assert child == os.SCHED_BATCH
+    assert nice == os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the kernel is untouched
+
+
 def test_worker_does_not_import_ipython(make_pool: PoolFactory) -> None:
     pool, recorder = make_pool(1)
     pool.submit("modules", loaded_gui_modules, (), None)

@@ -117,6 +117,7 @@ def run_worker(
         before the kernel does.
     """
     _become_process_group_leader()
+    _run_as_batch_work()
     signal.signal(signal.SIGTERM, _on_sigterm)
     if started_by_forkserver:
         _release_forkserver_alive_fd()
@@ -278,6 +279,24 @@ def _become_process_group_leader() -> None:
         # setsid() fails only for a process that already leads its group, so the
         # group id is still the pid. _kill_process_group() checks that anyway.
         pass
+
+
+def _run_as_batch_work() -> None:
+    """Ask Linux not to let this worker preempt the kernel's threads when it wakes.
+
+    A worker that wakes up (a job arrived, a child ended) would otherwise take the
+    CPU from the thread that was running there. On a machine with as many workers as
+    cores, that thread is often the kernel's scheduler or pool thread, which then
+    waits before it can hand out the next job, and the kernel answers its front end
+    late. SCHED_BATCH only removes that wake-up preemption: the worker keeps its
+    nice value and its share of the CPU. The job's child processes inherit it.
+    Elsewhere, or if Linux refuses, nothing changes.
+    """
+    policy = getattr(os, "SCHED_BATCH", None)
+    if policy is None:
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, policy, os.sched_param(0))
 
 
 def _kill_process_group() -> None:

@@ -13,12 +13,13 @@ Processes and threads
     takes the worker and every child process of the job with it. On Linux each
     worker also adopts its orphaned descendants (``PR_SET_CHILD_SUBREAPER``), so that
     children that started their own session or group are found and killed too.
+    Workers run under Linux's SCHED_BATCH policy, which keeps their share of the
+    CPU but stops them from preempting the kernel's threads when they wake up.
 
     One daemon thread per pool, named ``jupyter-scenarios-pool``, starts replacement
     workers, sends jobs, reads results and calls the callbacks. It blocks in
-    ``multiprocessing.connection.wait`` on the worker connections, the worker process
-    sentinels and a wake-up pipe that submit, cancel and shutdown write to. It never
-    polls on a timer.
+    ``poll`` on the worker connections, the worker process sentinels and a wake-up
+    pipe that submit, cancel and shutdown write to. It never polls on a timer.
 
 Jobs sent ahead
     A worker that runs a job may also hold the next one, which it starts as soon as
