@@ -56,6 +56,7 @@ from _harness import (
     print_table,
     set_storage_parent,
     sleep_one_second,
+    start_clock,
     storage_root,
     submit_and_check,
     tiny,
@@ -98,7 +99,7 @@ def run_standalone(build: Callable[[], ScenarioConfig]) -> float:
     with fresh_engine("standalone", WORKERS):
         warm_up_workers()
         scenario = tp.create_scenario(build())
-        began = time.perf_counter()
+        began = start_clock()
         submit_and_check(scenario)
         return time.perf_counter() - began
 
@@ -116,7 +117,7 @@ def new_bare_pool() -> concurrent.futures.ProcessPoolExecutor:
 
 def bare_fan_out(function: Callable[[int], Any], count: int) -> float:
     with new_bare_pool() as pool:
-        began = time.perf_counter()
+        began = start_clock()
         futures = [pool.submit(function, 1) for _ in range(count)]
         for future in concurrent.futures.as_completed(futures, timeout=SUBMIT_TIMEOUT):
             future.result()
@@ -125,7 +126,7 @@ def bare_fan_out(function: Callable[[int], Any], count: int) -> float:
 
 def bare_chain(length: int) -> float:
     with new_bare_pool() as pool:
-        began = time.perf_counter()
+        began = start_clock()
         value = 0
         for _ in range(length):
             value = pool.submit(tiny, value).result(timeout=SUBMIT_TIMEOUT)
@@ -134,7 +135,7 @@ def bare_chain(length: int) -> float:
 
 def bare_diamond(layers: int, width: int) -> float:
     with new_bare_pool() as pool:
-        began = time.perf_counter()
+        began = start_clock()
         values = list(pool.map(tiny, [1] * width))
         for _ in range(2, layers + 1):
             rotated = values[1:] + values[:1]
@@ -219,7 +220,7 @@ def submit_return_seconds(count: int) -> tuple[float, float]:
     with fresh_engine("standalone", WORKERS):
         warm_up_workers()
         scenario = tp.create_scenario(fan_out_config(count))
-        began = time.perf_counter()
+        began = start_clock()
         submission = scenario.submit()
         returned = time.perf_counter() - began
         if not submission.wait(SUBMIT_TIMEOUT):
