@@ -57,27 +57,29 @@ class EventBus:
     """Deliver events to subscribers; safe to use from any thread."""
 
     def __init__(self) -> None:
-        # Guards the subscriber list; publishers copy it under the lock and call the
-        # subscribers outside it, so a subscriber may subscribe or unsubscribe.
+        # Guards changes to the subscriber tuple. Each change builds a new tuple, so
+        # publishers read it without the lock, and a subscriber may subscribe or
+        # unsubscribe while it is called.
         self._lock = threading.Lock()
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: tuple[Subscriber, ...] = ()
 
     def subscribe(self, subscriber: Subscriber) -> Subscriber:
         """Register ``subscriber`` and return it (handy for unsubscribing)."""
         with self._lock:
-            self._subscribers.append(subscriber)
+            self._subscribers = (*self._subscribers, subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Remove ``subscriber``; does nothing if it is not registered."""
         with self._lock:
-            if subscriber in self._subscribers:
-                self._subscribers.remove(subscriber)
+            subscribers = list(self._subscribers)
+            if subscriber in subscribers:
+                subscribers.remove(subscriber)
+                self._subscribers = tuple(subscribers)
 
     def publish(self, event: Event) -> None:
         """Call every subscriber with ``event``."""
-        with self._lock:
-            subscribers = list(self._subscribers)
+        subscribers = self._subscribers
         for subscriber in subscribers:
             try:
                 subscriber(event)

@@ -99,17 +99,26 @@ class _SubmitContext:
     """The context of one submission's jobs, captured when it was submitted.
 
     Worker processes run the jobs in the kernel's working directory and with its
-    import path as they were at submit time. The notebook source lines of each task
-    function are looked up once per submission rather than once per job.
+    import path as they were at submit time. Each task's function, and the notebook
+    source lines of each function, are looked up once per submission rather than
+    once per job, so all the jobs of a task run the same definition.
     """
 
     def __init__(self, cwd: str, sys_path: tuple[str, ...]) -> None:
         self.cwd = cwd
         self.sys_path = sys_path
+        self._functions: dict[str, Callable[..., Any]] = {}  # by task id
         # id of a function -> (the function, its cell sources, its cell file names)
         self._code: dict[
             int, tuple[Callable[..., Any], dict[str, list[str]], dict[str, str]]
         ] = {}
+
+    def function_of(self, task: Task) -> Callable[..., Any]:
+        """Return ``task.function`` as it was when this submission first asked."""
+        function = self._functions.get(task.id)
+        if function is None:
+            function = self._functions[task.id] = task.function
+        return function
 
     def notebook_code(
         self, function: Callable[..., Any]
@@ -432,7 +441,7 @@ class Scheduler:
                     "it was deleted. Create the scenario again."
                 )
             tasks.append(task)
-        return topological_order(tasks)  # type: ignore[return-value]
+        return topological_order(tasks, entity.id)  # type: ignore[return-value]
 
     def _check_runnable(self, entity: Any, tasks: list[Task]) -> None:
         shares_memory = self.executor.shares_kernel_memory
@@ -790,7 +799,7 @@ class Scheduler:
         if context is None:  # its submission was deleted or the scheduler stopped
             context = _SubmitContext(os.getcwd(), tuple(sys.path))
         try:
-            function = task.function
+            function = context.function_of(task)
             sources, code_files = context.notebook_code(function)
             run = TaskRun(
                 job_id=job.id,

@@ -70,6 +70,16 @@ class TaskRun:
     cwd: str | None = None
     sys_path: tuple[str, ...] | None = None
 
+    def without_function(self) -> TaskRun:
+        """Return a copy whose function is None, for when it travels on its own.
+
+        Copies the fields directly: ``dataclasses.replace`` runs ``__init__`` and
+        cost a few microseconds per job.
+        """
+        light = object.__new__(TaskRun)
+        light.__dict__.update(self.__dict__, function=None)
+        return light
+
 
 @dataclasses.dataclass
 class StagedOutput:

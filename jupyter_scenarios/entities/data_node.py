@@ -324,7 +324,8 @@ class DataNode(Entity):
         """Record an edit made by a job or a person."""
         # Another kernel may have edited this node since it was loaded.
         self._store.refresh(self)
-        edit: dict[str, Any] = {"timestamp": to_iso(timestamp or datetime.now())}
+        when = timestamp or datetime.now()
+        edit: dict[str, Any] = {"timestamp": when.isoformat()}
         if job_id:
             edit["job_id"] = job_id
         if editor_id:
@@ -333,7 +334,7 @@ class DataNode(Entity):
             edit["comment"] = comment
         edit.update({key: encode_value(value) for key, value in options.items()})
         self._edits.append(edit)
-        self._last_edit_date = from_iso(edit["timestamp"])
+        self._last_edit_date = when
         self._save()
         self._publish("last_edit_date", self._last_edit_date)
 

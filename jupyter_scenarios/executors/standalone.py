@@ -8,7 +8,6 @@ outcomes back into ``JobOutcome`` objects.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
 import pickle
 import sys
@@ -102,7 +101,7 @@ class StandaloneExecutor(Executor):
         for run, log_path in runs:
             try:
                 function = self._pickle_function(run)
-                light = dataclasses.replace(run, function=None)  # type: ignore[arg-type]
+                light = run.without_function()
                 payload = _pickle_call(run_pickled_task, (light, function))
             except Exception as exc:  # noqa: BLE001 - pickling raises many types
                 self._finished(
