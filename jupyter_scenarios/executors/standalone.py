@@ -101,7 +101,7 @@ class StandaloneExecutor(Executor):
         for run, log_path in runs:
             try:
                 function = self._pickle_function(run)
-                light = run.without_function()
+                light = run.with_function(None)
                 payload = _pickle_call(run_pickled_task, (light, function))
             except Exception as exc:  # noqa: BLE001 - pickling raises many types
                 self._finished(

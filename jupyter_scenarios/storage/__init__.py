@@ -130,4 +130,6 @@ def make_backend(
         property.
     """
     backend_class = _lookup_backend_class(storage_type, key)
-    return backend_class(key, properties, Path(folder))
+    return backend_class(
+        key, properties, folder if isinstance(folder, Path) else Path(folder)
+    )

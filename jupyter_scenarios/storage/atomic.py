@@ -127,7 +127,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     >>> with atomic_path("out/table.csv") as temp:  # doctest: +SKIP
     ...     frame.to_csv(temp)
     """
-    target = Path(path)
+    target = path if isinstance(path, Path) else Path(path)
     if _UNPUBLISHED.get():
         try:
             yield target

@@ -40,7 +40,7 @@ class StorageBackend(abc.ABC):
     def __init__(self, key: str, properties: Mapping[str, Any], folder: Path) -> None:
         self.key = key
         self.properties = dict(properties)
-        self.folder = Path(folder)
+        self.folder = folder if isinstance(folder, Path) else Path(folder)
 
     @property
     def path(self) -> Path | None:
