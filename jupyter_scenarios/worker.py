@@ -52,8 +52,8 @@ class NodeSpec:
 
 @functools.lru_cache(maxsize=64)
 def _folder_path(folder: str) -> Path:
-    # Each job builds its backends from NodeSpec strings; building the Path of the
-    # data folder once, not three times per backend, saves the worker pathlib work.
+    # Each job builds its backends from NodeSpec strings. The folder's Path is built
+    # once per worker here, where it used to be built three times per backend.
     return Path(folder)
 
 
@@ -81,7 +81,7 @@ class TaskRun:
     sys_path: tuple[str, ...] | None = None
 
     def with_function(self, function: Callable[..., Any] | None) -> TaskRun:
-        """Return a copy with ``function``; None when the function travels apart.
+        """Return a copy with ``function``, or with None when it is sent separately.
 
         Copies the fields directly: ``dataclasses.replace`` runs ``__init__`` and
         cost a few microseconds per job, on both sides.

@@ -12,8 +12,8 @@ from jupyter_scenarios.storage.base import StorageBackend
 
 #: Pickle protocol of the files written. Protocol 5 needs Python 3.8 or later.
 PICKLE_PROTOCOL = 5
-# Given explicitly, the buffer size spares open() two system calls per file: the
-# terminal check and the block size query. Tiny jobs read and write one file each.
+# With an explicit buffer size, open() skips two system calls per file (the
+# terminal check and the block size query). A tiny job opens two files.
 _BUFFER_SIZE = 64 * 1024
 
 # Errors that pickle.load raises on a file that is truncated or not a pickle, or that
