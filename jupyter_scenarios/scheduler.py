@@ -688,13 +688,19 @@ class Scheduler:
             for node_id in job.task.input_ids:
                 consumers[node_id].append(job)
         self._consumers[submission.id] = consumers
+        # Workers of an asynchronous executor start on the first ready jobs while
+        # this loop goes through the rest, which took about 10 ms per 1,000 jobs.
+        early_start = self.is_asynchronous
         for job in jobs:
             missing = self._unready_inputs(job)
             if missing:
                 self._block(job, missing)
-            else:
-                self._set_status(job, Status.PENDING)
-                self._ready.append(job)
+                continue
+            self._set_status(job, Status.PENDING)
+            self._ready.append(job)
+            if early_start and len(self._ready) >= self.executor.free_slots():
+                early_start = False
+                self._dispatch()
         self._touch(submission.id)
 
     def _unready_inputs(self, job: Job) -> list[DataNode]:

@@ -152,6 +152,31 @@ def test_new_job_attributes() -> None:
     assert "First step" in job.get_label()
 
 
+def test_job_wait_before_and_after_finish() -> None:
+    # A job makes its finished event on the first wait(). Waiters that came
+    # before the end are woken by it, and later ones return at once.
+    scenario = two_step_scenario()
+    _, jobs = manual_submission(scenario, 20)
+    results: list[bool] = []
+    waiters = [
+        threading.Thread(target=lambda job=job: results.append(job.wait(10)))
+        for job in jobs
+    ]
+    for waiter in waiters:
+        waiter.start()
+    for job in jobs:
+        assert not job.wait(0)
+        job._set_status(Status.COMPLETED)
+    for waiter in waiters:
+        waiter.join(10)
+    assert results == [True] * len(jobs)
+    assert all(job.wait(0) for job in jobs)
+
+    _, unwatched = manual_submission(scenario, 1)
+    unwatched[0]._set_status(Status.FAILED)
+    assert unwatched[0].wait(0)
+
+
 def test_job_id_embeds_task_config_id() -> None:
     scenario = two_step_scenario()
 

@@ -860,3 +860,43 @@ def test_jobs_sent_ahead_record_real_start() -> None:
         assert job.execution_duration >= 0.2, (job.id, job.execution_duration)
     for before, after in itertools.pairwise(jobs):
         assert after.run_at <= before.finished_at, (before.id, after.id)
+
+
+def test_first_jobs_start_before_all_are_pending() -> None:
+    # The scheduler hands the first ready jobs to the workers while it still marks
+    # the rest of a large submission PENDING. When the last job turns PENDING, some
+    # must already be with the executor.
+    from jupyter_scenarios import _runtime
+    from jupyter_scenarios.events import EventEntityType, bus
+
+    source = Config.configure_data_node("source", default_data=1)
+    tasks = [
+        Config.configure_task(
+            f"copy_{index}", double, source, Config.configure_data_node(f"out_{index}")
+        )
+        for index in range(50)
+    ]
+    scenario = tp.create_scenario(Config.configure_scenario("wide", tasks))
+    scheduler = _runtime.orchestrator()
+    pending: list[str] = []
+    handed_over: list[int] = []
+
+    def on_event(event: Any) -> None:
+        if (
+            event.entity_type is EventEntityType.JOB
+            and event.attribute_name == "status"
+            and event.attribute_value is Status.PENDING
+        ):
+            pending.append(event.entity_id)
+            if len(pending) == len(tasks):
+                handed_over.append(len(scheduler._running))
+
+    bus.subscribe(on_event)
+    try:
+        submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+    finally:
+        bus.unsubscribe(on_event)
+
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    assert len(handed_over) == 1
+    assert handed_over[0] > 0

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     from ..store import Store
     from .task import Task
 
+# Guards the creation of Job._finished, and its reading by _set_status: see
+# Job._finished_event.
+_FINISHED_LOCK = threading.Lock()
+
 
 class Job(Entity):
     """The execution of a task, with its status, timings, traceback and output."""
@@ -62,9 +66,9 @@ class Job(Entity):
     def _init_runtime(self) -> None:
         # Callbacks given to submit() for this job; kept in memory only.
         self._subscribers: list[Callable[..., Any]] = []
-        self._finished = threading.Event()
-        if self._status in FINAL_STATUSES:
-            self._finished.set()
+        # Made by the first wait(): most jobs are never waited on one by one, and an
+        # Event is four objects.
+        self._finished: threading.Event | None = None
 
     # -- attributes -------------------------------------------------------------------
 
@@ -242,7 +246,26 @@ class Job(Entity):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is finished or ``timeout`` seconds pass; return finished."""
-        return self._finished.wait(timeout)
+        return self._finished_event().wait(timeout)
+
+    def _finished_event(self) -> threading.Event:
+        """Return the event set when the job finishes, creating it if needed.
+
+        The status is read under the lock that _set_status takes to find the event,
+        so a job that finishes while its event is created still sets it.
+        """
+        with _FINISHED_LOCK:
+            if self._finished is None:
+                self._finished = threading.Event()
+                if self._status in FINAL_STATUSES:
+                    self._finished.set()
+            return self._finished
+
+    def _signal_finished(self) -> None:
+        with _FINISHED_LOCK:
+            event = self._finished
+        if event is not None:
+            event.set()
 
     # -- changes (scheduler side) -------------------------------------------------------
 
@@ -259,7 +282,7 @@ class Job(Entity):
             self._reason = reason
         self._save()
         if status in FINAL_STATUSES:
-            self._finished.set()
+            self._signal_finished()
         bus.publish(
             Event(
                 EventEntityType.JOB,
@@ -362,7 +385,7 @@ class Job(Entity):
         self._reason = doc.get("reason")
         self._version = doc.get("version", "")
         if self._status in FINAL_STATUSES and hasattr(self, "_finished"):
-            self._finished.set()
+            self._signal_finished()
 
     @classmethod
     def _from_doc(cls, store: Store, doc: dict[str, Any]) -> Job:
