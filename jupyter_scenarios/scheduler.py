@@ -114,7 +114,7 @@ class _SubmitContext:
         ] = {}
 
     def function_of(self, task: Task) -> Callable[..., Any]:
-        """Return ``task.function`` as it was when this submission first asked."""
+        """Return ``task.function`` as resolved for this submission's first job."""
         function = self._functions.get(task.id)
         if function is None:
             function = self._functions[task.id] = task.function

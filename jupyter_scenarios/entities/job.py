@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from ..store import Store
     from .task import Task
 
-# Guards the creation of Job._finished, and its reading by _set_status: see
-# Job._finished_event.
+# Guards the creation of Job._finished and its reading by _set_status (see
+# Job._finished_event).
 _FINISHED_LOCK = threading.Lock()
 
 
@@ -66,8 +66,8 @@ class Job(Entity):
     def _init_runtime(self) -> None:
         # Callbacks given to submit() for this job; kept in memory only.
         self._subscribers: list[Callable[..., Any]] = []
-        # Made by the first wait(): most jobs are never waited on one by one, and an
-        # Event is four objects.
+        # Created by the first wait(), because most jobs are never waited on one by
+        # one, and an Event allocates four objects.
         self._finished: threading.Event | None = None
 
     # -- attributes -------------------------------------------------------------------
