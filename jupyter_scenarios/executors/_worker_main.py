@@ -287,8 +287,8 @@ def _run_as_batch_work() -> None:
     A worker that wakes up (a job arrived, a child ended) would otherwise take the
     CPU from the thread that was running there. On a machine with as many workers as
     cores, that thread is often the kernel's scheduler or pool thread, which then
-    waits before it can hand out the next job, and the kernel replies to its front
-    end late. SCHED_BATCH only removes that wake-up preemption: the worker keeps its
+    waits before it can hand out the next job, and the kernel answers its front end
+    late. SCHED_BATCH only removes that wake-up preemption: the worker keeps its
     nice value and its share of the CPU. The job's child processes inherit it.
     Elsewhere, or if Linux refuses, nothing changes.
     """
@@ -479,7 +479,6 @@ def _run_job(
     """Run one job; return the start of its DONE message and its pickled value."""
     started_at = time.time()
     if log_path is None:
-        output.release()
         try:
             ok, value, error, reason = _call(key, payload)
         finally:
@@ -578,15 +577,6 @@ class _JobOutput:
         self._log_path: str | None = None  # of the running job
         self._started = 0.0  # time.monotonic() when it started
         self._promoter: threading.Thread | None = None
-        # Descriptors 1 and 2 stay on the spill file between jobs, which saves eight
-        # system calls per job (dup, dup2 and close). _original contains copies of
-        # the worker's own 1 and 2, made by the first capture. _redirected is the
-        # spill file that 1 and 2 point at, or None once it was closed (a spill file
-        # that became a log keeps them until the next job). _away is whether 1 and 2
-        # point anywhere but the worker's own streams.
-        self._original: tuple[int, int] | None = None
-        self._redirected: int | None = None
-        self._away = False
 
     def capture(self, log_path: str) -> contextlib.AbstractContextManager[None]:
         """Return a context that captures the job's output for ``log_path``.
@@ -601,14 +591,11 @@ class _JobOutput:
     def _capturing(self, spill: int, log_path: str) -> Iterator[None]:
         # The previous job's output was flushed when it ended.
         _flush_standard_streams()
-        if self._original is None:
-            self._original = (os.dup(1), os.dup(2))
+        saved_stdout = os.dup(1)
+        saved_stderr = os.dup(2)
+        os.dup2(spill, 1)
+        os.dup2(spill, 2)
         with self._lock:
-            if self._redirected != spill:
-                os.dup2(spill, 1)
-                os.dup2(spill, 2)
-                self._redirected = spill
-                self._away = True
             self._log_path = log_path
             self._started = time.monotonic()
         self._start_promoter()
@@ -618,36 +605,19 @@ class _JobOutput:
             _flush_all_output()
             with self._lock:
                 self._log_path = None
+                os.dup2(saved_stdout, 1)
+                os.dup2(saved_stderr, 2)
+                os.close(saved_stdout)
+                os.close(saved_stderr)
                 try:
                     self._hand_over(log_path, at_end=True)
                 except OSError as exc:
-                    self._report(
-                        f"could not write the output of a job to {log_path}: {exc}"
+                    sys.stderr.write(
+                        f"jupyter-scenarios worker {os.getpid()}: could not write the "
+                        f"output of a job to {log_path}: {exc}\n"
                     )
                     if self._spill is not None:
                         _clear(self._spill)
-
-    def release(self) -> None:
-        """Point descriptors 1 and 2 back at the worker's own streams.
-
-        Called before a job without a log file, whose output goes where the
-        worker's own output goes, and when the worker exits.
-        """
-        if not self._away or self._original is None:
-            return
-        _flush_standard_streams()
-        with self._lock:
-            os.dup2(self._original[0], 1)
-            os.dup2(self._original[1], 2)
-            self._redirected = None
-            self._away = False
-
-    def _report(self, message: str) -> None:
-        """Write ``message`` to the worker's own stderr, not to a job's output."""
-        line = f"jupyter-scenarios worker {os.getpid()}: {message}\n".encode()
-        fd = self._original[1] if self._original is not None else 2
-        with contextlib.suppress(OSError):
-            os.write(fd, line)
 
     def _hand_over(self, log_path: str, *, at_end: bool) -> None:
         """Make the spill file ``log_path``, or append it there at the job's end.
@@ -657,15 +627,13 @@ class _JobOutput:
         spill, spill_path = self._spill, self._spill_path
         if spill is None or spill_path is None:
             return
-        if at_end and os.fstat(spill).st_size == 0 and not _has_children():
-            return  # a silent job leaves no log file, and nothing to append
         if not os.path.exists(log_path):
-            # Child processes that outlive the job keep writing to this file, and so
-            # do descriptors 1 and 2 until the next job.
+            if at_end and os.fstat(spill).st_size == 0 and not _has_children():
+                return  # a silent job leaves no log file
+            # Child processes that outlive the job keep writing to this file.
             os.rename(spill_path, log_path)
             os.close(spill)
             self._spill = self._spill_path = None
-            self._redirected = None
             return
         if not at_end:
             return  # appended at the end, so that the job's descriptors stay put
@@ -715,7 +683,6 @@ class _JobOutput:
 
     def close(self) -> None:
         """Close and remove the spill file; called when the worker exits."""
-        self.release()
         with self._lock:
             self._close_locked()
 
@@ -725,7 +692,6 @@ class _JobOutput:
             with contextlib.suppress(OSError):
                 os.unlink(self._spill_path)
         self._spill = self._spill_path = None
-        self._redirected = None
 
 
 def _has_children() -> bool:
