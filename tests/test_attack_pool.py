@@ -573,7 +573,7 @@ def test_death_with_job_sent_ahead(
     pool.submit("ahead", count_run, (str(tmp_path / "ahead"),), tmp_path / "ahead.log")
     pool.submit("third", count_run, (str(tmp_path / "third"),), None)
     time.sleep(0.1)
-    assert pool._workers and any(w.ahead is not None for w in pool._workers.values())
+    assert pool._workers and any(w.ahead for w in pool._workers.values())
     assert recorder.wait("dies").reason == REASON_WORKER_DIED
     assert recorder.wait("ahead").ok
     assert recorder.wait("third").ok
@@ -755,3 +755,127 @@ def test_done_read_before_death_mid_message_counts(tmp_path: Path) -> None:
         assert len(runs) == 1, f"job b ran {len(runs)} times, in workers {runs}"
     finally:
         pool.shutdown(timeout=5.0)
+
+
+# Two jobs sent ahead to one worker
+
+
+def wait_for_gate(gate: str, started: str) -> str:
+    Path(started).write_text("started")
+    deadline = time.monotonic() + OUTCOME_TIMEOUT
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return "first"
+
+
+def hold_two_jobs_ahead(pool: WorkerPool, tmp_path: Path) -> Path:
+    """Run "first" on the only worker until the gate opens, with two jobs ahead."""
+    gate = tmp_path / "gate"
+    # Submitted together, so the pool thread sends "second" and "third" ahead in
+    # the round that starts "first" (private state, read to make sure of it).
+    pool.submit("first", wait_for_gate, (str(gate), str(tmp_path / "started")), None)
+    for key in ("second", "third"):
+        pool.submit(key, count_run, (str(tmp_path / key),), None)
+    wait_for_file(tmp_path / "started")
+    deadline = time.monotonic() + OUTCOME_TIMEOUT
+    while not any(len(w.ahead) == 2 for w in list(pool._workers.values())):
+        assert time.monotonic() < deadline, "two jobs were never sent ahead"
+        time.sleep(0.005)
+    return gate
+
+
+@pytest.mark.parametrize("victim", ["second", "third"])
+def test_cancel_one_of_two_jobs_sent_ahead(
+    make_pool: PoolFactory, tmp_path: Path, victim: str
+) -> None:
+    pool, recorder = make_pool(1)
+    gate = hold_two_jobs_ahead(pool, tmp_path)
+    survivor = "third" if victim == "second" else "second"
+    assert pool.cancel(victim)
+    assert recorder.wait(victim).cancelled
+    gate.write_text("open")
+    assert recorder.wait("first").ok
+    assert recorder.wait(survivor).ok
+    pool.submit("fourth", count_run, (str(tmp_path / "fourth"),), None)
+    assert recorder.wait("fourth").ok
+    assert not (tmp_path / victim).exists(), f"cancelled job {victim} ran"
+    for key in (survivor, "fourth"):
+        assert len((tmp_path / key).read_text().split()) == 1
+    # The worker was not killed: the cancelled job never started.
+    assert len({recorder.started[key] for key in ("first", survivor, "fourth")}) == 1
+
+
+def test_two_ahead_run_once_after_death(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    pool.submit("dies", die_after, (0.3, "exit"), None)
+    for key in ("second", "third"):
+        pool.submit(key, count_run, (str(tmp_path / key),), None)
+    time.sleep(0.1)
+    assert any(len(w.ahead) == 2 for w in list(pool._workers.values()))
+    assert recorder.wait("dies").reason == REASON_WORKER_DIED
+    for key in ("second", "third"):
+        assert recorder.wait(key).ok
+        assert len((tmp_path / key).read_text().split()) == 1
+    assert recorder.calls.index(("finished", "second")) < recorder.calls.index(
+        ("finished", "third")
+    ), "the jobs sent ahead ran out of order"
+
+
+def test_jobs_sent_ahead_start_in_order(make_pool: PoolFactory, tmp_path: Path) -> None:
+    pool, recorder = make_pool(1)
+    gate = hold_two_jobs_ahead(pool, tmp_path)
+    gate.write_text("open")
+    for key in ("first", "second", "third"):
+        assert recorder.wait(key).ok
+    started = [key for kind, key in recorder.calls if kind == "started"]
+    assert started == ["first", "second", "third"]
+
+
+def test_job_done_before_kill_runs_once(
+    tmp_path: Path,
+) -> None:
+    # "first" runs with "cancelled" and "after" sent ahead. The pool thread is
+    # held in the callback of "first" starting while the worker runs all three.
+    # Then "cancelled" is withdrawn: when the pool thread reads that the worker
+    # started it, it kills the worker. "after" had run to its end by then, and
+    # its DONE is in the pipe, so it must count and not run a second time.
+    pool, recorder = make_blocking_pool(1, {"first": 1.5}, {})
+    try:
+        pool.submit("first", pow, (2, 3), None)
+        pool.submit("cancelled", count_run, (str(tmp_path / "cancelled"),), None)
+        pool.submit("after", count_run, (str(tmp_path / "after"),), None)
+        wait_for_file(tmp_path / "after")
+        assert pool.cancel("cancelled")
+        assert recorder.wait("cancelled").cancelled
+        assert recorder.wait("first").value == 8
+        after = recorder.wait("after")
+        assert after.ok, (after.reason, after.error)
+        pool.submit("later", count_run, (str(tmp_path / "later"),), None)
+        assert recorder.wait("later").ok
+        runs = (tmp_path / "after").read_text().split()
+        assert len(runs) == 1, f"job after ran {len(runs)} times, in workers {runs}"
+        assert len(recorder.finished["after"]) == 1
+    finally:
+        pool.shutdown(timeout=5.0)
+
+
+def test_stolen_jobs_keep_submit_order(make_pool: PoolFactory, tmp_path: Path) -> None:
+    # "long" and "short" start together, so the next jobs are sent ahead to both
+    # workers: "quick" to the one running "long". No message comes until "short"
+    # ends, yet the jobs sent ahead must be taken back once the jobs before them
+    # have run for a while, and "quick" must run first, as it was submitted first.
+    pool, recorder = make_pool(2)
+    gate = tmp_path / "gate"
+    pool.submit("long", wait_for_gate, (str(gate), str(tmp_path / "long")), None)
+    pool.submit("short", count_run, (str(tmp_path / "short"), 0.3), None)
+    later = [f"later{index}" for index in range(4)]
+    try:
+        for key in ["quick", *later]:
+            pool.submit(key, count_run, (str(tmp_path / key),), None)
+        for key in ["short", "quick", *later]:
+            assert recorder.wait(key).ok, key
+    finally:
+        gate.write_text("open")
+    assert recorder.wait("long").ok
+    started = [key for kind, key in recorder.calls if kind == "started"]
+    assert started.index("quick") < min(started.index(key) for key in later), started

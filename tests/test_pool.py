@@ -745,7 +745,7 @@ def test_job_sent_ahead_can_be_cancelled(
     # "ahead" waits in the worker's pipe behind "first" (private state, read only
     # to make sure that this test covers a job sent ahead).
     deadline = time.monotonic() + OUTCOME_TIMEOUT
-    while not any(w.ahead is not None for w in list(pool._workers.values())):
+    while not any(w.ahead for w in list(pool._workers.values())):
         assert time.monotonic() < deadline, "no job was sent ahead"
         time.sleep(0.01)
 

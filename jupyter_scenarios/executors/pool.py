@@ -19,16 +19,21 @@ Processes and threads
     One daemon thread per pool, named ``jupyter-scenarios-pool``, starts replacement
     workers, sends jobs, reads results and calls the callbacks. It blocks in
     ``poll`` on the worker connections, the worker process sentinels and a wake-up
-    pipe that submit, cancel and shutdown write to. It never polls on a timer.
+    pipe that submit, cancel and shutdown write to. It never polls on a timer: its
+    only timeouts are deadlines, such as the kill of a worker that ignores CANCEL.
 
 Jobs sent ahead
-    A worker that runs a job may also hold the next one, which it starts as soon as
-    the first ends, without waiting for the pool thread. The worker reports which
-    job it started in its DONE message. If another worker becomes idle
-    first, the pool takes the job back (STEAL), so a job never waits behind a long
-    one while a worker is free. A cancelled job that was sent ahead is withdrawn
-    (SKIP); should the worker have started it already, the pool kills that worker
-    as it does for a running job. ``_worker_main`` describes the messages.
+    A worker that runs a job may also hold the next two, which it starts one after
+    the other as soon as the job before ends, without waiting for the pool thread.
+    The worker reports which job it started in its DONE message. Once the job
+    before them has run for 50 ms, or when another worker becomes idle, the pool
+    takes the jobs sent ahead back (STEAL) and queues them again in the order of
+    their submits, so a job does not wait behind a long one while another worker
+    could run it.
+    A cancelled job that was sent ahead is withdrawn (SKIP). Should the worker have
+    started it already, the pool kills that worker as it does for a running job,
+    and the jobs sent after it count as run only if the worker reported their end
+    before it exited. ``_worker_main`` describes the messages.
 
 Cancel
     To stop a running job the pool thread sends CANCEL, on which the worker kills
@@ -173,6 +178,10 @@ _LONG_SIZE = struct.Struct("!Q")
 # seconds. Sending ahead saves a round trip per job, which matters for short jobs,
 # and a worker busy for long would only make the job wait to be taken back.
 _AHEAD_MAX_RUNNING = 0.05
+# Jobs sent ahead to one worker at most. With one, a worker that ends a tiny job
+# before the pool thread has read the previous DONE waits for the next job, then
+# reports that it started it, which is one more message per job. Two keep it busy.
+_AHEAD_DEPTH = 2
 # Seconds after sending CANCEL when the pool thread kills a worker that still runs
 # the job; the worker itself normally acts within milliseconds.
 _CANCEL_FORCE_AFTER = 0.5
@@ -249,6 +258,8 @@ class _Job:
     started_at: float | None = None  # kernel clock at dispatch
     worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
     stealing: bool = False  # sent ahead, and STEAL sent to get it back
+    sent: int = 0  # number of the dispatch, increasing over the pool's life
+    order: int = 0  # number of the submit, increasing; the queue is sorted by it
 
 
 @dataclasses.dataclass(eq=False)
@@ -262,13 +273,17 @@ class _Worker:
     state: _WorkerState = _WorkerState.STARTING
     pgid: int | None = None  # process group id reported in READY
     job: _Job | None = None  # the job it runs, while BUSY
-    # A job sent while the worker runs ``job``, which it starts next unless SKIP
-    # withdraws it first. Also set, with ``job`` None, between the DONE that reports
-    # that the worker did not start it yet and the STARTED that reports it did.
-    ahead: _Job | None = None
-    # Log files of jobs sent ahead and then cancelled, by key. The worker may not
-    # have read their SKIP yet. Cleared once the worker starts a later job.
-    withdrawn: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    # Jobs sent while the worker runs ``job``, at most _AHEAD_DEPTH, in the order
+    # sent, which is the order the worker starts them in unless SKIP withdraws one
+    # first. Not empty, with ``job`` None, between the DONE that reports that the
+    # worker did not start the first one yet and the STARTED that reports it did.
+    ahead: list[_Job] = dataclasses.field(default_factory=list)
+    # Jobs sent ahead and then cancelled, by key: their log file and their number
+    # in the order of sending (_Job.sent). The worker may not have read their SKIP
+    # yet. An entry goes once the worker starts a job sent after it.
+    withdrawn: dict[str, tuple[str | None, int]] = dataclasses.field(
+        default_factory=dict
+    )
     # Log file of the job it runs, which receives what is left in the worker's
     # spill file if the worker dies (see _worker_main.PROMOTE_SECONDS).
     log_path: str | None = None
@@ -286,6 +301,12 @@ class _Worker:
     # and the job it started next, or a STARTED for the job sent ahead.
     cancelled_outcome: WorkOutcome | None = None
     started_after_cancel: str | None = None
+    # Jobs it was given but had not reported started when it was killed for
+    # starting a withdrawn job, and the time.monotonic() of that kill. It may have
+    # run some of them meanwhile: those whose DONE arrives before it exits count,
+    # and the others go back to the queue when it is reaped (see _reap).
+    unsettled: list[_Job] = dataclasses.field(default_factory=list)
+    retired_at: float = 0.0
     conn_open: bool = True  # False once the connection reached end of file
 
 
@@ -395,6 +416,8 @@ class WorkerPool:
         # that a burst of submits writes one byte, not one per job.
         self._wake_pending = False
 
+        self._sent = 0  # jobs dispatched so far; see _Job.sent
+        self._submitted = 0  # jobs submitted so far; see _Job.order
         self._thread: threading.Thread | None = None
         # Poll object of the pool thread and the descriptors it watches; see _poll.
         self._poller: select.poll | None = None
@@ -555,6 +578,8 @@ class WorkerPool:
             if len(set(keys)) != len(keys):
                 raise ValueError(f"a key appears twice in one call: {keys}")
             for job in queued:
+                self._submitted += 1
+                job.order = self._submitted
                 self._jobs[job.key] = job
                 self._queue.append(job)
             if queued and self._start_failures >= _MAX_START_FAILURES:
@@ -624,12 +649,17 @@ class WorkerPool:
             if worker is None:
                 self._queue.remove(job)
                 logger.debug("cancelled queued job %r", key)
-            elif worker.ahead is job:
+            elif job in worker.unsettled:
+                # Its worker is being killed, and its last messages are not read yet.
+                worker.unsettled.remove(job)
+                worker = None
+                logger.debug("cancelled job %r of a worker being killed", key)
+            elif job in worker.ahead:
                 # Sent ahead, and not started according to the worker's last message.
-                worker.ahead = None
-                worker.withdrawn[key] = job.log_path
+                worker.ahead.remove(job)
+                worker.withdrawn[key] = (job.log_path, job.sent)
                 self._skips.append((worker, key))
-                if worker.job is None:
+                if worker.job is None and not worker.ahead:
                     worker.state = _WorkerState.IDLE
                 job.started_at = None
                 worker = None
@@ -916,16 +946,30 @@ class WorkerPool:
         return True
 
     def _wait_timeout_locked(self) -> float | None:
-        deadlines = [
-            w.cancelled_at + _CANCEL_OUTPUT_WAIT
-            for w in self._workers.values()
-            if w.cancelled
-        ]
-        deadlines += [
-            w.cancel_sent_at + _CANCEL_FORCE_AFTER
-            for w in self._workers.values()
-            if w.cancel_sent_at is not None
-        ]
+        deadlines = []
+        for w in self._workers.values():
+            if w.cancelled:
+                deadlines.append(w.cancelled_at + _CANCEL_OUTPUT_WAIT)
+            if w.unsettled:
+                deadlines.append(w.retired_at + _CANCEL_OUTPUT_WAIT)
+            if w.cancel_sent_at is not None:
+                deadlines.append(w.cancel_sent_at + _CANCEL_FORCE_AFTER)
+            # When a job with jobs sent ahead behind it has run for
+            # _AHEAD_MAX_RUNNING, this thread wakes to take them back (see
+            # _steal_jobs_locked), even if no message comes meanwhile.
+            running = w.job
+            if (
+                w.ahead
+                and len(self._workers) > 1
+                and running is not None
+                and running.started_at is not None
+                and w.state is _WorkerState.BUSY
+                and any(not job.stealing for job in w.ahead)
+            ):
+                wall_to_monotonic = time.monotonic() - time.time()
+                deadlines.append(
+                    running.started_at + _AHEAD_MAX_RUNNING + wall_to_monotonic
+                )
         if deadlines:
             return max(0.0, min(deadlines) - time.monotonic())
         if not self._closing:
@@ -1014,12 +1058,17 @@ class WorkerPool:
             return
         if message[0] == _worker_main.RETURNED:
             with self._lock:
-                job = worker.ahead
-                if job is not None and job.key == message[1]:
-                    worker.ahead = None
-                    self._requeue_locked(job)
-                    if worker.job is None and worker.state is _WorkerState.BUSY:
-                        worker.state = _WorkerState.IDLE
+                for returned in worker.ahead:
+                    if returned.key == message[1]:
+                        worker.ahead.remove(returned)
+                        self._requeue_locked(returned)
+                        break
+                if (
+                    worker.job is None
+                    and not worker.ahead
+                    and worker.state is _WorkerState.BUSY
+                ):
+                    worker.state = _WorkerState.IDLE
             return
 
         _, key, ok, error, reason, started_at, finished_at, _, _, next_key = message
@@ -1049,6 +1098,7 @@ class WorkerPool:
         with self._lock:
             job = worker.job
             if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
+                self._settle_unsettled_locked(worker, outcome)
                 # Cancelled after the worker sent its result, or retiring.
                 cancelled = worker.cancelled
                 if cancelled is not None and cancelled.key == key:
@@ -1064,20 +1114,24 @@ class WorkerPool:
             self._events.append(outcome)
             if next_key is not None:
                 self._started_ahead(worker, next_key, finished_at)
-            elif worker.ahead is None:
+            elif not worker.ahead:
                 worker.state = _WorkerState.IDLE
-            # Otherwise the job sent ahead reached the worker after it looked for
-            # one; its STARTED message follows.
+            # Otherwise the jobs sent ahead reached the worker after it looked for
+            # one; a STARTED message follows.
         logger.debug(
             "job %r finished on worker process %d: %s", key, worker.pid, reason
         )
 
     def _started_ahead(self, worker: _Worker, key: str, started_at: float) -> None:
         """Apply the news that ``worker`` started ``key``, a job sent ahead."""
-        job = worker.ahead
+        job = worker.ahead[0] if worker.ahead else None
         if job is not None and job.key == key and worker.job is None:
-            worker.ahead = None
-            worker.withdrawn.clear()  # the worker has read every earlier SKIP
+            del worker.ahead[0]
+            # The worker has read the SKIP of every job withdrawn before this one
+            # was sent: it started those or dropped them before taking this one.
+            for withdrawn_key, (_, sent) in list(worker.withdrawn.items()):
+                if sent < job.sent:
+                    del worker.withdrawn[withdrawn_key]
             job.stealing = False  # too late: it runs here
             worker.job = job
             self._set_log_locked(worker, job.log_path)
@@ -1086,9 +1140,10 @@ class WorkerPool:
             return
         # The worker started a job that was cancelled before its SKIP arrived, or
         # broke the protocol. Kill it: the cancel was reported already, and a
-        # replacement takes the slot. The jobs it was given since never started.
+        # replacement takes the slot. The jobs sent to it after that one may have
+        # run before the kill, so they wait for its last messages (unsettled).
         if key in worker.withdrawn:
-            self._set_log_locked(worker, worker.withdrawn[key])
+            self._set_log_locked(worker, worker.withdrawn[key][0])
             logger.debug(
                 "worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -1103,10 +1158,24 @@ class WorkerPool:
             )
         worker.state = _WorkerState.RETIRING
         self._kill_group(worker)
-        for unstarted in (worker.job, worker.ahead):
-            if unstarted is not None:
-                self._requeue_locked(unstarted)
-        worker.job = worker.ahead = None
+        if worker.job is not None:
+            worker.unsettled.append(worker.job)
+        worker.unsettled.extend(worker.ahead)
+        worker.retired_at = time.monotonic()
+        worker.job = None
+        worker.ahead = []
+
+    def _settle_unsettled_locked(self, worker: _Worker, outcome: WorkOutcome) -> None:
+        """Deliver ``outcome`` if it ends an unsettled job of a killed worker.
+
+        Such a job ran to its end before the kill, so it must not run again.
+        """
+        for index, job in enumerate(worker.unsettled):
+            if job.key == outcome.key:
+                del worker.unsettled[index]
+                del self._jobs[job.key]
+                self._events.append(outcome)
+                return
 
     def _carry_out_cancel(self, worker: _Worker) -> None:
         """Send CANCEL for the job that cancel() requested to stop, if it still runs.
@@ -1161,13 +1230,12 @@ class WorkerPool:
         cancelled, ahead = worker.cancelled, worker.ahead
         if cancelled is None:
             return
-        worker.ahead = None
-        if ahead is not None:
-            if worker.started_after_cancel == ahead.key:
-                # Its partial output is dropped with the spill file; the next run
-                # writes the whole of it.
-                worker.log_path = None
-            self._requeue_locked(ahead)
+        worker.ahead = []
+        if ahead and worker.started_after_cancel == ahead[0].key:
+            # Its partial output is dropped with the spill file; the next run
+            # writes the whole of it.
+            worker.log_path = None
+        self._requeue_all_locked(ahead)
         if worker.cancelled_outcome is None:
             worker.log_path = cancelled.log_path  # its output is in the spill file
 
@@ -1176,10 +1244,21 @@ class WorkerPool:
 
         A process killed with SIGKILL exits within milliseconds unless it is stuck
         in the operating system. Its job is then reported cancelled without its
-        last output, and a job sent ahead to it goes back to the queue.
+        last output, and a job sent ahead to it goes back to the queue. So do the
+        jobs of a worker killed for starting a withdrawn job.
         """
         now = time.monotonic()
         for worker in self._workers.values():
+            if worker.unsettled and now - worker.retired_at >= _CANCEL_OUTPUT_WAIT:
+                logger.warning(
+                    "worker process %d has not exited %.1f s after SIGKILL; queuing "
+                    "its jobs %s again",
+                    worker.pid,
+                    _CANCEL_OUTPUT_WAIT,
+                    ", ".join(repr(job.key) for job in worker.unsettled),
+                )
+                self._requeue_all_locked(worker.unsettled)
+                worker.unsettled = []
             if worker.cancelled and now - worker.cancelled_at >= _CANCEL_OUTPUT_WAIT:
                 logger.warning(
                     "worker process %d has not exited %.1f s after SIGKILL; reporting "
@@ -1188,9 +1267,8 @@ class WorkerPool:
                     _CANCEL_OUTPUT_WAIT,
                     worker.cancelled.key,
                 )
-                if worker.ahead is not None:
-                    self._requeue_locked(worker.ahead)
-                    worker.ahead = None
+                self._requeue_all_locked(worker.ahead)
+                worker.ahead = []
                 worker.cancelled_outcome = None
                 self._deliver_cancel_locked(worker)
 
@@ -1216,7 +1294,7 @@ class WorkerPool:
     def _stop_withdrawn_locked(self, worker: _Worker, key: str) -> None:
         """Kill a retiring ``worker`` that started ``key``, a withdrawn job."""
         if key in worker.withdrawn:
-            self._set_log_locked(worker, worker.withdrawn.pop(key))
+            self._set_log_locked(worker, worker.withdrawn.pop(key)[0])
             logger.debug(
                 "retiring worker process %d started withdrawn job %r; killing it",
                 worker.pid,
@@ -1254,11 +1332,23 @@ class WorkerPool:
             )
 
     def _requeue_locked(self, job: _Job) -> None:
-        """Put a job that a worker was given but never started back in front."""
+        """Put a job that a worker was given but never started back in the queue.
+
+        It goes where its submit put it, before the jobs submitted after it, so
+        that jobs taken back from several workers keep their order.
+        """
         job.worker = None
         job.started_at = None
         job.stealing = False
-        self._queue.appendleft(job)
+        index = 0
+        while index < len(self._queue) and self._queue[index].order < job.order:
+            index += 1
+        self._queue.insert(index, job)
+
+    def _requeue_all_locked(self, jobs: list[_Job]) -> None:
+        """Put ``jobs`` back in the queue (see _requeue_locked)."""
+        for job in jobs:
+            self._requeue_locked(job)
 
     def _reap(self, worker: _Worker) -> None:
         """Remove a worker whose sentinel reported its exit, and fail its job."""
@@ -1291,9 +1381,12 @@ class WorkerPool:
             self._deliver_cancel_locked(worker)
             del self._workers[worker.pid]
             state, job, ahead = worker.state, worker.job, worker.ahead
-            worker.job = worker.ahead = None
-            if ahead is not None:
-                self._requeue_locked(ahead)  # it never started
+            worker.job = None
+            worker.ahead = []
+            self._requeue_all_locked(ahead)  # they never started
+            # The worker did not report their end before it exited.
+            self._requeue_all_locked(worker.unsettled)
+            worker.unsettled = []
             if state is _WorkerState.BUSY and job is not None:
                 self._fail_job_locked(worker, job, exitcode)
             elif state is _WorkerState.STARTING and not self._closing:
@@ -1389,8 +1482,9 @@ class WorkerPool:
         """Pair queued jobs with workers in FIFO order: ``(worker, job, ahead)``.
 
         Idle workers get a job to run now. Then each worker that runs a job gets
-        one more sent ahead, so that it starts that one as soon as it finishes,
-        without waiting for this thread. At most one job runs per worker.
+        up to _AHEAD_DEPTH more sent ahead, so that it starts the next one as soon
+        as it finishes, without waiting for this thread. At most one job runs per
+        worker.
         """
         if self._closing and self._cancel_on_shutdown:
             return []
@@ -1398,7 +1492,7 @@ class WorkerPool:
         now = time.time()
         for worker in self._workers.values():
             if not self._queue:
-                return sends
+                break
             if worker.state is _WorkerState.IDLE:
                 job = self._queue.popleft()
                 job.started_at = time.time()
@@ -1408,19 +1502,24 @@ class WorkerPool:
                 self._set_log_locked(worker, job.log_path)
                 self._events.append((job.key, worker.pid))
                 sends.append((worker, job, False))
-        for worker in self._workers.values():
-            if not self._queue:
-                break
-            if (
-                worker.state is _WorkerState.BUSY
-                and worker.job is not None
-                and worker.ahead is None
-                and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
-            ):
-                job = self._queue.popleft()
-                job.worker = worker
-                worker.ahead = job
-                sends.append((worker, job, True))
+        # Level by level, so that each worker gets one job ahead before any gets two.
+        for depth in range(_AHEAD_DEPTH):
+            for worker in self._workers.values():
+                if not self._queue:
+                    break
+                if (
+                    worker.state is _WorkerState.BUSY
+                    and worker.job is not None
+                    and len(worker.ahead) == depth
+                    and now - (worker.job.started_at or now) < _AHEAD_MAX_RUNNING
+                ):
+                    job = self._queue.popleft()
+                    job.worker = worker
+                    worker.ahead.append(job)
+                    sends.append((worker, job, True))
+        for _, job, _ in sends:
+            self._sent += 1
+            job.sent = self._sent
         return sends
 
     def _steal_jobs_locked(self) -> list[tuple[_Worker, str]]:
@@ -1428,22 +1527,33 @@ class WorkerPool:
 
         A job sent ahead waits until its worker finishes the job it runs, which can
         take long while other workers run jobs queued after it. So a job sent ahead
-        is taken back once the job before it has run for _AHEAD_MAX_RUNNING, and one
-        is taken back for each idle worker. A worker that gives a job back replies
-        RETURNED, and the job goes to the front of the queue.
+        is taken back once the job before it has run for _AHEAD_MAX_RUNNING, unless
+        no other worker could take it, and one is taken back for each idle worker.
+        A worker that gives a job back replies RETURNED, and the job goes back to
+        the queue in the order of its submit.
         """
         if self._closing:
             return []
+        alone = len(self._workers) < 2
         idle = sum(w.state is _WorkerState.IDLE for w in self._workers.values())
         now = time.time()
         steals: list[tuple[_Worker, str]] = []
         for worker in self._workers.values():
-            job, running = worker.ahead, worker.job
-            if worker.state is not _WorkerState.BUSY or job is None or job.stealing:
+            if worker.state is not _WorkerState.BUSY:
                 continue
+            running = worker.job
             started = running.started_at if running is not None else None
-            slow = started is not None and now - started >= _AHEAD_MAX_RUNNING
-            if slow or len(steals) < idle:
+            slow = (
+                not alone
+                and started is not None
+                and now - started >= _AHEAD_MAX_RUNNING
+            )
+            # The last job sent is the last the worker would start.
+            for job in reversed(worker.ahead):
+                if job.stealing:
+                    continue
+                if not slow and len(steals) >= idle:
+                    break
                 job.stealing = True
                 steals.append((worker, job.key))
         return steals
@@ -1518,12 +1628,14 @@ class WorkerPool:
         self._cancel_requests.clear()
         for worker in self._workers.values():
             worker.cancel_requested = None
+            cancelled.extend((job, None) for job in worker.unsettled)
+            worker.unsettled = []
             if worker.state is _WorkerState.BUSY:
-                if worker.ahead is not None:
-                    cancelled.append((worker.ahead, None))
+                cancelled.extend((job, None) for job in worker.ahead)
                 if worker.job is not None:
                     cancelled.append((worker.job, worker.pid))
-                worker.job = worker.ahead = None
+                worker.job = None
+                worker.ahead = []
                 worker.state = _WorkerState.RETIRING
                 self._kill_group(worker)
         for job, pid in cancelled:

@@ -24,7 +24,7 @@ from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
 from .pool import REASON_PICKLING_FAILED, WorkerPool, WorkOutcome
 
 # Jobs handed to the pool per worker; see free_slots().
-IN_FLIGHT_PER_WORKER = 3
+IN_FLIGHT_PER_WORKER = 4
 # How many (submission, function) pickles to keep; each submission needs one per
 # distinct task function while its jobs are dispatched.
 _FUNCTION_CACHE_SIZE = 256
@@ -81,10 +81,10 @@ class StandaloneExecutor(Executor):
         )
 
     def free_slots(self) -> int:
-        # Jobs handed to the pool per worker: the one it runs, one sent ahead that
-        # it starts as soon as it finishes, and one that the pool thread sends ahead
-        # then, without waiting for this scheduler thread. At most max_workers jobs
-        # still run at once.
+        # Jobs handed to the pool per worker: the one it runs, two sent ahead that
+        # it starts one after the other as soon as it finishes, and one that the
+        # pool thread sends ahead then, without waiting for this scheduler thread.
+        # At most max_workers jobs still run at once.
         with self._lock:
             return IN_FLIGHT_PER_WORKER * self.max_workers - len(self._in_flight)
 
