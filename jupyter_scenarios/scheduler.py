@@ -99,26 +99,17 @@ class _SubmitContext:
     """The context of one submission's jobs, captured when it was submitted.
 
     Worker processes run the jobs in the kernel's working directory and with its
-    import path as they were at submit time. Each task's function, and the notebook
-    source lines of each function, are looked up once per submission rather than
-    once per job, so all the jobs of a task run the same definition.
+    import path as they were at submit time. The notebook source lines of each task
+    function are looked up once per submission rather than once per job.
     """
 
     def __init__(self, cwd: str, sys_path: tuple[str, ...]) -> None:
         self.cwd = cwd
         self.sys_path = sys_path
-        self._functions: dict[str, Callable[..., Any]] = {}  # by task id
         # id of a function -> (the function, its cell sources, its cell file names)
         self._code: dict[
             int, tuple[Callable[..., Any], dict[str, list[str]], dict[str, str]]
         ] = {}
-
-    def function_of(self, task: Task) -> Callable[..., Any]:
-        """Return ``task.function`` as resolved for this submission's first job."""
-        function = self._functions.get(task.id)
-        if function is None:
-            function = self._functions[task.id] = task.function
-        return function
 
     def notebook_code(
         self, function: Callable[..., Any]
@@ -808,7 +799,7 @@ class Scheduler:
         if context is None:  # its submission was deleted or the scheduler stopped
             context = _SubmitContext(os.getcwd(), tuple(sys.path))
         try:
-            function = context.function_of(task)
+            function = task.function
             sources, code_files = context.notebook_code(function)
             run = TaskRun(
                 job_id=job.id,
