@@ -960,6 +960,7 @@ class WorkerPool:
             running = w.job
             if (
                 w.ahead
+                and not self._closing
                 and len(self._workers) > 1
                 and running is not None
                 and running.started_at is not None
@@ -1054,6 +1055,7 @@ class WorkerPool:
                     self._started_ahead(worker, message[1], time.time())
                 else:
                     worker.started_after_cancel = message[1]
+                    self._leave_unsettled_output_locked(worker, message[1])
                     self._stop_withdrawn_locked(worker, message[1])
             return
         if message[0] == _worker_main.RETURNED:
@@ -1099,6 +1101,7 @@ class WorkerPool:
             job = worker.job
             if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
                 self._settle_unsettled_locked(worker, outcome)
+                self._leave_unsettled_output_locked(worker, next_key)
                 # Cancelled after the worker sent its result, or retiring.
                 cancelled = worker.cancelled
                 if cancelled is not None and cancelled.key == key:
@@ -1124,9 +1127,17 @@ class WorkerPool:
 
     def _started_ahead(self, worker: _Worker, key: str, started_at: float) -> None:
         """Apply the news that ``worker`` started ``key``, a job sent ahead."""
-        job = worker.ahead[0] if worker.ahead else None
-        if job is not None and job.key == key and worker.job is None:
-            del worker.ahead[0]
+        # The worker starts the jobs sent ahead in order. It may skip one only if
+        # a STEAL took it back, and the RETURNED for it follows, so such jobs stay.
+        job = None
+        for index, candidate in enumerate(worker.ahead):
+            if candidate.key == key:
+                job = candidate
+                break
+            if not candidate.stealing:
+                break
+        if job is not None and worker.job is None:
+            del worker.ahead[index]
             # The worker has read the SKIP of every job withdrawn before this one
             # was sent: it started those or dropped them before taking this one.
             for withdrawn_key, (_, sent) in list(worker.withdrawn.items()):
@@ -1174,8 +1185,21 @@ class WorkerPool:
             if job.key == outcome.key:
                 del worker.unsettled[index]
                 del self._jobs[job.key]
+                if job.started_at is None:  # sent ahead, never reported started
+                    job.started_at = outcome.started_at
+                    self._events.append((job.key, worker.pid))
                 self._events.append(outcome)
                 return
+
+    def _leave_unsettled_output_locked(self, worker: _Worker, key: str | None) -> None:
+        """Forget the log of a killed ``worker`` that has started ``key``, if unsettled.
+
+        What its spill file then holds is that job's output. The job either runs
+        again, and that run writes the whole of it, or its DONE arrives, which the
+        worker sent after it wrote the output to the job's log.
+        """
+        if key is not None and any(job.key == key for job in worker.unsettled):
+            worker.log_path = None
 
     def _carry_out_cancel(self, worker: _Worker) -> None:
         """Send CANCEL for the job that cancel() requested to stop, if it still runs.
