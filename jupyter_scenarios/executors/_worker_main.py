@@ -406,26 +406,43 @@ def descendants(pid: int) -> list[int]:
 _STOP_ROUNDS = 50
 
 
-def stop_descendants(pid: int) -> list[int]:
+def stop_descendants(pid: int, *, root_stopped: bool = False) -> list[int]:
     """Stop every descendant of ``pid`` with SIGSTOP and return their pids.
 
     Lists the descendants again after each round of stops, since a process may
-    start children while the list is read, until a round finds no new one (at most
-    _STOP_ROUNDS rounds). The caller then kills them: a stopped process cannot
-    start more in between.
+    start children while the list is read, until a round finds no new one and
+    every process found has stopped (at most _STOP_ROUNDS rounds). A process acts
+    on SIGSTOP only when it next runs, and one in the middle of a fork finishes
+    it first. With ``root_stopped``, the caller has sent SIGSTOP to ``pid`` too,
+    and ``pid`` must have stopped as well. The caller then kills them: a stopped
+    process cannot start more in between.
     """
     stopped: list[int] = []
     seen: set[int] = set()
     for _ in range(_STOP_ROUNDS):
         found = [child for child in descendants(pid) if child not in seen]
         if not found:
-            break
+            waiting = [*stopped, pid] if root_stopped else stopped
+            if all(_has_stopped(process) for process in waiting):
+                break
+            time.sleep(0.001)
+            continue
         for child in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child, signal.SIGSTOP)
         seen.update(found)
         stopped.extend(found)
     return stopped
+
+
+def _has_stopped(pid: int) -> bool:
+    """Return whether process ``pid`` is stopped, a zombie or gone (``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("T", "t", "Z", "X")
 
 
 def _open_standard_stream(fd: int) -> TextIO:

@@ -830,7 +830,7 @@ class WorkerPool:
         # same holds for a descendant that exits between the listing and its kill.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(worker.pid, signal.SIGSTOP)  # so that the job starts no process
-        others = _worker_main.stop_descendants(worker.pid)
+        others = _worker_main.stop_descendants(worker.pid, root_stopped=True)
         try:
             if worker.pgid == worker.pid:
                 os.killpg(worker.pid, signal.SIGKILL)
