@@ -12,9 +12,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import pytest
 from test_pool import (  # noqa: F401 - the fixtures are used by name
     OUTCOME_TIMEOUT,
@@ -98,6 +100,26 @@ def make_blocking_pool(
     )
     pool.start()
     return pool, recorder
+
+
+Call = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def submit_together(
+    pool: WorkerPool, calls: dict[str, Call], logs: dict[str, Path] | None = None
+) -> None:
+    """Submit ``calls`` in one pool call, so one round of the pool thread sends all.
+
+    Separate submits may fall in separate rounds on a loaded machine. ``logs``
+    gives the log file of some of the calls, by key.
+    """
+    logs = logs or {}
+    pool.submit_pickled_many(
+        [
+            (key, cloudpickle.dumps(call), logs.get(key), os.getcwd(), tuple(sys.path))
+            for key, call in calls.items()
+        ]
+    )
 
 
 def submit_unpicklable(pool: WorkerPool, key: str) -> None:
@@ -841,9 +863,14 @@ def test_job_done_before_kill_runs_once(
     # its DONE is in the pipe, so it must count and not run a second time.
     pool, recorder = make_blocking_pool(1, {"first": 1.5}, {})
     try:
-        pool.submit("first", pow, (2, 3), None)
-        pool.submit("cancelled", count_run, (str(tmp_path / "cancelled"),), None)
-        pool.submit("after", count_run, (str(tmp_path / "after"),), None)
+        submit_together(
+            pool,
+            {
+                "first": (pow, (2, 3)),
+                "cancelled": (count_run, (str(tmp_path / "cancelled"),)),
+                "after": (count_run, (str(tmp_path / "after"),)),
+            },
+        )
         wait_for_file(tmp_path / "after")
         assert pool.cancel("cancelled")
         assert recorder.wait("cancelled").cancelled

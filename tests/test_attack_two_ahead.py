@@ -24,7 +24,7 @@ import pytest
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
-from test_attack_pool import make_blocking_pool
+from test_attack_pool import make_blocking_pool, submit_together
 from test_pool import (  # noqa: F401 - the fixtures are used by name
     OUTCOME_TIMEOUT,
     PoolFactory,
@@ -124,9 +124,14 @@ def test_settled_job_reported_started(tmp_path: Path) -> None:
     pool, recorder = make_blocking_pool(1, {"first": 1.5}, {})
     try:
         warm_up(pool, recorder, tmp_path, 1)
-        pool.submit("first", pow, (2, 3), None)
-        pool.submit("cancelled", record_and_print, (str(tmp_path / "c"), "c"), None)
-        pool.submit("after", record_and_print, (str(tmp_path / "after"), "a"), None)
+        submit_together(
+            pool,
+            {
+                "first": (pow, (2, 3)),
+                "cancelled": (record_and_print, (str(tmp_path / "c"), "c")),
+                "after": (record_and_print, (str(tmp_path / "after"), "a")),
+            },
+        )
         wait_for_file(tmp_path / "after")
         assert pool.cancel("cancelled")
         after = recorder.wait("after")
@@ -151,18 +156,20 @@ def test_withdrawn_kill_output_stays_with_job(tmp_path: Path) -> None:
     pool, recorder = make_blocking_pool(1, {"first": 1.0}, {})
     try:
         warm_up(pool, recorder, tmp_path, 1)
-        pool.submit("first", pow, (2, 3), None)
-        pool.submit(
-            "withdrawn",
-            record_and_print,
-            (str(tmp_path / "withdrawn"), "withdrawn-line"),
-            log_withdrawn,
-        )
-        pool.submit(
-            "after",
-            record_and_print,
-            (str(tmp_path / "after"), "after-line", 3.0),
-            log_after,
+        submit_together(
+            pool,
+            {
+                "first": (pow, (2, 3)),
+                "withdrawn": (
+                    record_and_print,
+                    (str(tmp_path / "withdrawn"), "withdrawn-line"),
+                ),
+                "after": (
+                    record_and_print,
+                    (str(tmp_path / "after"), "after-line", 3.0),
+                ),
+            },
+            {"withdrawn": log_withdrawn, "after": log_after},
         )
         wait_for_file(tmp_path / "after")
         assert pool.cancel("withdrawn")
