@@ -10,7 +10,6 @@ Job functions live at module level so that workers import them by reference.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import threading
@@ -18,12 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
 import pytest
 from engine_fixtures import WAIT_SECONDS, main_namespace, use_workers
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
+from test_graph import FakeTask, networkx_generations
 from test_pool import (  # noqa: F401 - the fixtures are used by name
     PoolFactory,
     make_pool,
@@ -42,14 +41,14 @@ from jupyter_scenarios.events import (
     bus,
 )
 from jupyter_scenarios.exceptions import ConfigurationError, CycleInGraphError
-from jupyter_scenarios.graph import build_graph, task_generations
+from jupyter_scenarios.graph import task_generations
 
 pytestmark = pytest.mark.timeout(180)
 
 # Seconds a submission of a few trivial jobs gets to finish. A stuck submission
 # fails after this, not after the engine fixtures' minute.
 SUBMISSION_SECONDS = 20.0
-# Tasks beside the failing one; more than the jobs handed out per worker.
+# Tasks beside the failing one, more than the jobs handed out per worker.
 FILLERS = 6
 
 
@@ -95,30 +94,25 @@ def print_later_from_thread(text: str, delay: float) -> str:
 # -- descriptors 1 and 2 between jobs ------------------------------------------------------
 
 
-def test_closed_fds_spare_next_job(make_pool: PoolFactory, tmp_path: Path) -> None:
-    # A job closes descriptors 1 and 2 and ends within 0.2 s, before its output
-    # would be promoted to its log. The next job in the same log folder must still
-    # write its own output to its own log.
+@pytest.mark.parametrize(
+    ("function", "value"),
+    [(close_stdout_and_stderr, "closed"), (silence_stdout_and_stderr, "silenced")],
+)
+def test_broken_fds_spare_next_job(
+    make_pool: PoolFactory, tmp_path: Path, function: Any, value: str
+) -> None:
+    # A job closes descriptors 1 and 2, or points them at /dev/null, and ends
+    # within 0.2 s, before its output would be promoted to its log. The next job
+    # in the same log folder must still write its own output to its own log.
     pool, recorder = make_pool(1)
-    pool.submit("closer", close_stdout_and_stderr, (), tmp_path / "closer.log")
-    assert recorder.wait("closer").value == "closed"
-
-    pool.submit("after", print_line, ("after-line",), tmp_path / "after.log")
-    outcome = recorder.wait("after")
-    assert outcome.ok, outcome.error
-    assert (tmp_path / "after.log").read_text() == "after-line\n"
-
-
-def test_silenced_fds_spare_next_job(make_pool: PoolFactory, tmp_path: Path) -> None:
-    pool, recorder = make_pool(1)
-    pool.submit("quiet", silence_stdout_and_stderr, (), tmp_path / "quiet.log")
-    assert recorder.wait("quiet").value == "silenced"
+    pool.submit("breaker", function, (), tmp_path / "breaker.log")
+    assert recorder.wait("breaker").value == value
 
     pool.submit("after", print_line, ("after-line",), tmp_path / "after.log")
     outcome = recorder.wait("after")
     assert outcome.ok, outcome.error
     after_log = tmp_path / "after.log"
-    assert after_log.exists(), "the output of job 'after' went to /dev/null"
+    assert after_log.exists(), "the output of job 'after' is missing"
     assert after_log.read_text() == "after-line\n"
 
 
@@ -193,7 +187,7 @@ def test_unlogged_job_between_logged_jobs(
 def fail_preparation_of(monkeypatch: pytest.MonkeyPatch, config_id: str) -> None:
     """Make the scheduler fail to resolve the function of task ``config_id``.
 
-    Stands for a task whose function is in no configuration, cannot be imported
+    Imitates a task whose function is in no configuration, cannot be imported
     and was not pickled: Task.function then raises ConfigurationError, and
     Scheduler._start fails the job while it prepares it.
     """
@@ -415,22 +409,6 @@ def test_subscribe_churn_while_jobs_run() -> None:
 
 
 # -- task generations against networkx ----------------------------------------------------
-
-
-@dataclasses.dataclass
-class FakeTask:
-    id: str
-    input_ids: list[str]
-    output_ids: list[str]
-
-
-def networkx_generations(tasks: list[FakeTask]) -> list[list[str]]:
-    generations = []
-    for generation in nx.topological_generations(build_graph(tasks)):
-        ids = sorted(node[1] for node in generation if node[0] == "task")
-        if ids:
-            generations.append(ids)
-    return generations
 
 
 def messy_dag(seed: int) -> list[FakeTask]:

@@ -746,15 +746,8 @@ def test_cancelled_job_sent_ahead_not_run_at_shutdown(tmp_path: Path) -> None:
 
 def return_big_then_die(marker: str, megabytes: int, delay: float) -> bytes:
     """Return ``megabytes`` MiB, and kill the worker ``delay`` seconds later."""
-    with open(marker, "a") as file:
-        file.write(f"{os.getpid()}\n")
-
-    def die() -> None:
-        time.sleep(delay)
-        os._exit(3)
-
-    threading.Thread(target=die, daemon=True).start()
-    return b"x" * (megabytes * 1024 * 1024)
+    value: bytes = return_then_die_soon(b"x" * (megabytes << 20), delay, marker)
+    return value
 
 
 def test_done_read_before_death_mid_message_counts(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cloudpickle
 import pytest
@@ -61,7 +62,7 @@ def record_and_print(marker: str, text: str, seconds: float = 0.0) -> str:
 def delay_returned(key: str, seconds: float) -> int:
     """Make this worker's reader thread pause before it sends RETURNED for ``key``.
 
-    The pause stands for the reader thread losing the CPU (or the interpreter
+    The pause imitates the reader thread losing the CPU (or the interpreter
     lock) between taking the job out of its inbox and sending RETURNED, which
     can happen at any bytecode. Returns the worker's pid.
     """
@@ -154,6 +155,7 @@ def test_withdrawn_kill_output_stays_with_job(tmp_path: Path) -> None:
     log_after = tmp_path / "after.log"
     log_after.write_text("")
     pool, recorder = make_blocking_pool(1, {"first": 1.0}, {})
+
     try:
         warm_up(pool, recorder, tmp_path, 1)
         submit_together(
@@ -172,6 +174,7 @@ def test_withdrawn_kill_output_stays_with_job(tmp_path: Path) -> None:
             {"withdrawn": log_withdrawn, "after": log_after},
         )
         wait_for_file(tmp_path / "after")
+
         assert pool.cancel("withdrawn")
         assert recorder.wait("withdrawn").cancelled
         assert recorder.wait("first").ok
@@ -179,6 +182,7 @@ def test_withdrawn_kill_output_stays_with_job(tmp_path: Path) -> None:
         assert after.ok, (after.reason, after.error)
     finally:
         pool.shutdown(timeout=5.0)
+
     assert len(read_lines(tmp_path / "after")) == 2, "'after' was not killed and rerun"
     withdrawn_text = log_withdrawn.read_text()
     assert "after-line" not in withdrawn_text, f"withdrawn.log: {withdrawn_text!r}"
@@ -315,6 +319,19 @@ def first_start(folder: Path, key: str) -> float | None:
     return float(starts[0].split()[1]) if starts else None
 
 
+def record_report_times(pool: WorkerPool, recorder: Recorder) -> dict[str, float]:
+    """Return a dict that gets the time.time() of each job's on_finished call."""
+    reported_at: dict[str, float] = {}
+    original = recorder.on_finished
+
+    def on_finished(key: str, outcome: Any) -> None:
+        reported_at[key] = time.time()
+        original(key, outcome)
+
+    pool._on_finished = on_finished
+    return reported_at
+
+
 @pytest.mark.parametrize(
     ("workers", "seed"), [(1, 0), (1, 1), (1, 2), (2, 3), (2, 4), (2, 5)]
 )
@@ -323,14 +340,7 @@ def test_two_ahead_storm(
 ) -> None:
     rng = random.Random(seed)
     pool, recorder = make_pool(workers)
-    reported_at: dict[str, float] = {}
-    original = recorder.on_finished
-
-    def on_finished(key, outcome):  # type: ignore[no-untyped-def]
-        reported_at[key] = time.time()
-        original(key, outcome)
-
-    pool._on_finished = on_finished
+    reported_at = record_report_times(pool, recorder)
     keys = [f"job-{i:03d}" for i in range(120)]
     cancelled: set[str] = set()
     for index, key in enumerate(keys):
@@ -379,14 +389,7 @@ def test_cancel_at_start_storm(
     caplog.set_level(logging.DEBUG, logger="jupyter_scenarios.executors.pool")
     rng = random.Random(seed)
     pool, recorder = make_pool(workers)
-    reported_at: dict[str, float] = {}
-    original = recorder.on_finished
-
-    def on_finished(key, outcome):  # type: ignore[no-untyped-def]
-        reported_at[key] = time.time()
-        original(key, outcome)
-
-    pool._on_finished = on_finished
+    reported_at = record_report_times(pool, recorder)
     keys: list[str] = []
     deadline = time.monotonic() + 12.0
     batch = 0

@@ -1,7 +1,8 @@
 """Topological generations of tasks, as the scheduler orders a submission's jobs.
 
-``task_generations`` works on plain dictionaries for speed; these tests hold it to
-the layering that networkx computes on the bipartite graph of tasks and data nodes.
+``task_generations`` works on plain dictionaries for speed. These tests compare it
+with the layering that networkx computes on the bipartite graph of tasks and data
+nodes.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ class Job(Entity):
     def _init_runtime(self) -> None:
         # Callbacks given to submit() for this job; kept in memory only.
         self._subscribers: list[Callable[..., Any]] = []
-        # Created by the first wait(), because most jobs are never waited on one by
-        # one, and an Event allocates four objects.
+        # Created by the first wait(): submit(wait=True) waits on the submission, not
+        # on each job, and an Event allocates four objects.
         self._finished: threading.Event | None = None
 
     # -- attributes -------------------------------------------------------------------

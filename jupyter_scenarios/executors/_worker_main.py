@@ -287,8 +287,8 @@ def _run_as_batch_work() -> None:
     A worker that wakes up (a job arrived, a child ended) would otherwise take the
     CPU from the thread that was running there. On a machine with as many workers as
     cores, that thread is often the kernel's scheduler or pool thread, which then
-    waits before it can hand out the next job, and the kernel answers its front end
-    late. SCHED_BATCH only removes that wake-up preemption: the worker keeps its
+    waits before it can hand out the next job, and the kernel replies to its front
+    end late. SCHED_BATCH only removes that wake-up preemption: the worker keeps its
     nice value and its share of the CPU. The job's child processes inherit it.
     Elsewhere, or if Linux refuses, nothing changes.
     """

@@ -259,7 +259,7 @@ class _Job:
     worker: _Worker | None = None  # set on dispatch, so cancel() finds it at once
     stealing: bool = False  # sent ahead, and STEAL sent to get it back
     sent: int = 0  # number of the dispatch, increasing over the pool's life
-    order: int = 0  # number of the submit, increasing; the queue is sorted by it
+    order: int = 0  # number of the submit, increasing, by which the queue is sorted
 
 
 @dataclasses.dataclass(eq=False)
@@ -1120,7 +1120,7 @@ class WorkerPool:
             elif not worker.ahead:
                 worker.state = _WorkerState.IDLE
             # Otherwise the jobs sent ahead reached the worker after it looked for
-            # one; a STARTED message follows.
+            # one, so a STARTED message follows.
         logger.debug(
             "job %r finished on worker process %d: %s", key, worker.pid, reason
         )
@@ -1194,7 +1194,7 @@ class WorkerPool:
     def _leave_unsettled_output_locked(self, worker: _Worker, key: str | None) -> None:
         """Forget the log of a killed ``worker`` that has started ``key``, if unsettled.
 
-        What its spill file then holds is that job's output. The job either runs
+        What its spill file then contains is that job's output. The job either runs
         again, and that run writes the whole of it, or its DONE arrives, which the
         worker sent after it wrote the output to the job's log.
         """

@@ -81,10 +81,10 @@ class StandaloneExecutor(Executor):
         )
 
     def free_slots(self) -> int:
-        # Jobs handed to the pool per worker: the one it runs, two sent ahead that
-        # it starts one after the other as soon as it finishes, and one that the
-        # pool thread sends ahead then, without waiting for this scheduler thread.
-        # At most max_workers jobs still run at once.
+        # Jobs handed to the pool per worker: the one it runs and two sent ahead,
+        # which it starts one after the other. One more waits in the pool, so that
+        # the pool thread can send it ahead without waiting for this scheduler
+        # thread. At most max_workers jobs still run at once.
         with self._lock:
             return IN_FLIGHT_PER_WORKER * self.max_workers - len(self._in_flight)
 
