@@ -182,6 +182,8 @@ class Scheduler:
         # Submissions whose jobs changed status during the current round of
         # commands; their status is derived once at the end of it (see _round).
         self._touched: set[str] | None = None
+        # Writes to the store that failed in a row (see _flush).
+        self._flush_failures = 0
 
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
@@ -283,7 +285,11 @@ class Scheduler:
         tasks = self._tasks_of(entity)
         self._check_runnable(entity, tasks)
 
-        with self.store.batch():
+        # The manager thread writes the new entities with the jobs' first changes,
+        # after it has started the first of them, and before submit returns (see
+        # _run_manager). Any other caller writes them here.
+        hand_over = self.is_asynchronous and not self._on_owner_thread()
+        with self.store.handover_batch() if hand_over else self.store.batch() as writes:
             submission = self._create_submission(entity, properties)
             jobs = [
                 self._create_job(task, submission, entity, force, callbacks)
@@ -308,11 +314,17 @@ class Scheduler:
                 logger.exception("Submit hook %r failed for %s", hook, submission.id)
         context = _SubmitContext(os.getcwd(), tuple(sys.path))
         scheduled = threading.Event()
-        self._post(_Command("submit", (submission, jobs, context), done=scheduled))
-        if not self._on_owner_thread():
-            # As in Taipy, submit returns with each job PENDING or BLOCKED (or
-            # further along), not SUBMITTED.
-            scheduled.wait(SCHEDULE_WAIT_SECONDS)
+        command = _Command("submit", (submission, jobs, context, writes), scheduled)
+        try:
+            self._post(command)
+            if not self._on_owner_thread():
+                # As in Taipy, submit returns with each job PENDING or BLOCKED (or
+                # further along), not SUBMITTED.
+                scheduled.wait(SCHEDULE_WAIT_SECONDS)
+        finally:
+            # Does nothing if the manager thread took them, which it does unless
+            # it stopped or is busier than SCHEDULE_WAIT_SECONDS.
+            self.store.write_handed_over(writes)
         if wait:
             self.wait(submission, timeout)
             for wait_hook in list(self.wait_hooks):
@@ -590,8 +602,7 @@ class Scheduler:
                 try:
                     command = self._commands.get(timeout=timeout)
                 except queue.Empty:
-                    self.store.flush()
-                    first_unwritten = None
+                    first_unwritten = self._flush()
                     continue
                 batch = [command]
                 while True:
@@ -603,14 +614,47 @@ class Scheduler:
                 if first_unwritten is None:
                     first_unwritten = time.monotonic()
                 idle = not self._running and not self._ready
-                if stop or idle or time.monotonic() - first_unwritten >= FLUSH_SECONDS:
-                    self.store.flush()
-                    first_unwritten = None
+                # A submission's new entities are written before submit returns.
+                submitted = any(item.kind == "submit" for item in batch)
+                if (
+                    stop
+                    or idle
+                    or submitted
+                    or time.monotonic() - first_unwritten >= FLUSH_SECONDS
+                ):
+                    first_unwritten = self._flush()
                 for item in batch:
                     if item.done is not None:
                         item.done.set()
                 if stop:
                     return
+
+    def _flush(self) -> float | None:
+        """Write the pending changes.
+
+        Returns None, or after a failure the time (``time.monotonic()``) to count
+        FLUSH_SECONDS from before the next try. The changes stay pending, and this
+        thread goes on: if it ended, no job would ever finish.
+        """
+        try:
+            self.store.flush()
+        except Exception:
+            if not self._flush_failures:
+                logger.exception(
+                    "Could not write job changes to %s; trying again", self.store.path
+                )
+            self._flush_failures += 1
+            # Tries at most every 5 s, doubling the wait from FLUSH_SECONDS.
+            delay: float = min(FLUSH_SECONDS * 2.0**self._flush_failures, 5.0)
+            return time.monotonic() + delay - FLUSH_SECONDS
+        if self._flush_failures:
+            logger.warning(
+                "Wrote the pending job changes to %s after %d failed tries",
+                self.store.path,
+                self._flush_failures,
+            )
+            self._flush_failures = 0
+        return None
 
     def _handle_batch(self, batch: list[_Command]) -> bool:
         stop = False
@@ -642,7 +686,8 @@ class Scheduler:
 
     def _handle(self, command: _Command) -> None:
         if command.kind == "submit":
-            submission, jobs, context = command.payload
+            submission, jobs, context, writes = command.payload
+            self.store.write_handed_over(writes)
             self._contexts[submission.id] = context
             self._schedule(submission, jobs)
         elif command.kind == "started":

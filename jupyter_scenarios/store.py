@@ -11,7 +11,10 @@ Within a process the store keeps an identity map: ``get`` returns the same objec
 the same id, so a change made through one reference is visible through all of them.
 ``save`` writes at once, except inside ``batch()``, where the saves of the calling
 thread are written together when the outermost ``batch`` exits (the scheduler uses
-this to persist many job transitions in one transaction).
+this to persist many job transitions in one transaction). ``handover_batch`` gathers
+saves in the same way but leaves them for ``write_handed_over``, which another thread
+may call: ``submit`` hands a new submission's entities to the scheduler thread, which
+writes them with its own changes.
 """
 
 from __future__ import annotations
@@ -46,10 +49,15 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-# The statement that writes one row of each kind.
+# The statement that writes one row of each kind. An existing row is updated in
+# place: INSERT OR REPLACE would delete it and insert it again, which costs one more
+# change to each index.
 _INSERT = {
-    kind: "INSERT OR REPLACE INTO {} ({}) VALUES ({})".format(
-        kind, ", ".join(("id", "doc", *columns)), ", ".join("?" * (2 + len(columns)))
+    kind: "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}".format(
+        kind,
+        ", ".join(("id", "doc", *columns)),
+        ", ".join("?" * (2 + len(columns))),
+        ", ".join(f"{column} = excluded.{column}" for column in ("doc", *columns)),
     )
     for kind, (_, columns) in KINDS.items()
 }
@@ -117,6 +125,8 @@ class Store:
         # Every thread's open pending dict, so refresh() can skip entities with
         # unsaved changes; guarded by _lock.
         self._open_batches: list[dict[str, Any]] = []
+        # id() of each handed-over batch that a thread is writing; guarded by _lock.
+        self._claimed: set[int] = set()
         # refresh() reads an entity's row only if another connection may have
         # changed it: SQLite's data_version changes when another connection commits.
         # _synced contains the ids of entities whose state matches their row as of
@@ -289,27 +299,77 @@ class Store:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Group this thread's saves into one transaction written on exit."""
-        outer = getattr(self._local, "pending", None) is None
-        if outer:
-            self._local.pending = {}
-            with self._lock:
-                self._open_batches.append(self._local.pending)
+        if getattr(self._local, "pending", None) is not None:
+            yield
+            return
+        pending: dict[str, Storable] = {}
+        with self._lock:
+            self._open_batches.append(pending)
+        self._local.pending = pending
         try:
             yield
         finally:
-            if outer:
-                pending = self._local.pending
-                self._local.pending = None
-                try:
-                    if pending:
-                        self._write(list(pending.values()))
-                finally:
-                    with self._lock:
-                        self._open_batches = [
-                            batch
-                            for batch in self._open_batches
-                            if batch is not pending
-                        ]
+            self._local.pending = None
+            self._write_and_forget(pending)
+
+    @contextlib.contextmanager
+    def handover_batch(self) -> Iterator[dict[str, Storable] | None]:
+        """Group this thread's saves as ``batch()`` does, but do not write them.
+
+        Yields the saves, which the caller must pass to ``write_handed_over``; until
+        then ``refresh`` skips these entities, as it skips those of an open batch.
+        Inside an open batch of this thread, the saves join that batch and this
+        yields None.
+        """
+        if getattr(self._local, "pending", None) is not None:
+            yield None
+            return
+        pending: dict[str, Storable] = {}
+        with self._lock:
+            self._open_batches.append(pending)
+        self._local.pending = pending
+        try:
+            yield pending
+        except BaseException:  # the caller will not hand them over
+            self._local.pending = None
+            self._write_and_forget(pending)
+            raise
+        self._local.pending = None
+
+    def write_handed_over(self, pending: dict[str, Storable] | None) -> None:
+        """Write the saves of a ``handover_batch``, from any thread.
+
+        They join this thread's open ``batch()`` if it has one, and are written now
+        otherwise. Only the first call for the same saves does anything.
+        """
+        if pending is None:
+            return
+        with self._lock:
+            if id(pending) in self._claimed or not any(
+                batch is pending for batch in self._open_batches
+            ):
+                return
+            self._claimed.add(id(pending))
+        target: dict[str, Storable] | None = getattr(self._local, "pending", None)
+        if target is None:
+            self._write_and_forget(pending)
+            return
+        target.update(pending)  # target is registered, so refresh still skips them
+        self._forget_batch(pending)
+
+    def _write_and_forget(self, pending: dict[str, Storable]) -> None:
+        try:
+            if pending:
+                self._write(list(pending.values()))
+        finally:
+            self._forget_batch(pending)
+
+    def _forget_batch(self, pending: dict[str, Storable]) -> None:
+        with self._lock:
+            self._open_batches = [
+                batch for batch in self._open_batches if batch is not pending
+            ]
+            self._claimed.discard(id(pending))
 
     def flush(self) -> None:
         """Write this thread's pending saves now; the open ``batch()`` goes on."""

@@ -9,10 +9,13 @@ Concurrency is checked from the jobs' RUNNING intervals (``run_at`` to
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
+import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -900,3 +903,83 @@ def test_first_jobs_start_before_all_are_pending() -> None:
     assert submission.submission_status is SubmissionStatus.COMPLETED
     assert len(handed_over) == 1
     assert handed_over[0] > 0
+
+
+# -- writes to the store -------------------------------------------------------------------
+
+
+def stored_docs(folder: Path, kind: str) -> dict[str, dict[str, Any]]:
+    """Read every row of ``kind`` through a connection of its own, as another process."""
+    with contextlib.closing(sqlite3.connect(folder / "entities.db")) as connection:
+        rows = connection.execute(f"SELECT id, doc FROM {kind}").fetchall()
+    return {entity_id: json.loads(doc) for entity_id, doc in rows}
+
+
+def test_submit_returns_with_its_entities_stored(
+    standalone: Path, tmp_path: Path
+) -> None:
+    # The manager thread writes a new submission's entities; submit must not return
+    # before they are in the file, although FLUSH_SECONDS would allow it while the
+    # jobs run.
+    gate = tmp_path / "gate"
+    scenario = tp.create_scenario(gated_config(gate))
+
+    submission = scenario.submit()
+
+    try:
+        assert submission.id in stored_docs(standalone, "submission")
+        jobs = stored_docs(standalone, "job")
+        statuses = {jobs[job.id]["status"] for job in submission.jobs}
+        assert statuses <= {"PENDING", "BLOCKED", "RUNNING"}, statuses
+        nodes = stored_docs(standalone, "data_node")
+        assert nodes[scenario.waited.id]["edit_in_progress"] is True
+        assert nodes[scenario.after.id]["edit_in_progress"] is True
+    finally:
+        gate.touch()
+    wait_finished(submission)
+
+
+def test_failing_writes_are_retried(
+    standalone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another program makes every write of a job row fail, as a full disk would.
+    # The manager thread must log it, go on running jobs, and write everything
+    # once the writes succeed again.
+    failure = "job rows cannot be written now"
+    scenario = tp.create_scenario(tutorial_config())
+    with contextlib.closing(sqlite3.connect(standalone / "entities.db")) as connection:
+        for event in ("INSERT", "UPDATE"):
+            connection.execute(
+                f"CREATE TRIGGER refuse_job_{event.lower()} BEFORE {event} ON job "
+                f"BEGIN SELECT RAISE(ABORT, '{failure}'); END"
+            )
+        connection.commit()
+
+    with caplog.at_level(logging.ERROR, logger="jupyter_scenarios"):
+        submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    assert scenario.my_output.read() == 43
+    assert not set(submission.job_ids) & set(stored_docs(standalone, "job"))
+    assert any(
+        failure in record.getMessage()
+        or (record.exc_info and failure in str(record.exc_info[1]))
+        for record in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+
+    with contextlib.closing(sqlite3.connect(standalone / "entities.db")) as connection:
+        connection.execute("DROP TRIGGER refuse_job_insert")
+        connection.execute("DROP TRIGGER refuse_job_update")
+        connection.commit()
+
+    def completed_in_file() -> bool:
+        jobs = stored_docs(standalone, "job")
+        return all(
+            jobs.get(job_id, {}).get("status") == "COMPLETED"
+            for job_id in submission.job_ids
+        )
+
+    wait_until(completed_in_file, WAIT_SECONDS, "the job rows to be written")
+    assert stored_docs(standalone, "data_node")[scenario.my_output.id]["edits"]
+    again = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+    assert again.submission_status is SubmissionStatus.COMPLETED

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from engine_fixtures import (
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 
 import jupyter_scenarios as tp
-from jupyter_scenarios import Config, Status, SubmissionStatus
+from jupyter_scenarios import Config, Status, SubmissionStatus, _runtime
 
 pytestmark = [pytest.mark.usefixtures("engine"), pytest.mark.timeout(240)]
 
@@ -210,6 +211,48 @@ def test_store_uses_wal(engine: Path) -> None:
         mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
 
     assert mode == "wal"
+
+
+def stored_lock(folder: Path, node_id: str) -> bool:
+    with sqlite3.connect(folder / "entities.db") as connection:
+        (doc,) = connection.execute(
+            "SELECT doc FROM data_node WHERE id = ?", (node_id,)
+        ).fetchone()
+    return bool(json.loads(doc)["edit_in_progress"])
+
+
+def test_handed_over_saves_are_written_by_the_thread_that_takes_them(
+    engine: Path,
+) -> None:
+    # submit() hands its saves to the scheduler thread this way.
+    store = _runtime.store()
+    node = chain_scenario().middle
+    with store.handover_batch() as writes:
+        node.lock_edit()
+    assert stored_lock(engine, node.id) is False
+    # A commit by another connection makes refresh() read rows again, which must
+    # not undo the unwritten lock.
+    with sqlite3.connect(engine / "entities.db") as connection:
+        connection.execute("UPDATE meta SET value = value WHERE key = 'schema_version'")
+    store.refresh(node)
+    assert node.edit_in_progress is True
+
+    seen_in_batch = []
+
+    def take() -> None:
+        with store.batch():
+            store.write_handed_over(writes)
+            seen_in_batch.append(stored_lock(engine, node.id))
+
+    taker = threading.Thread(target=take)
+    taker.start()
+    taker.join(WAIT_SECONDS)
+    assert seen_in_batch == [False]  # written when the taker's batch ends
+    assert stored_lock(engine, node.id) is True
+    # Only the first call writes: this one must not bring back the old lock.
+    node._unlock()
+    store.write_handed_over(writes)
+    assert stored_lock(engine, node.id) is False
 
 
 def test_killed_writer_leaves_readable_store(engine: Path, tmp_path: Path) -> None:
