@@ -82,6 +82,10 @@ CANCEL_WAIT_SECONDS = 5.0
 #: Maximum time, in seconds, that the manager thread keeps changes before writing
 #: them to the store when commands keep arriving.
 FLUSH_SECONDS = 0.05
+#: Before it writes pending changes, the manager thread gives the executor one job
+#: more than it has free slots for per this many entities to write, so that the
+#: workers keep busy meanwhile (a job takes about as long as writing 8 entities).
+WRITES_PER_EXTRA_JOB = 6
 #: How long submit waits for the manager thread to mark the new jobs PENDING or
 #: BLOCKED, in seconds. Past it, submit returns with the jobs still SUBMITTED.
 SCHEDULE_WAIT_SECONDS = 5.0
@@ -610,18 +614,15 @@ class Scheduler:
                         batch.append(self._commands.get_nowait())
                     except queue.Empty:
                         break
-                stop = self._handle_batch(batch)
                 if first_unwritten is None:
                     first_unwritten = time.monotonic()
-                idle = not self._running and not self._ready
                 # A submission's new entities are written before submit returns.
-                submitted = any(item.kind == "submit" for item in batch)
-                if (
-                    stop
-                    or idle
-                    or submitted
-                    or time.monotonic() - first_unwritten >= FLUSH_SECONDS
-                ):
+                flush_due = any(item.kind == "submit" for item in batch) or (
+                    time.monotonic() - first_unwritten >= FLUSH_SECONDS
+                )
+                stop = self._handle_batch(batch, flush_due)
+                idle = not self._running and not self._ready
+                if stop or idle or flush_due:
                     first_unwritten = self._flush()
                 for item in batch:
                     if item.done is not None:
@@ -656,7 +657,7 @@ class Scheduler:
             self._flush_failures = 0
         return None
 
-    def _handle_batch(self, batch: list[_Command]) -> bool:
+    def _handle_batch(self, batch: list[_Command], flush_due: bool = False) -> bool:
         stop = False
         with self._round():
             for item in batch:
@@ -667,7 +668,11 @@ class Scheduler:
                 if item.kind == "stop":
                     stop = True
             if not stop:
-                self._dispatch()
+                # This thread neither hears of finished jobs nor starts new ones
+                # while it writes, about 12 us per entity. Without more jobs queued
+                # in the executor, workers would wait for most of that time.
+                extra = self.store.pending_count() // WRITES_PER_EXTRA_JOB
+                self._dispatch(extra if flush_due else 0)
         return stop
 
     @contextlib.contextmanager
@@ -773,14 +778,17 @@ class Scheduler:
             self._ready.append(job)
             self._touch(job.submit_id)
 
-    def _dispatch(self) -> None:
+    def _dispatch(self, extra: int = 0) -> None:
         # Each ready job is examined once per call. A job whose output another
         # RUNNING job is writing goes back to the queue until that job ends. An
-        # asynchronous executor gets the jobs started here in one call at the end.
+        # asynchronous executor gets the jobs started here in one call at the end,
+        # and ``extra`` jobs more than it has free slots for (see _handle_batch).
         deferred: list[Job] = []
         started: list[tuple[Job, TaskRun]] | None = [] if self.is_asynchronous else None
         try:
-            while self._ready and self.executor.free_slots() > len(started or ()):
+            while self._ready and (
+                self.executor.free_slots() + extra > len(started or ())
+            ):
                 job = self._ready.popleft()
                 if job.is_finished():
                     continue

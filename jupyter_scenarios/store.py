@@ -371,6 +371,11 @@ class Store:
             ]
             self._claimed.discard(id(pending))
 
+    def pending_count(self) -> int:
+        """Return how many entities this thread's open ``batch()`` has to write."""
+        pending = getattr(self._local, "pending", None)
+        return 0 if pending is None else len(pending)
+
     def flush(self) -> None:
         """Write this thread's pending saves now; the open ``batch()`` goes on."""
         pending = getattr(self._local, "pending", None)
