@@ -84,8 +84,10 @@ CANCEL_WAIT_SECONDS = 5.0
 FLUSH_SECONDS = 0.05
 #: Before it writes pending changes, the manager thread gives the executor one job
 #: more than it has free slots for per this many entities to write, so that the
-#: workers keep busy meanwhile (a job takes about as long as writing 8 entities).
+#: workers keep busy meanwhile (a job takes about as long as writing 8 entities),
+#: and at most EXTRA_JOBS_MAX more.
 WRITES_PER_EXTRA_JOB = 6
+EXTRA_JOBS_MAX = 64
 #: How long submit waits for the manager thread to mark the new jobs PENDING or
 #: BLOCKED, in seconds. Past it, submit returns with the jobs still SUBMITTED.
 SCHEDULE_WAIT_SECONDS = 5.0
@@ -671,7 +673,9 @@ class Scheduler:
                 # This thread neither hears of finished jobs nor starts new ones
                 # while it writes, about 12 us per entity. Without more jobs queued
                 # in the executor, workers would wait for most of that time.
-                extra = self.store.pending_count() // WRITES_PER_EXTRA_JOB
+                extra = min(
+                    self.store.pending_count() // WRITES_PER_EXTRA_JOB, EXTRA_JOBS_MAX
+                )
                 self._dispatch(extra if flush_due else 0)
         return stop
 
