@@ -465,17 +465,17 @@ class Scheduler:
                     )
         # Only the submission's own inputs must exist now. A file written by a task of
         # the same submission is missing until that task runs.
-        produced = {node_id for task in tasks for node_id in task.output_ids}
+        # Each input is checked once, however many tasks read it.
+        checked = {node_id for task in tasks for node_id in task.output_ids}
         for task in tasks:
             for node in task.input.values():
-                if node.id in produced:
+                if node.id in checked:
+                    continue
+                checked.add(node.id)
+                if node.storage_type in ("pickle", "in_memory", "generic"):
                     continue
                 path = node.path
-                if (
-                    node.storage_type not in ("pickle", "in_memory", "generic")
-                    and path is not None
-                    and not path.exists()
-                ):
+                if path is not None and not path.exists():
                     logger.warning(
                         "Input %s (%s) of task %s reads %s, which does not exist",
                         node.config_id,
