@@ -3,7 +3,7 @@
 Data flow::
 
     submit(entity)                         any thread
-      -> Submission + one Job per task     written to the store, outputs locked
+      -> Submission + one Job per task     outputs locked
       -> command queue                     _Command("submit", ...)
     manager thread                         (development mode: the submitting thread)
       -> BLOCKED  while an input is unwritten or locked
@@ -26,6 +26,10 @@ commands itself, one at a time, under ``_drain_lock``, so a chain of any length 
 iteratively before ``submit`` returns.
 
 Decisions:
+- submit() returns once the new submission, its jobs and the locks of their outputs
+  are in the store. In standalone and dask modes the manager thread writes them,
+  with the jobs' first status changes, after it has handed the first jobs to the
+  executor; in development mode submit() writes them before any job runs.
 - Two jobs never write the same data node at once: a ready job whose output another
   RUNNING job is writing stays PENDING until that job ends.
 - A RUNNING job is cancelled by killing its worker process (standalone). In
