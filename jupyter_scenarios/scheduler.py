@@ -194,6 +194,9 @@ class Scheduler:
         self._touched: set[str] | None = None
         # Writes to the store that failed in a row (see _flush).
         self._flush_failures = 0
+        # Submissions whose jobs all finished, whose waiters the manager thread lets
+        # go after its next write (see _refresh_submissions).
+        self._finishing: list[Submission] = []
 
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
@@ -628,8 +631,12 @@ class Scheduler:
                 )
                 stop = self._handle_batch(batch, flush_due)
                 idle = not self._running and not self._ready
-                if stop or idle or flush_due:
+                if stop or idle or flush_due or self._finishing:
                     first_unwritten = self._flush()
+                    # Even after a failed write: a waiter must not wait for ever.
+                    for submission in self._finishing:
+                        submission._signal_finished()
+                    self._finishing.clear()
                 for item in batch:
                     if item.done is not None:
                         item.done.set()
@@ -1054,12 +1061,16 @@ class Scheduler:
             self._refresh_submissions([submission_id])
 
     def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
+        # The manager thread lets waiters go only after it has stored the outcome
+        # (see _run_manager), so that a kill right after wait() returns loses none.
+        defer = self._thread is not None and self._on_owner_thread()
         for submission_id in submission_ids:
             submission = self.store.get(submission_id)
             if submission is None:
                 continue
-            submission._refresh_status()
-            if submission.wait(0):
+            if submission._refresh_status(signal=not defer):
+                if defer:
+                    self._finishing.append(submission)
                 self._consumers.pop(submission.id, None)
                 self._contexts.pop(submission.id, None)
 

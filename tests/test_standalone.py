@@ -939,6 +939,28 @@ def test_submit_returns_with_its_entities_stored(
     wait_finished(submission)
 
 
+def test_wait_returns_after_outcome_stored(standalone: Path) -> None:
+    # A trigger makes each write of a job row take tens of milliseconds, during
+    # which SQLite lets other threads run: wait() must still return only once the
+    # final statuses are in the file.
+    scenario = tp.create_scenario(tutorial_config())
+    with contextlib.closing(sqlite3.connect(standalone / "entities.db")) as connection:
+        connection.execute(
+            "CREATE TRIGGER slow_job_update AFTER UPDATE ON job BEGIN "
+            "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
+            "SELECT x + 1 FROM c WHERE x < 200000) SELECT x FROM c); END"
+        )
+        connection.commit()
+
+    submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    jobs = stored_docs(standalone, "job")
+    assert {jobs[job_id]["status"] for job_id in submission.job_ids} == {"COMPLETED"}
+    stored = stored_docs(standalone, "submission")[submission.id]
+    assert stored["status"] == "COMPLETED"
+
+
 def test_failing_writes_are_retried(
     standalone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -206,7 +206,12 @@ class Submission(Entity):
             self._status_counts[old] -= 1
             self._status_counts[new] += 1
 
-    def _refresh_status(self) -> SubmissionStatus:
+    def _refresh_status(self, *, signal: bool = True) -> bool:
+        """Derive the status from the jobs'; return whether every job is finished.
+
+        With ``signal`` False, ``wait()`` keeps waiting until the caller calls
+        ``_signal_finished``: the scheduler does so once the outcome is stored.
+        """
         if self._status_counts is None:
             self._status_counts = collections.Counter(job.status for job in self.jobs)
         statuses = [
@@ -215,7 +220,8 @@ class Submission(Entity):
         # Without jobs (a scenario with no tasks) there is nothing left to run, so
         # the submission is COMPLETED and wait() returns at once.
         status = derive_status(statuses) if statuses else SubmissionStatus.COMPLETED
-        if all(job_status in FINAL_STATUSES for job_status in statuses):
+        finished = all(job_status in FINAL_STATUSES for job_status in statuses)
+        if finished and signal:
             self._finished.set()
         if status is not self._status:
             self._status = status
@@ -230,7 +236,11 @@ class Submission(Entity):
                     {"entity_id": self._entity_id},
                 )
             )
-        return status
+        return finished
+
+    def _signal_finished(self) -> None:
+        """Let ``wait()`` return; see ``_refresh_status``."""
+        self._finished.set()
 
     def __repr__(self) -> str:
         return f"Submission({self.id!r}, {self._status.name})"
