@@ -44,6 +44,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import queue
@@ -58,6 +59,7 @@ from typing import Any
 
 from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
+from .entities._values import encode_value
 from .enums import EntityType, Status
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
@@ -297,6 +299,7 @@ class Scheduler:
             )
         tasks = self._tasks_of(entity)
         self._check_runnable(entity, tasks)
+        _check_storable(properties)
 
         # The manager thread writes the new entities with the jobs' first changes,
         # after it has started the first of them, and before submit returns (see
@@ -309,35 +312,39 @@ class Scheduler:
                 for task in tasks
             ]
             submission._add_jobs(jobs)
-        bus.publish(
-            Event(
-                _entity_event_type(entity),
-                EventOperation.SUBMISSION,
-                entity.id,
-                metadata={
-                    "submission_id": submission.id,
-                    "job_ids": submission.job_ids,
-                },
-            )
-        )
-        for hook in list(self.submit_hooks):
-            try:
-                hook(submission)
-            except Exception:
-                logger.exception("Submit hook %r failed for %s", hook, submission.id)
-        context = _SubmitContext(os.getcwd(), tuple(sys.path))
         scheduled = threading.Event()
-        command = _Command("submit", (submission, jobs, context, writes), scheduled)
+        posted = False
         try:
-            self._post(command)
+            bus.publish(
+                Event(
+                    _entity_event_type(entity),
+                    EventOperation.SUBMISSION,
+                    entity.id,
+                    metadata={
+                        "submission_id": submission.id,
+                        "job_ids": submission.job_ids,
+                    },
+                )
+            )
+            for hook in list(self.submit_hooks):
+                try:
+                    hook(submission)
+                except Exception:
+                    logger.exception(
+                        "Submit hook %r failed for %s", hook, submission.id
+                    )
+            context = _SubmitContext(os.getcwd(), tuple(sys.path))
+            self._post(
+                _Command("submit", (submission, jobs, context, writes), scheduled)
+            )
+            posted = True
             if not self._on_owner_thread():
                 # As in Taipy, submit returns with each job PENDING or BLOCKED (or
                 # further along), not SUBMITTED.
                 scheduled.wait(SCHEDULE_WAIT_SECONDS)
         finally:
-            # Does nothing if the manager thread took them, which it does unless
-            # it stopped or is busier than SCHEDULE_WAIT_SECONDS.
-            self.store.write_handed_over(writes)
+            if writes is not None and not scheduled.is_set():
+                self._write_unscheduled(submission, writes, posted)
         if wait:
             self.wait(submission, timeout)
             for wait_hook in list(self.wait_hooks):
@@ -348,6 +355,26 @@ class Scheduler:
                         "Wait hook %r failed for %s", wait_hook, submission.id
                     )
         return submission
+
+    def _write_unscheduled(
+        self, submission: Submission, writes: dict[str, Any], posted: bool
+    ) -> None:
+        """Write a submission that the manager thread did not store in time.
+
+        That thread is busier than SCHEDULE_WAIT_SECONDS, has stopped, or never got
+        the submission. It may write the same entities later, which does no harm.
+        """
+        try:
+            self.store.write_handed_over(writes, now=True)
+        except Exception:
+            if not posted:
+                raise
+            # The jobs run all the same, so submit() must not raise.
+            logger.exception(
+                "Could not write submission %s; the scheduler thread writes it with "
+                "its next changes",
+                submission.id,
+            )
 
     def wait(self, submission: Submission, timeout: float | None = None) -> bool:
         """Block until every job of ``submission`` ends or ``timeout`` seconds pass.
@@ -1241,6 +1268,20 @@ class _WaitInterrupted(KeyboardInterrupt):
 
     def _render_traceback_(self) -> list[str]:
         return [f"KeyboardInterrupt: {self}"]
+
+
+def _check_storable(properties: dict[str, Any]) -> None:
+    """Raise TypeError, before anything is created, if a property cannot be stored."""
+    for key, value in properties.items():
+        try:
+            json.dumps(encode_value(value))
+        except Exception as error:
+            raise TypeError(
+                f"submit() property {key}={value!r} cannot be stored: pickling it "
+                f"failed with {type(error).__name__}: {error}. Pass a value that "
+                "can be pickled, such as numbers, text, lists and dictionaries of "
+                "them, or objects of classes that can be imported."
+            ) from error
 
 
 def _entity_event_type(entity: Any) -> EventEntityType:

@@ -271,30 +271,51 @@ class Store:
             return
         self._write([entity])
 
-    def _write(self, entities: list[Storable]) -> None:
+    def _write(
+        self, entities: list[Storable], *, skip_invalid: bool = False
+    ) -> list[tuple[Storable, Exception]]:
+        """Write ``entities`` in one transaction.
+
+        Each document is built inside the transaction, under ``_lock``: when two
+        threads write the same entity, the later commit then holds the later state.
+        With ``skip_invalid``, an entity whose document cannot be built is left out
+        and returned with its error; otherwise the error propagates and nothing is
+        written.
+        """
         if self.closed:
             logger.warning(
                 "Store %s is closed; %d entity changes were not written",
                 self.path,
                 len(entities),
             )
-            return
-        rows: dict[str, list[list[str | None]]] = {}
-        for entity in entities:
-            kind = kind_of(entity.id)
-            if kind is None:
-                raise ValueError(f"Entity id {entity.id!r} has no known prefix")
-            doc = entity._to_doc()
-            values: list[str | None] = [entity.id, _ENCODER.encode(doc)]
-            values += [_column_value(doc.get(column)) for column in KINDS[kind][1]]
-            rows.setdefault(kind, []).append(values)
+            return []
+        skipped: list[tuple[Storable, Exception]] = []
         with self._transaction() as cursor:
+            rows: dict[str, list[list[str | None]]] = {}
+            for entity in entities:
+                kind = kind_of(entity.id)
+                if kind is None:
+                    raise ValueError(f"Entity id {entity.id!r} has no known prefix")
+                try:
+                    doc = entity._to_doc()
+                    values: list[str | None] = [entity.id, _ENCODER.encode(doc)]
+                except Exception as error:
+                    if not skip_invalid:
+                        raise
+                    skipped.append((entity, error))
+                    continue
+                values += [_column_value(doc.get(column)) for column in KINDS[kind][1]]
+                rows.setdefault(kind, []).append(values)
             for kind, kind_rows in rows.items():
                 cursor.executemany(_INSERT[kind], kind_rows)
+        left_out = {entity.id for entity, _ in skipped}
         with self._lock:
-            # The rows now contain this process's state, whatever another process wrote
-            # before.
-            self._synced.update(entity.id for entity in entities)
+            # The rows now contain this process's state, whatever another process
+            # wrote before.
+            self._synced.update(
+                entity.id for entity in entities if entity.id not in left_out
+            )
+        return skipped
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -336,26 +357,40 @@ class Store:
             raise
         self._local.pending = None
 
-    def write_handed_over(self, pending: dict[str, Storable] | None) -> None:
+    def write_handed_over(
+        self, pending: dict[str, Storable] | None, *, now: bool = False
+    ) -> None:
         """Write the saves of a ``handover_batch``, from any thread.
 
-        They join this thread's open ``batch()`` if it has one, and are written now
-        otherwise. Only the first call for the same saves does anything.
+        The first call for the same saves takes them: they join this thread's open
+        ``batch()`` if it has one, and are written now otherwise. Later calls do
+        nothing, unless ``now`` is true: then the saves are written at once in any
+        case, and a failed write leaves them for a later call to take.
         """
         if pending is None:
             return
         with self._lock:
-            if id(pending) in self._claimed or not any(
+            taken = id(pending) in self._claimed or not any(
                 batch is pending for batch in self._open_batches
-            ):
+            )
+            if taken and not now:
                 return
-            self._claimed.add(id(pending))
+            if not taken:
+                self._claimed.add(id(pending))
         target: dict[str, Storable] | None = getattr(self._local, "pending", None)
-        if target is None:
-            self._write_and_forget(pending)
+        if target is not None and not taken and not now:
+            target.update(pending)  # target is registered, so refresh still skips them
+            self._forget_batch(pending)
             return
-        target.update(pending)  # target is registered, so refresh still skips them
-        self._forget_batch(pending)
+        try:
+            self._write(list(pending.values()))
+        except BaseException:
+            if not taken:
+                with self._lock:
+                    self._claimed.discard(id(pending))
+            raise
+        if not taken:
+            self._forget_batch(pending)
 
     def _write_and_forget(self, pending: dict[str, Storable]) -> None:
         try:
@@ -377,12 +412,26 @@ class Store:
         return 0 if pending is None else len(pending)
 
     def flush(self) -> None:
-        """Write this thread's pending saves now; the open ``batch()`` goes on."""
+        """Write this thread's pending saves now; the open ``batch()`` goes on.
+
+        An entity whose document cannot be built (a property that cannot be
+        pickled, say) is logged and dropped, so that it does not block the others;
+        its row keeps the last state written. Other errors leave every save
+        pending and propagate.
+        """
         pending = getattr(self._local, "pending", None)
         if pending:
             entities = list(pending.values())
-            self._write(entities)
+            skipped = self._write(entities, skip_invalid=True)
             pending.clear()
+            for entity, error in skipped:
+                logger.error(
+                    "Could not store the changes of %s, whose stored row keeps its "
+                    "previous state: %s: %s",
+                    entity.id,
+                    type(error).__name__,
+                    error,
+                )
 
     @contextlib.contextmanager
     def pinned_version(self) -> Iterator[None]:

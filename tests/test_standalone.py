@@ -961,6 +961,29 @@ def test_wait_returns_after_outcome_stored(standalone: Path) -> None:
     assert stored["status"] == "COMPLETED"
 
 
+def test_unstorable_change_does_not_block_writes(
+    standalone: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A job callback, which runs on the manager thread, gives the scenario a
+    # property that cannot be pickled. That change cannot be stored; the jobs'
+    # changes written with it must be.
+    scenario = tp.create_scenario(tutorial_config())
+
+    def spoil(job: tp.Job) -> None:
+        if job.task_config_id == "double" and job.status is Status.COMPLETED:
+            scenario.properties["lock"] = threading.Lock()
+
+    with caplog.at_level(logging.ERROR, logger="jupyter_scenarios"):
+        submission = scenario.submit(callbacks=[spoil], wait=True, timeout=WAIT_SECONDS)
+
+    assert submission.submission_status is SubmissionStatus.COMPLETED
+    jobs = stored_docs(standalone, "job")
+    assert {jobs[job_id]["status"] for job_id in submission.job_ids} == {"COMPLETED"}
+    assert "lock" not in stored_docs(standalone, "scenario")[scenario.id]["properties"]
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(scenario.id in message for message in messages), messages
+
+
 def test_failing_writes_are_retried(
     standalone: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
