@@ -60,7 +60,7 @@ from typing import Any
 from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
 from .entities._values import encode_value
-from .enums import EntityType, Status
+from .enums import FINAL_STATUSES, EntityType, Status
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
     ConfigurationError,
@@ -199,6 +199,10 @@ class Scheduler:
         # Submissions whose jobs all finished, whose waiters the manager thread lets
         # go after its next write (see _refresh_submissions).
         self._finishing: list[Submission] = []
+        # The same for jobs that reached a final status, and whether a thread
+        # waits on one of them.
+        self._finishing_jobs: list[Job] = []
+        self._waited_on = False
 
         #: Functions called with each new submission on the submitting thread, before
         #: any waiting; the notebook layer uses this to display progress widgets.
@@ -658,12 +662,8 @@ class Scheduler:
                 )
                 stop = self._handle_batch(batch, flush_due)
                 idle = not self._running and not self._ready
-                if stop or idle or flush_due or self._finishing:
+                if stop or idle or flush_due or self._finishing or self._waited_on:
                     first_unwritten = self._flush()
-                    # Even after a failed write: a waiter must not wait for ever.
-                    for submission in self._finishing:
-                        submission._signal_finished()
-                    self._finishing.clear()
                 for item in batch:
                     if item.done is not None:
                         item.done.set()
@@ -671,7 +671,7 @@ class Scheduler:
                     return
 
     def _flush(self) -> float | None:
-        """Write the pending changes.
+        """Write the pending changes, then let go the waiters of what finished.
 
         Returns None, or after a failure the time (``time.monotonic()``) to count
         FLUSH_SECONDS from before the next try. The changes stay pending, and this
@@ -679,23 +679,37 @@ class Scheduler:
         """
         try:
             self.store.flush()
-        except Exception:
-            if not self._flush_failures:
-                logger.exception(
-                    "Could not write job changes to %s; trying again", self.store.path
+        except Exception:  # noqa: BLE001 - logged; any error leaves them pending
+            retry_from: float | None = self._count_failed_flush()
+        else:
+            retry_from = None
+            if self._flush_failures:
+                logger.warning(
+                    "Wrote the pending job changes to %s after %d failed tries",
+                    self.store.path,
+                    self._flush_failures,
                 )
-            self._flush_failures += 1
-            # Tries at most every 5 s, doubling the wait from FLUSH_SECONDS.
-            delay: float = min(FLUSH_SECONDS * 2.0**self._flush_failures, 5.0)
-            return time.monotonic() + delay - FLUSH_SECONDS
-        if self._flush_failures:
-            logger.warning(
-                "Wrote the pending job changes to %s after %d failed tries",
-                self.store.path,
-                self._flush_failures,
+                self._flush_failures = 0
+        # Even after a failed write: a waiter must not wait for ever.
+        for job in self._finishing_jobs:
+            job._signal_finished()
+        for submission in self._finishing:
+            submission._signal_finished()
+        self._finishing_jobs.clear()
+        self._finishing.clear()
+        self._waited_on = False
+        return retry_from
+
+    def _count_failed_flush(self) -> float:
+        """Log the first failure in a row; return the time to count FLUSH_SECONDS
+        from before the next try, which comes at most 5 s later."""
+        if not self._flush_failures:
+            logger.exception(
+                "Could not write job changes to %s; trying again", self.store.path
             )
-            self._flush_failures = 0
-        return None
+        self._flush_failures += 1
+        delay: float = min(FLUSH_SECONDS * 2.0**self._flush_failures, 5.0)
+        return time.monotonic() + delay - FLUSH_SECONDS
 
     def _handle_batch(self, batch: list[_Command], flush_due: bool = False) -> bool:
         stop = False
@@ -1087,10 +1101,13 @@ class Scheduler:
         else:
             self._refresh_submissions([submission_id])
 
-    def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
+    def _defers_signals(self) -> bool:
         # The manager thread lets waiters go only after it has stored the outcome
         # (see _run_manager), so that a kill right after wait() returns loses none.
-        defer = self._thread is not None and self._on_owner_thread()
+        return self._thread is not None and self._on_owner_thread()
+
+    def _refresh_submissions(self, submission_ids: Iterable[str]) -> None:
+        defer = self._defers_signals()
         for submission_id in submission_ids:
             submission = self.store.get(submission_id)
             if submission is None:
@@ -1110,7 +1127,14 @@ class Scheduler:
     ) -> None:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("Job %s: %s -> %s", job.id, job.status.name, status.name)
-        job._set_status(status, reason=reason, when=when)
+        if status in FINAL_STATUSES and self._defers_signals():
+            job._set_status(status, reason=reason, when=when, signal=False)
+            self._finishing_jobs.append(job)
+            # A thread waits on it: write at the end of this round. A thread that
+            # starts waiting later waits for the next write, FLUSH_SECONDS at most.
+            self._waited_on = self._waited_on or job._has_waiter()
+        else:
+            job._set_status(status, reason=reason, when=when)
         for callback in list(job._subscribers):
             try:
                 callback(job)

@@ -939,18 +939,24 @@ def test_submit_returns_with_its_entities_stored(
     wait_finished(submission)
 
 
-def test_wait_returns_after_outcome_stored(standalone: Path) -> None:
-    # A trigger makes each write of a job row take tens of milliseconds, during
-    # which SQLite lets other threads run: wait() must still return only once the
-    # final statuses are in the file.
-    scenario = tp.create_scenario(tutorial_config())
-    with contextlib.closing(sqlite3.connect(standalone / "entities.db")) as connection:
+def slow_down_job_writes(folder: Path) -> None:
+    """Make each write of a job row take tens of milliseconds.
+
+    SQLite lets other threads of the process run meanwhile, so a thread released
+    before the write would read the file before the write ends.
+    """
+    with contextlib.closing(sqlite3.connect(folder / "entities.db")) as connection:
         connection.execute(
             "CREATE TRIGGER slow_job_update AFTER UPDATE ON job BEGIN "
             "SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL "
             "SELECT x + 1 FROM c WHERE x < 200000) SELECT x FROM c); END"
         )
         connection.commit()
+
+
+def test_wait_returns_after_outcome_stored(standalone: Path) -> None:
+    scenario = tp.create_scenario(tutorial_config())
+    slow_down_job_writes(standalone)
 
     submission = scenario.submit(wait=True, timeout=WAIT_SECONDS)
 
@@ -959,6 +965,18 @@ def test_wait_returns_after_outcome_stored(standalone: Path) -> None:
     assert {jobs[job_id]["status"] for job_id in submission.job_ids} == {"COMPLETED"}
     stored = stored_docs(standalone, "submission")[submission.id]
     assert stored["status"] == "COMPLETED"
+
+
+def test_job_wait_returns_after_status_stored(standalone: Path) -> None:
+    scenario = tp.create_scenario(tutorial_config())
+    slow_down_job_writes(standalone)
+
+    submission = scenario.submit()
+    job = jobs_by_task(submission)["double"]
+    assert job.wait(WAIT_SECONDS)
+
+    assert stored_docs(standalone, "job")[job.id]["status"] == "COMPLETED"
+    wait_finished(submission)
 
 
 def test_unstorable_change_does_not_block_writes(

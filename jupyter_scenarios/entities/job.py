@@ -69,6 +69,9 @@ class Job(Entity):
         # Created by the first wait(): submit(wait=True) waits on the submission, not
         # on each job, and an Event allocates four objects.
         self._finished: threading.Event | None = None
+        # False from a final status set with signal=False until _signal_finished:
+        # wait() waits meanwhile, although the status is final.
+        self._final_stored = True
 
     # -- attributes -------------------------------------------------------------------
 
@@ -257,21 +260,34 @@ class Job(Entity):
         with _FINISHED_LOCK:
             if self._finished is None:
                 self._finished = threading.Event()
-                if self._status in FINAL_STATUSES:
+                if self._status in FINAL_STATUSES and self._final_stored:
                     self._finished.set()
             return self._finished
 
     def _signal_finished(self) -> None:
+        """Let wait() return; see ``_set_status``."""
         with _FINISHED_LOCK:
+            self._final_stored = True
             event = self._finished
         if event is not None:
             event.set()
 
+    def _has_waiter(self) -> bool:
+        """Return whether a thread called wait() (it may have returned since)."""
+        return self._finished is not None
+
     # -- changes (scheduler side) -------------------------------------------------------
 
     def _set_status(
-        self, status: Status, *, reason: str | None = None, when: datetime | None = None
+        self,
+        status: Status,
+        *,
+        reason: str | None = None,
+        when: datetime | None = None,
+        signal: bool = True,
     ) -> None:
+        """Change the status; a final one lets wait() return, unless ``signal`` is
+        False: then the scheduler calls ``_signal_finished`` once it is stored."""
         old = self._status
         self._status = status
         self._status_history.append((status, when or datetime.now()))
@@ -280,9 +296,13 @@ class Job(Entity):
             submission._count_transition(old, status)
         if reason is not None:
             self._reason = reason
-        self._save()
         if status in FINAL_STATUSES:
-            self._signal_finished()
+            if signal:
+                self._signal_finished()
+            else:
+                with _FINISHED_LOCK:
+                    self._final_stored = False
+        self._save()
         bus.publish(
             Event(
                 EventEntityType.JOB,
