@@ -347,10 +347,10 @@ def wait_all(timeout: float | None = None) -> bool:
     scheduler = _runtime.orchestrator()
     finished = True
     for submission in get_submissions():
-        # Only this process's jobs: another kernel's jobs may never finish here.
-        if not any(
-            not job.is_finished() and job._owner == scheduler.owner
-            for job in submission.jobs
+        # A submission whose wait() would return at once is finished and stored.
+        # Only this process's jobs count: another kernel's may never finish here.
+        if submission.wait(0) or not any(
+            job._owner == scheduler.owner for job in submission.jobs
         ):
             continue
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())

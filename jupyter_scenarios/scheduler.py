@@ -44,7 +44,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 import queue
@@ -59,7 +58,8 @@ from typing import Any
 
 from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
-from .entities._values import encode_value
+from .entities._base import SCHEDULER_THREAD_NAME, check_wait_allowed
+from .entities._values import check_storable
 from .enums import FINAL_STATUSES, EntityType, Status
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
@@ -214,6 +214,11 @@ class Scheduler:
 
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        # Set once "stop" was handled, and once the manager thread no longer reads
+        # the command queue; commands posted later are handled by _handle_leftovers.
+        self._shut_down = False
+        self._manager_done = False
+        self._leftover_lock = threading.Lock()
         self._subscriber = bus.subscribe(self._on_event)
 
     # -- life cycle -------------------------------------------------------------------
@@ -229,7 +234,7 @@ class Scheduler:
         if self.is_asynchronous:
             self._thread = threading.Thread(
                 target=self._run_manager,
-                name="jupyter-scenarios-scheduler",
+                name=SCHEDULER_THREAD_NAME,
                 daemon=True,
             )
             self._thread.start()
@@ -301,6 +306,8 @@ class Scheduler:
                 f"timeout={timeout!r} is negative; give the seconds to wait (0 or "
                 "more), or None to wait until the jobs finish."
             )
+        if wait and self.is_asynchronous:
+            check_wait_allowed(f"a submission of {entity.id}", timeout)
         tasks = self._tasks_of(entity)
         self._check_runnable(entity, tasks)
         _check_storable(properties)
@@ -401,6 +408,7 @@ class Scheduler:
                 )
                 return False
         if self.is_asynchronous:
+            check_wait_allowed(submission.id, timeout)
             self._warn_if_stuck(submission)
         try:
             finished = submission.wait(timeout)
@@ -594,6 +602,8 @@ class Scheduler:
         self._commands.put(command)
         if not self.is_asynchronous:
             self._drain()
+        elif self._manager_done:
+            self._handle_leftovers()
 
     def _post_started(
         self, job_id: str, pid: int | None, started_at: float | None = None
@@ -668,7 +678,27 @@ class Scheduler:
                     if item.done is not None:
                         item.done.set()
                 if stop:
+                    self._manager_done = True
+                    self._handle_leftovers()
                     return
+
+    def _handle_leftovers(self) -> None:
+        """Handle the commands posted after "stop": cancel their jobs, release waiters.
+
+        Runs on the manager thread as it ends, then on any thread that posts later.
+        """
+        with self._leftover_lock:
+            while True:
+                try:
+                    command = self._commands.get_nowait()
+                except queue.Empty:
+                    return
+                if command.kind == "submit":
+                    with self._round():
+                        self._handle(command)
+                    self._flush()
+                if command.done is not None:
+                    command.done.set()
 
     def _flush(self) -> float | None:
         """Write the pending changes, then let go the waiters of what finished.
@@ -749,8 +779,17 @@ class Scheduler:
         if command.kind == "submit":
             submission, jobs, context, writes = command.payload
             self.store.write_handed_over(writes)
-            self._contexts[submission.id] = context
-            self._schedule(submission, jobs)
+            if self._shut_down:
+                # Posted after "stop": nothing runs any more.
+                for job in jobs:
+                    if not job.is_finished():
+                        self._cancel_now(
+                            job, "cancelled because the orchestrator stopped"
+                        )
+                self._touch(submission.id)
+            else:
+                self._contexts[submission.id] = context
+                self._schedule(submission, jobs)
         elif command.kind == "started":
             job_id, pid, started_at = command.payload
             job = self._running.get(job_id)
@@ -1142,6 +1181,7 @@ class Scheduler:
                 logger.exception("Callback %r failed for job %s", callback, job.id)
 
     def _shutdown(self) -> None:
+        self._shut_down = True
         self.executor.shutdown(cancel_running=True)
         for job in list(self._running.values()):
             outcome_run = self._staged.pop(job.id, None)
@@ -1297,15 +1337,7 @@ class _WaitInterrupted(KeyboardInterrupt):
 def _check_storable(properties: dict[str, Any]) -> None:
     """Raise TypeError, before anything is created, if a property cannot be stored."""
     for key, value in properties.items():
-        try:
-            json.dumps(encode_value(value))
-        except Exception as error:
-            raise TypeError(
-                f"submit() property {key}={value!r} cannot be stored: pickling it "
-                f"failed with {type(error).__name__}: {error}. Pass a value that "
-                "can be pickled, such as numbers, text, lists and dictionaries of "
-                "them, or objects of classes that can be imported."
-            ) from error
+        check_storable(key, value, "submit() property")
 
 
 def _entity_event_type(entity: Any) -> EventEntityType:

@@ -982,14 +982,16 @@ def test_job_wait_returns_after_status_stored(standalone: Path) -> None:
 def test_unstorable_change_does_not_block_writes(
     standalone: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # A job callback, which runs on the manager thread, gives the scenario a
-    # property that cannot be pickled. That change cannot be stored; the jobs'
-    # changes written with it must be.
+    # A job callback, which runs on the manager thread, puts an object that cannot
+    # be pickled inside a property of the scenario, then changes the scenario.
+    # That change cannot be stored; the jobs' changes written with it must be.
     scenario = tp.create_scenario(tutorial_config())
+    scenario.properties["holder"] = {"items": []}
 
     def spoil(job: tp.Job) -> None:
         if job.task_config_id == "double" and job.status is Status.COMPLETED:
-            scenario.properties["lock"] = threading.Lock()
+            scenario.properties["holder"]["items"].append(threading.Lock())
+            scenario.properties["spoiled"] = True
 
     with caplog.at_level(logging.ERROR, logger="jupyter_scenarios"):
         submission = scenario.submit(callbacks=[spoil], wait=True, timeout=WAIT_SECONDS)
@@ -997,7 +999,9 @@ def test_unstorable_change_does_not_block_writes(
     assert submission.submission_status is SubmissionStatus.COMPLETED
     jobs = stored_docs(standalone, "job")
     assert {jobs[job_id]["status"] for job_id in submission.job_ids} == {"COMPLETED"}
-    assert "lock" not in stored_docs(standalone, "scenario")[scenario.id]["properties"]
+    assert (
+        "spoiled" not in stored_docs(standalone, "scenario")[scenario.id]["properties"]
+    )
     messages = [record.getMessage() for record in caplog.records]
     assert any(scenario.id in message for message in messages), messages
 

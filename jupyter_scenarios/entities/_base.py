@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -11,6 +12,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from ..store import Store
     from .submission import Submission
+
+
+#: Name of the scheduler's manager thread, on which job callbacks run.
+SCHEDULER_THREAD_NAME = "jupyter-scenarios-scheduler"
+
+
+def check_wait_allowed(awaited: str, timeout: float | None) -> None:
+    """Raise RuntimeError if waiting for ``awaited`` would stop the scheduler's thread.
+
+    A job callback runs on that thread, so a wait there could only time out.
+    """
+    if timeout != 0 and threading.current_thread().name == SCHEDULER_THREAD_NAME:
+        raise RuntimeError(
+            f"Cannot wait for {awaited} in a job callback: callbacks run on the "
+            "scheduler's thread, which must go on to run the jobs. Submit without "
+            "wait=True, and act on the result in a callback of the new submission."
+        )
 
 
 def new_id(prefix: str, name: str) -> str:

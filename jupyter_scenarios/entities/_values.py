@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import reprlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,27 @@ def encode_value(value: Any) -> Any:
     if _is_plain_json(value):
         return value
     return {_PICKLE_KEY: base64.b64encode(cloudpickle.dumps(value)).decode("ascii")}
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 80
+
+
+def check_storable(key: str, value: Any, where: str) -> None:
+    """Raise TypeError, naming ``key`` and ``where``, if ``value`` cannot be stored."""
+    try:
+        json.dumps(encode_value(value))
+    except Exception as error:
+        try:
+            shown = _SHORT_REPR.repr(value)
+        except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the cause
+            shown = f"<{type(value).__name__} object>"
+        raise TypeError(
+            f"{where} {key}={shown} cannot be stored: pickling it failed with "
+            f"{type(error).__name__}: {error}. Pass a value that can be pickled, "
+            "such as numbers, text, lists and dictionaries of them, or objects of "
+            "classes that can be imported."
+        ) from error
 
 
 def decode_value(value: Any) -> Any:
@@ -79,6 +101,7 @@ class PersistedProperties(dict[str, Any]):
         return (dict, (dict(self),))
 
     def __setitem__(self, key: str, value: Any) -> None:
+        check_storable(key, value, "property")
         super().__setitem__(key, value)
         self._save()
 
@@ -107,7 +130,10 @@ class PersistedProperties(dict[str, Any]):
         return default
 
     def update(self, *args: Any, **kwargs: Any) -> None:
-        super().update(*args, **kwargs)
+        changes = dict(*args, **kwargs)
+        for key, value in changes.items():
+            check_storable(key, value, "property")
+        super().update(changes)
         self._save()
 
     def clear(self) -> None:

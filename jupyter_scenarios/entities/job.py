@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..enums import FINAL_STATUSES, Status
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import TaskFailed
-from ._base import Entity, from_iso, new_id, to_iso
+from ._base import Entity, check_wait_allowed, from_iso, new_id, to_iso
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -249,6 +249,7 @@ class Job(Entity):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is finished or ``timeout`` seconds pass; return finished."""
+        check_wait_allowed(self.id, timeout)
         return self._finished_event().wait(timeout)
 
     def _finished_event(self) -> threading.Event:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..enums import FINAL_STATUSES, EntityType, Status, SubmissionStatus
 from ..events import Event, EventEntityType, EventOperation, bus
-from ._base import Entity, from_iso, new_id, to_iso
+from ._base import Entity, check_wait_allowed, from_iso, new_id, to_iso
 from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 FINISHED_SUBMISSION_STATUSES = frozenset(
     {SubmissionStatus.COMPLETED, SubmissionStatus.FAILED, SubmissionStatus.CANCELED}
 )
+# Stored statuses after which a loaded submission's wait() returns at once.
+# UNDEFINED comes only from jobs that are all final (ABANDONED ones among them).
+_SETTLED_WHEN_LOADED = FINISHED_SUBMISSION_STATUSES | {SubmissionStatus.UNDEFINED}
 
 
 def derive_status(statuses: Iterable[Status]) -> SubmissionStatus:
@@ -85,7 +88,7 @@ class Submission(Entity):
         # run. A submission loaded from the store trusts its stored status instead.
         # Threads: set by the scheduler, waited on by any thread.
         self._finished = threading.Event()
-        if self._status in FINISHED_SUBMISSION_STATUSES:
+        if self._status in _SETTLED_WHEN_LOADED:
             self._finished.set()
 
     @property
@@ -186,6 +189,7 @@ class Submission(Entity):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every job is finished or ``timeout`` passes; return finished."""
+        check_wait_allowed(self.id, timeout)
         return self._finished.wait(timeout)
 
     def get_label(self) -> str:
@@ -269,7 +273,7 @@ class Submission(Entity):
             decode_mapping(doc["properties"]), self._save
         )
         self._version = doc.get("version", "")
-        if self._status in FINISHED_SUBMISSION_STATUSES and hasattr(self, "_finished"):
+        if self._status in _SETTLED_WHEN_LOADED and hasattr(self, "_finished"):
             self._finished.set()
 
     @classmethod
