@@ -423,12 +423,23 @@ class Scheduler:
             ) from None
         if not finished:
             unfinished = [job for job in submission.jobs if not job.is_finished()]
+            if unfinished:
+                shown = ", ".join(
+                    f"{job.id} {job.status.name}" for job in unfinished[:5]
+                )
+                state = (
+                    f"{len(unfinished)} of {len(submission.job_ids)} jobs are not "
+                    f"finished ({shown}). They keep running"
+                )
+            else:
+                # Finished in memory; the scheduler thread has not written them yet.
+                state = (
+                    f"its {len(submission.job_ids)} jobs have finished, but their "
+                    "final statuses are not stored yet"
+                )
             message = (
                 f"Waiting for submission {submission.id} timed out after {timeout:g} s; "
-                f"{len(unfinished)} of {len(submission.job_ids)} jobs are not finished "
-                f"({', '.join(f'{job.id} {job.status.name}' for job in unfinished[:5])}"
-                "). They keep running: wait again with submission.wait() or look at "
-                "tp.get_jobs()."
+                f"{state}: wait again with submission.wait() or look at tp.get_jobs()."
             )
             logger.warning("%s", message)
             # Also a Python warning, which notebooks and scripts show even when

@@ -44,6 +44,11 @@ TESTS_DIR = Path(__file__).resolve().parent
 WAIT_SECONDS = 60.0
 # Seconds a cancelled worker and its children may take to disappear.
 KILL_WAIT_SECONDS = 10.0
+# Seconds that the processes of a test get to exit after the runtime stopped, before
+# the test fails for leaving them. Longer than KILL_WAIT_SECONDS: one process was
+# still there after 10 s once, in a full test run that shared the 2 cores with
+# another full run.
+LEAK_WAIT_SECONDS = 30.0
 # Seconds the runtime gets to stop in teardown.
 STOP_SECONDS = 15.0
 
@@ -109,8 +114,25 @@ def standalone(engine: Path, forkserver_started: None) -> Iterator[Path]:
     Config.configure_job_executions(mode="standalone", max_nb_of_workers=2)
     yield engine
     tp.Orchestrator().stop(wait=False)
-    leftover = wait_gone(child_pids() - before, KILL_WAIT_SECONDS)
-    assert not leftover, f"processes left after Orchestrator().stop(): {leftover}"
+    leftover = wait_gone(child_pids() - before, LEAK_WAIT_SECONDS)
+    assert not leftover, (
+        f"processes left after Orchestrator().stop(): {describe_processes(leftover)}"
+    )
+
+
+def describe_processes(pids: Iterable[int]) -> list[str]:
+    """Return pid, status, parent and command line of each process, for messages."""
+    described = []
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            described.append(
+                f"{pid} ({process.status()}, parent {process.ppid()}): "
+                f"{' '.join(process.cmdline())[:200]}"
+            )
+        except psutil.Error as error:
+            described.append(f"{pid} ({type(error).__name__})")
+    return described
 
 
 def use_workers(count: int) -> None:

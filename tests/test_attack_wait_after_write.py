@@ -35,6 +35,7 @@ from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fix
 import jupyter_scenarios as tp
 from jupyter_scenarios import Config, Status, SubmissionStatus, _runtime
 from jupyter_scenarios.enums import FINAL_STATUSES
+from jupyter_scenarios.exceptions import SubmissionTimeoutWarning
 from jupyter_scenarios.scheduler import SCHEDULE_WAIT_SECONDS
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -128,7 +129,8 @@ def test_wait_all_returns_before_stored(standalone: Path) -> None:
         assert hold.holding.wait(WAIT_SECONDS), "the job never finished"
         assert not submission.wait(0.2), "wait() returned before the write"
 
-        returned = tp.wait_all(timeout=SHORT_WAIT_SECONDS)
+        with pytest.warns(SubmissionTimeoutWarning, match="not stored yet"):
+            returned = tp.wait_all(timeout=SHORT_WAIT_SECONDS)
         job_rows = stored_docs(standalone, "job")
         submission_rows = stored_docs(standalone, "submission")
     finally:
