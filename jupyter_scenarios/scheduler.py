@@ -1309,13 +1309,24 @@ class Scheduler:
 
 
 def _caller_level() -> int:
-    """Return the ``stacklevel`` that points a warning at the user's own line."""
-    package = os.path.dirname(os.path.abspath(__file__))
+    """Return the ``stacklevel`` that points a warning at the user's own line.
+
+    Frames of this package are skipped, and so are IPython's when a magic called
+    it, so that a warning from ``%submit`` names the cell, not IPython's code.
+    """
+    skipped = [os.path.dirname(os.path.abspath(__file__))]
+    ipython_file = getattr(sys.modules.get("IPython"), "__file__", None)
+    if isinstance(ipython_file, str):
+        skipped.append(os.path.dirname(os.path.abspath(ipython_file)))
     frame = sys._getframe(1)
     level = 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-        package
-    ):
+    while frame is not None:
+        filename = frame.f_code.co_filename
+        if not (
+            filename.startswith("<decorator-gen-")
+            or os.path.abspath(filename).startswith(tuple(skipped))
+        ):
+            break
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level

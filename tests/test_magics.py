@@ -493,6 +493,11 @@ def test_api_tutorial_standalone(kernel: KernelSession, capsys: Any) -> None:
         ),
     )
     timeout_result = kernel.execute(API_TIMEOUT_CELL, timeout=CELL_TIMEOUT).check()
+    magic_timeout_result = kernel.execute(
+        "scenario_4 = tp.create_scenario(scenario_cfg)\n"
+        f"%submit scenario_4 --wait --timeout {WAIT_TIMEOUT}",
+        timeout=CELL_TIMEOUT,
+    ).check()
     waited = run_json(
         kernel,
         print_json("{'seconds': wait_seconds, 'status': status_at_return}"),
@@ -518,6 +523,11 @@ def test_api_tutorial_standalone(kernel: KernelSession, capsys: Any) -> None:
         f"no timeout warning in the cell output: {timeout_result.outputs}"
     )
     assert "keep running" in timeout_result.stderr
+    # The warning of a magic names the cell, as the API's does, not IPython's code.
+    assert "SubmissionTimeoutWarning" in magic_timeout_result.stderr
+    assert "interactiveshell.py" not in magic_timeout_result.stderr, (
+        magic_timeout_result.stderr
+    )
 
 
 def test_kernel_shutdown_stops_workers(kernel: KernelSession, capsys: Any) -> None:
