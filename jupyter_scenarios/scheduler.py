@@ -218,7 +218,8 @@ class Scheduler:
         # the command queue; commands posted later are handled by _handle_leftovers.
         self._shut_down = False
         self._manager_done = False
-        self._leftover_lock = threading.Lock()
+        # Reentrant: a callback of a job cancelled there may submit again.
+        self._leftover_lock = threading.RLock()
         self._subscriber = bus.subscribe(self._on_event)
 
     # -- life cycle -------------------------------------------------------------------
