@@ -40,6 +40,10 @@ class _State:
     settings: tuple[str, int, str, str] | None = None
     #: New settings already warned about while jobs were unfinished.
     deferred_settings: tuple[str, int, str, str] | None = None
+    #: The scheduler that stop() is stopping. It stays the runtime's until it has
+    #: stopped, so that a job callback run meanwhile reaches it (and its stop
+    #: rules) rather than starting a second runtime on the same folder.
+    stopping: Scheduler | None = None
     atexit_registered = False
 
 
@@ -175,16 +179,29 @@ def _reap(pid: int) -> None:
 
 
 def stop(wait: bool = True, timeout: float | None = None) -> None:
-    """Stop the scheduler and close the store; running jobs are cancelled."""
+    """Stop the scheduler and close the store; running jobs are cancelled.
+
+    Until the scheduler has stopped, ``orchestrator()`` returns it: a job callback
+    that submits during ``stop(wait=True)`` gets its jobs run and waited for, and
+    one that submits while jobs are cancelled gets its jobs cancelled too.
+    """
     with _lock:
         scheduler, store = _state.scheduler, _state.store
-        _state.scheduler = None
-        _state.store = None
-        _state.settings = None
-    if scheduler is not None:
-        scheduler.stop(wait=wait, timeout=timeout)
-    if store is not None:
-        store.close()
+        if scheduler is not None and _state.stopping is scheduler:
+            return  # another call is stopping it
+        _state.stopping = scheduler
+    try:
+        if scheduler is not None:
+            scheduler.stop(wait=wait, timeout=timeout)
+    finally:
+        with _lock:
+            if _state.scheduler is scheduler:
+                _state.scheduler = None
+                _state.store = None
+                _state.settings = None
+            _state.stopping = None
+        if store is not None:
+            store.close()
 
 
 def _stop_at_exit() -> None:
@@ -204,6 +221,8 @@ def orchestrator() -> Scheduler:
         scheduler = _state.scheduler
         if scheduler is None:
             return start()
+        if scheduler is _state.stopping:
+            return scheduler
         requested = _settings()
         if requested != _state.settings:
             unfinished = scheduler._running or scheduler._ready or scheduler._blocked
