@@ -89,9 +89,9 @@ CANCEL_WAIT_SECONDS = 5.0
 #: them to the store when commands keep arriving.
 FLUSH_SECONDS = 0.05
 #: Before it writes pending changes, the manager thread gives the executor one job
-#: more than it has free slots for per this many entities to write, so that the
-#: workers keep busy meanwhile (a job takes about as long as writing 8 entities),
-#: and at most EXTRA_JOBS_MAX more.
+#: more than it has free slots for per WRITES_PER_EXTRA_JOB entities to write, and
+#: at most EXTRA_JOBS_MAX more. The workers then keep busy during the write: a tiny
+#: job takes about as long as writing 8 entities.
 WRITES_PER_EXTRA_JOB = 6
 EXTRA_JOBS_MAX = 64
 #: How long submit waits for the manager thread to mark the new jobs PENDING or
