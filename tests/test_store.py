@@ -221,9 +221,7 @@ def stored_lock(folder: Path, node_id: str) -> bool:
     return bool(json.loads(doc)["edit_in_progress"])
 
 
-def test_handed_over_saves_are_written_by_the_thread_that_takes_them(
-    engine: Path,
-) -> None:
+def test_handed_over_saves_written_by_taker(engine: Path) -> None:
     # submit() hands its saves to the scheduler thread this way.
     store = _runtime.store()
     node = chain_scenario().middle
@@ -255,6 +253,16 @@ def test_handed_over_saves_are_written_by_the_thread_that_takes_them(
     assert stored_lock(engine, node.id) is False
 
 
+def written_count(progress: Path) -> int:
+    """Return the count in ``progress``, 0 while it is missing or being rewritten."""
+    try:
+        text = progress.read_text().strip()
+    except FileNotFoundError:
+        return 0
+    # One read: the writer truncates the file before it writes the next count.
+    return int(text) if text.isdigit() else 0
+
+
 def test_killed_writer_leaves_readable_store(engine: Path, tmp_path: Path) -> None:
     chain_scenario()
     tp.Orchestrator().stop()
@@ -279,11 +287,7 @@ while True:
     )
     try:
         wait_until(
-            lambda: (
-                progress.exists()
-                and progress.read_text().strip().isdigit()
-                and int(progress.read_text()) >= 5
-            ),
+            lambda: written_count(progress) >= 5,
             WAIT_SECONDS,
             f"the writer to make progress (log: {log})",
         )
