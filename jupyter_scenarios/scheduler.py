@@ -215,7 +215,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         # Set once "stop" was handled, and once the manager thread no longer reads
-        # the command queue; commands posted later are handled by _handle_leftovers.
+        # the command queue. Commands posted later go to _handle_leftovers.
         self._shut_down = False
         self._manager_done = False
         # Reentrant: a callback of a job cancelled there may submit again.
@@ -383,7 +383,7 @@ class Scheduler:
                 raise
             # The jobs run all the same, so submit() must not raise.
             logger.exception(
-                "Could not write submission %s; the scheduler thread writes it with "
+                "Writing submission %s failed; the scheduler thread writes it with "
                 "its next changes",
                 submission.id,
             )
@@ -425,12 +425,12 @@ class Scheduler:
         if not finished:
             unfinished = [job for job in submission.jobs if not job.is_finished()]
             if unfinished:
-                shown = ", ".join(
+                listed = ", ".join(
                     f"{job.id} {job.status.name}" for job in unfinished[:5]
                 )
                 state = (
                     f"{len(unfinished)} of {len(submission.job_ids)} jobs are not "
-                    f"finished ({shown}). They keep running"
+                    f"finished ({listed}). They keep running"
                 )
             else:
                 # Finished in memory; the scheduler thread has not written them yet.
@@ -743,11 +743,13 @@ class Scheduler:
         return retry_from
 
     def _count_failed_flush(self) -> float:
-        """Log the first failure in a row; return the time to count FLUSH_SECONDS
-        from before the next try, which comes at most 5 s later."""
+        """Log the first failure in a row and return when the next try starts.
+
+        The result is a ``time.monotonic()`` value to count FLUSH_SECONDS from. The
+        wait doubles with each failure, up to 5 s."""
         if not self._flush_failures:
             logger.exception(
-                "Could not write job changes to %s; trying again", self.store.path
+                "Writing job changes to %s failed; trying again", self.store.path
             )
         self._flush_failures += 1
         delay: float = min(FLUSH_SECONDS * 2.0**self._flush_failures, 5.0)

@@ -277,7 +277,7 @@ class Store:
         """Write ``entities`` in one transaction.
 
         Each document is built inside the transaction, under ``_lock``: when two
-        threads write the same entity, the later commit then holds the later state.
+        threads write the same entity, the later commit then contains the later state.
         With ``skip_invalid``, an entity whose document cannot be built is left out
         and returned with its error; otherwise the error propagates and nothing is
         written.
@@ -320,18 +320,25 @@ class Store:
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Group this thread's saves into one transaction written on exit."""
-        if getattr(self._local, "pending", None) is not None:
+        pending = self._open_batch()
+        if pending is None:
             yield
             return
-        pending: dict[str, Storable] = {}
-        with self._lock:
-            self._open_batches.append(pending)
-        self._local.pending = pending
         try:
             yield
         finally:
             self._local.pending = None
             self._write_and_forget(pending)
+
+    def _open_batch(self) -> dict[str, Storable] | None:
+        """Start a batch for this thread and return its saves; None inside one."""
+        if getattr(self._local, "pending", None) is not None:
+            return None
+        pending: dict[str, Storable] = {}
+        with self._lock:
+            self._open_batches.append(pending)
+        self._local.pending = pending
+        return pending
 
     @contextlib.contextmanager
     def handover_batch(self) -> Iterator[dict[str, Storable] | None]:
@@ -342,13 +349,10 @@ class Store:
         Inside an open batch of this thread, the saves join that batch and this
         yields None.
         """
-        if getattr(self._local, "pending", None) is not None:
+        pending = self._open_batch()
+        if pending is None:
             yield None
             return
-        pending: dict[str, Storable] = {}
-        with self._lock:
-            self._open_batches.append(pending)
-        self._local.pending = pending
         try:
             yield pending
         except BaseException:  # the caller will not hand them over
@@ -370,26 +374,26 @@ class Store:
         if pending is None:
             return
         with self._lock:
-            taken = id(pending) in self._claimed or not any(
+            already_taken = id(pending) in self._claimed or not any(
                 batch is pending for batch in self._open_batches
             )
-            if taken and not now:
+            if already_taken and not now:
                 return
-            if not taken:
+            if not already_taken:
                 self._claimed.add(id(pending))
         target: dict[str, Storable] | None = getattr(self._local, "pending", None)
-        if target is not None and not taken and not now:
+        if target is not None and not already_taken and not now:
             target.update(pending)  # target is registered, so refresh still skips them
             self._forget_batch(pending)
             return
         try:
             self._write(list(pending.values()))
         except BaseException:
-            if not taken:
+            if not already_taken:
                 with self._lock:
                     self._claimed.discard(id(pending))
             raise
-        if not taken:
+        if not already_taken:
             self._forget_batch(pending)
 
     def _write_and_forget(self, pending: dict[str, Storable]) -> None:
@@ -415,9 +419,9 @@ class Store:
         """Write this thread's pending saves now; the open ``batch()`` goes on.
 
         An entity whose document cannot be built (a property that cannot be
-        pickled, say) is logged and dropped, so that it does not block the others;
-        its row keeps the last state written. Other errors leave every save
-        pending and propagate.
+        pickled, say) is logged and dropped, so that it does not block the others.
+        Its row keeps the last state written. Other errors leave every save pending
+        and propagate.
         """
         pending = getattr(self._local, "pending", None)
         if pending:

@@ -310,3 +310,23 @@ def wait_for_gate(path: str) -> str:
             raise TimeoutError(f"gate {path} was never opened")
         time.sleep(0.01)
     return path
+
+
+def double(value: int) -> int:
+    return 2 * value
+
+
+def double_config(name: str = "doubling", function: Any = double) -> Any:
+    """``number -> double -> doubled``: one job that ends at once."""
+    number = Config.configure_data_node(f"{name}_number", default_data=21)
+    doubled = Config.configure_data_node(f"{name}_doubled")
+    task = Config.configure_task(f"{name}_double", function, number, doubled)
+    return Config.configure_scenario(name, [task])
+
+
+def single_gate_config(gate: Path) -> Any:
+    """``gate_path -> wait -> waited``: one job that ends once the file ``gate`` exists."""
+    gate_path = Config.configure_data_node("gate_path", default_data=str(gate))
+    waited = Config.configure_data_node("waited")
+    task = Config.configure_task("wait", wait_for_gate, gate_path, waited)
+    return Config.configure_scenario("gated", [task])

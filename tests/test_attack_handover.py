@@ -1,9 +1,9 @@
 """Attacks on the hand-over of a standalone submission's writes to the scheduler thread.
 
 In standalone mode ``submit()`` gathers the new submission, jobs and locked output
-data nodes with ``Store.handover_batch`` and the scheduler's manager thread writes
-them with its own batch (``Store.write_handed_over``), or ``submit()`` writes them
-itself when the manager thread does not take them within SCHEDULE_WAIT_SECONDS.
+data nodes with ``Store.handover_batch``. The scheduler's manager thread writes them
+with its own batch (``Store.write_handed_over``). When that thread does not take them
+within SCHEDULE_WAIT_SECONDS, ``submit()`` writes them itself.
 Every check of the file reads ``entities.db`` through a connection of its own, as
 another process would.
 
@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from engine_fixtures import (
     WAIT_SECONDS,
+    double_config,
     max_overlap,
     run_python,
     running_interval,
@@ -49,19 +50,7 @@ pytestmark = [pytest.mark.usefixtures("standalone"), pytest.mark.timeout(300)]
 # -- task functions (importable, so they travel by reference) ------------------------
 
 
-def double(value: int) -> int:
-    return 2 * value
-
-
 # -- helpers -------------------------------------------------------------------------
-
-
-def double_config(name: str = "doubling") -> Any:
-    """``number -> double -> doubled``: one job that ends at once."""
-    number = Config.configure_data_node(f"{name}_number", default_data=21)
-    doubled = Config.configure_data_node(f"{name}_doubled")
-    task = Config.configure_task(f"{name}_double", double, number, doubled)
-    return Config.configure_scenario(name, [task])
 
 
 def gated_fan_config(gate: Path, count: int) -> Any:

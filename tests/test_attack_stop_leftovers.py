@@ -11,38 +11,22 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from engine_fixtures import WAIT_SECONDS, wait_for_gate, wait_status
+from engine_fixtures import (
+    WAIT_SECONDS,
+    double_config,
+    single_gate_config,
+    wait_status,
+)
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
 
 import jupyter_scenarios as tp
-from jupyter_scenarios import Config, Status, _runtime
+from jupyter_scenarios import Status, _runtime
 
 pytestmark = [pytest.mark.timeout(300)]
-
-
-def double(value: int) -> int:
-    return 2 * value
-
-
-def double_config(name: str) -> Any:
-    """``number -> double -> doubled``: one job that ends at once."""
-    number = Config.configure_data_node(f"{name}_number", default_data=21)
-    doubled = Config.configure_data_node(f"{name}_doubled")
-    task = Config.configure_task(f"{name}_double", double, number, doubled)
-    return Config.configure_scenario(name, [task])
-
-
-def gated_config(gate: Path) -> Any:
-    """``gate_path -> wait -> waited``: one job that ends once the file ``gate`` exists."""
-    gate_path = Config.configure_data_node("gate_path", default_data=str(gate))
-    waited = Config.configure_data_node("waited")
-    task = Config.configure_task("wait", wait_for_gate, gate_path, waited)
-    return Config.configure_scenario("gated", [task])
 
 
 class ResubmitOnCancel:
@@ -74,7 +58,7 @@ def test_cancel_callback_restarts_runtime(standalone: Path, tmp_path: Path) -> N
     # through the public API. That submission must reach the stopping scheduler,
     # which cancels its jobs too, rather than start a new runtime.
     resubmit = ResubmitOnCancel(limit=1)
-    scenario = tp.create_scenario(gated_config(tmp_path / "gate"))
+    scenario = tp.create_scenario(single_gate_config(tmp_path / "gate"))
     resubmit.scenario = scenario
     first = scenario.submit(callbacks=[resubmit])
     wait_status(first.jobs[0], Status.RUNNING)
@@ -97,7 +81,7 @@ def test_stop_wait_chained_submit_restarts(standalone: Path, tmp_path: Path) -> 
     # submission on COMPLETED, the usual way to run one scenario after another: the
     # stopping scheduler runs it and waits for it too, and no second runtime starts.
     gate = tmp_path / "gate"
-    first = tp.create_scenario(gated_config(gate))
+    first = tp.create_scenario(single_gate_config(gate))
     chained: list[tp.Submission] = []
     errors: list[BaseException] = []
 

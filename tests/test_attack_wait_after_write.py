@@ -23,9 +23,11 @@ from typing import Any
 import pytest
 from engine_fixtures import (
     WAIT_SECONDS,
+    double,
+    double_config,
     main_namespace,
     run_python,
-    wait_for_gate,
+    single_gate_config,
     wait_until,
 )
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
@@ -47,31 +49,11 @@ SHORT_WAIT_SECONDS = 3.0
 # -- task functions (importable, so they travel by reference) ------------------------
 
 
-def double(value: int) -> int:
-    return 2 * value
-
-
 def exit_worker(value: int) -> int:
     os._exit(3)
 
 
 # -- helpers -------------------------------------------------------------------------
-
-
-def double_config(name: str = "doubling", function: Any = double) -> Any:
-    """``number -> double -> doubled``: one job that ends at once."""
-    number = Config.configure_data_node(f"{name}_number", default_data=21)
-    doubled = Config.configure_data_node(f"{name}_doubled")
-    task = Config.configure_task(f"{name}_double", function, number, doubled)
-    return Config.configure_scenario(name, [task])
-
-
-def gated_config(gate: Path) -> Any:
-    """``gate_path -> wait -> waited``: one job that ends once the file ``gate`` exists."""
-    gate_path = Config.configure_data_node("gate_path", default_data=str(gate))
-    waited = Config.configure_data_node("waited")
-    task = Config.configure_task("wait", wait_for_gate, gate_path, waited)
-    return Config.configure_scenario("gated", [task])
 
 
 def unwritten_input_config() -> Any:
@@ -265,7 +247,7 @@ def test_rejected_property_loses_final_status(standalone: Path, tmp_path: Path) 
     # the submission out of every scheduler write, so its row kept PENDING for
     # ever while wait() returned as if the outcome were stored.
     gate = tmp_path / "gate"
-    scenario = tp.create_scenario(gated_config(gate))
+    scenario = tp.create_scenario(single_gate_config(gate))
     submission = scenario.submit()
     with pytest.raises(TypeError):
         submission.properties["lock"] = threading.Lock()
@@ -356,7 +338,7 @@ def test_dead_worker_outcome_stored(standalone: Path) -> None:
 def test_stop_releases_waiter(standalone: Path, tmp_path: Path) -> None:
     # stop() while a job runs lets a waiting thread go, with the
     # CANCELED status stored.
-    scenario = tp.create_scenario(gated_config(tmp_path / "gate"))
+    scenario = tp.create_scenario(single_gate_config(tmp_path / "gate"))
     submission = scenario.submit()
     [job] = submission.jobs
     wait_until(lambda: job.status is Status.RUNNING, WAIT_SECONDS, f"{job.id} to run")

@@ -918,9 +918,9 @@ def stored_docs(folder: Path, kind: str) -> dict[str, dict[str, Any]]:
 def test_submit_returns_with_its_entities_stored(
     standalone: Path, tmp_path: Path
 ) -> None:
-    # The manager thread writes a new submission's entities; submit must not return
-    # before they are in the file, although FLUSH_SECONDS would allow it while the
-    # jobs run.
+    # The manager thread writes a new submission's entities. submit() must not
+    # return before they are in the file, although FLUSH_SECONDS would allow a later
+    # write while the jobs run.
     gate = tmp_path / "gate"
     scenario = tp.create_scenario(gated_config(gate))
 

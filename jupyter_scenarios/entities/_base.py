@@ -22,6 +22,8 @@ def check_wait_allowed(awaited: str, timeout: float | None) -> None:
     """Raise RuntimeError if waiting for ``awaited`` would stop the scheduler's thread.
 
     A job callback runs on that thread, so a wait there could only time out.
+    NOTE: the thread is recognised by its name, so a user thread given the same
+    name is rejected too.
     """
     if timeout != 0 and threading.current_thread().name == SCHEDULER_THREAD_NAME:
         raise RuntimeError(

@@ -52,11 +52,11 @@ def check_storable(key: str, value: Any, where: str) -> None:
         json.dumps(encode_value(value))
     except Exception as error:
         try:
-            shown = _SHORT_REPR.repr(value)
+            value_text = _SHORT_REPR.repr(value)
         except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the cause
-            shown = f"<{type(value).__name__} object>"
+            value_text = f"<{type(value).__name__} object>"
         raise TypeError(
-            f"{where} {key}={shown} cannot be stored: pickling it failed with "
+            f"{where} {key}={value_text} cannot be stored: pickling it failed with "
             f"{type(error).__name__}: {error}. Pass a value that can be pickled, "
             "such as numbers, text, lists and dictionaries of them, or objects of "
             "classes that can be imported."
