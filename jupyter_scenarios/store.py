@@ -25,7 +25,7 @@ import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,7 +38,9 @@ class StoreError(RuntimeError):
 
 SCHEMA_VERSION = 1
 
-#: Entity kind -> id prefix and extra indexed columns.
+#: Entity kind -> id prefix and extra indexed columns. Of these columns only those in
+#: _CHANGING_COLUMNS may change after an entity's first write; the others keep the
+#: value of that write (they are ids and settings fixed at creation).
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scenario": ("SCENARIO_", ("config_id", "cycle_id")),
     "task": ("TASK_", ("config_id",)),
@@ -47,17 +49,24 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "submission": ("SUBMISSION_", ("entity_id",)),
     "cycle": ("CYCLE_", ("frequency",)),
 }
+_CHANGING_COLUMNS = {"job": ("status",)}
 
 
 # The statement that writes one row of each kind. An existing row is updated in
 # place: INSERT OR REPLACE would delete it and insert it again, which costs one more
-# change to each index.
+# change to each index. The update sets only the columns that can change, because
+# SQLite rewrites the index entries of every column it sets, changed or not: a job
+# row took 13 us to update with all three indexed columns set and 10 us with
+# status alone (benchmarks/README.md, change 28).
 _INSERT = {
     kind: "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}".format(
         kind,
         ", ".join(("id", "doc", *columns)),
         ", ".join("?" * (2 + len(columns))),
-        ", ".join(f"{column} = excluded.{column}" for column in ("doc", *columns)),
+        ", ".join(
+            f"{column} = excluded.{column}"
+            for column in ("doc", *_CHANGING_COLUMNS.get(kind, ()))
+        ),
     )
     for kind, (_, columns) in KINDS.items()
 }
@@ -75,7 +84,7 @@ def kind_of(entity_id: str) -> str | None:
 class Storable(Protocol):
     id: str
 
-    def _to_doc(self) -> dict[str, Any]: ...
+    def _to_row(self) -> tuple[str, Mapping[str, Any]]: ...
 
 
 Factory = Callable[["Store", dict[str, Any]], Any]
@@ -297,8 +306,8 @@ class Store:
                 if kind is None:
                     raise ValueError(f"Entity id {entity.id!r} has no known prefix")
                 try:
-                    doc = entity._to_doc()
-                    values: list[str | None] = [entity.id, _ENCODER.encode(doc)]
+                    text, doc = entity._to_row()
+                    values: list[str | None] = [entity.id, text]
                 except Exception as error:
                     if not skip_invalid:
                         raise
@@ -525,6 +534,11 @@ def _json_default(value: Any) -> Any:
 
 # One encoder for every row: json.dumps with a ``default`` builds a new one per call.
 _ENCODER = json.JSONEncoder(default=_json_default)
+
+
+def encode_doc(doc: dict[str, Any]) -> str:
+    """Return the JSON text of an entity document; TypeError names what cannot be."""
+    return _ENCODER.encode(doc)
 
 
 def process_identity(pid: int | None = None) -> str:

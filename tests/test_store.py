@@ -213,6 +213,65 @@ def test_store_uses_wal(engine: Path) -> None:
     assert mode == "wal"
 
 
+def test_rows_follow_the_entities_they_store(engine: Path) -> None:
+    # A job row is built from its fixed fields' JSON, kept from the first write, and
+    # its changing fields; an update sets the status column, not the fixed ones.
+    scenario = chain_scenario()
+    submission = scenario.submit(wait=True)
+    jobs = submission.jobs
+    nodes = [scenario.middle, scenario.my_output]
+    with sqlite3.connect(engine / "entities.db") as connection:
+        job_rows = {
+            row[0]: row[1:]
+            for row in connection.execute(
+                "SELECT id, doc, submit_id, task_id, status FROM job"
+            )
+        }
+        node_rows = {
+            row[0]: row[1:]
+            for row in connection.execute(
+                "SELECT id, doc, config_id, owner_id FROM data_node"
+            )
+        }
+    for job in jobs:
+        doc, submit_id, task_id, status = job_rows[job.id]
+        assert json.loads(doc) == job._to_doc()
+        assert json.loads(doc)["status_history"] == [
+            [status.name, when.isoformat()] for status, when in job.status_history
+        ]
+        assert (submit_id, task_id, status) == (job.submit_id, job.task_id, "COMPLETED")
+    for node in nodes:
+        doc, config_id, owner_id = node_rows[node.id]
+        assert json.loads(doc) == node._to_doc()
+        assert (config_id, owner_id) == (node.config_id, scenario.id)
+    store = _runtime.store()
+    assert {job.id for job in store.get_all("job", status="COMPLETED")} == {
+        job.id for job in jobs
+    }
+    assert store.get_all("job", status="PENDING") == []
+
+    # Another process builds the same documents from these rows, and writes them
+    # back unchanged.
+    output = open_in_subprocess(
+        engine,
+        f"""
+from jupyter_scenarios import _runtime
+store = _runtime.store()
+jobs = [tp.get(job_id) for job_id in {[job.id for job in jobs]!r}]
+print(json.dumps([job._to_doc() for job in jobs]))
+for job in jobs:
+    store.save(job)
+""",
+    )
+    assert json.loads(output.splitlines()[-1]) == [job._to_doc() for job in jobs]
+    with sqlite3.connect(engine / "entities.db") as connection:
+        for job in jobs:
+            (doc,) = connection.execute(
+                "SELECT doc FROM job WHERE id = ?", (job.id,)
+            ).fetchone()
+            assert json.loads(doc) == job._to_doc()
+
+
 def stored_lock(folder: Path, node_id: str) -> bool:
     with sqlite3.connect(folder / "entities.db") as connection:
         (doc,) = connection.execute(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..store import encode_doc
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -114,6 +116,12 @@ class Entity:
 
     def _to_doc(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _to_row(self) -> tuple[str, Mapping[str, Any]]:
+        """Return the document's JSON text and a mapping holding the values of the
+        kind's indexed columns (``store.KINDS``), for the store to write."""
+        doc = self._to_doc()
+        return encode_doc(doc), doc
 
     def _load_doc(self, doc: dict[str, Any]) -> None:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..enums import FINAL_STATUSES, Status
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import TaskFailed
+from ..store import encode_doc
 from ._base import Entity, check_wait_allowed, from_iso, new_id, to_iso
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ class Job(Entity):
         self._force = force
         self._creation_date = datetime.now()
         self._status = Status.SUBMITTED
-        self._status_history: list[tuple[Status, datetime]] = [
-            (Status.SUBMITTED, self._creation_date)
-        ]
+        self._status_history: list[tuple[Status, datetime]] = []
+        self._history_doc: list[list[str]] = []
+        self._add_history(Status.SUBMITTED, self._creation_date)
         self._stacktrace: list[str] = []
         self._worker_pid: int | None = None
         self._owner: str | None = None
@@ -64,6 +65,9 @@ class Job(Entity):
         self._init_runtime()
 
     def _init_runtime(self) -> None:
+        # The JSON text of the fields that never change, without its closing brace;
+        # built by the first _to_row().
+        self._fixed_json: str | None = None
         # Callbacks given to submit() for this job; kept in memory only.
         self._subscribers: list[Callable[..., Any]] = []
         # Created by the first wait(): submit(wait=True) waits on the submission, not
@@ -291,7 +295,7 @@ class Job(Entity):
         False: then the scheduler calls ``_signal_finished`` once it is stored."""
         old = self._status
         self._status = status
-        self._status_history.append((status, when or datetime.now()))
+        self._add_history(status, when or datetime.now())
         submission = self._store.peek(self._submit_id)
         if submission is not None:
             submission._count_transition(old, status)
@@ -314,6 +318,12 @@ class Job(Entity):
                 {"submit_id": self._submit_id, "task_config_id": self._task_config_id},
             )
         )
+
+    def _add_history(self, status: Status, when: datetime) -> None:
+        # _history_doc holds the same entries as stored, so that a write does not
+        # format every date again.
+        self._status_history.append((status, when))
+        self._history_doc.append([status._name_, when.isoformat()])
 
     def _set_worker(self, pid: int | None) -> None:
         self._worker_pid = pid
@@ -368,6 +378,9 @@ class Job(Entity):
     # -- persistence ----------------------------------------------------------------------
 
     def _to_doc(self) -> dict[str, Any]:
+        return {**self._fixed_doc(), **self._changing_doc()}
+
+    def _fixed_doc(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "task_id": self._task_id,
@@ -376,17 +389,32 @@ class Job(Entity):
             "submit_entity_id": self._submit_entity_id,
             "force": self._force,
             "creation_date": to_iso(self._creation_date),
+            "version": self._version,
+        }
+
+    def _changing_doc(self) -> dict[str, Any]:
+        return {
             "status": self._status._name_,
-            "status_history": [
-                [status._name_, when.isoformat()]
-                for status, when in self._status_history
-            ],
+            "status_history": self._history_doc,
             "stacktrace": self._stacktrace,
             "worker_pid": self._worker_pid,
             "owner": self._owner,
             "reason": self._reason,
-            "version": self._version,
         }
+
+    def _to_row(self) -> tuple[str, Mapping[str, Any]]:
+        # A job is written two to four times, and its ids are most of its document:
+        # their JSON is built once.
+        fixed = self._fixed_json
+        if fixed is None:
+            fixed = self._fixed_json = encode_doc(self._fixed_doc())[:-1]
+        text = fixed + ", " + encode_doc(self._changing_doc())[1:]
+        columns = {
+            "submit_id": self._submit_id,
+            "task_id": self._task_id,
+            "status": self._status._name_,
+        }
+        return text, columns
 
     def _load_doc(self, doc: dict[str, Any]) -> None:
         self._task_id = doc["task_id"]
@@ -396,10 +424,11 @@ class Job(Entity):
         self._force = doc["force"]
         self._creation_date = from_iso(doc["creation_date"])  # type: ignore[assignment]
         self._status = Status[doc["status"]]
-        self._status_history = [
-            (Status[name], from_iso(when))  # type: ignore[misc]
-            for name, when in doc["status_history"]
-        ]
+        self._status_history = []
+        self._history_doc = []
+        for name, when in doc["status_history"]:
+            self._add_history(Status[name], from_iso(when))  # type: ignore[arg-type]
+        self._fixed_json = None
         self._stacktrace = list(doc["stacktrace"])
         self._worker_pid = doc.get("worker_pid")
         self._owner = doc.get("owner")
