@@ -60,6 +60,7 @@ from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
 from .entities._base import SCHEDULER_THREAD_NAME, check_wait_allowed
 from .entities._values import check_storable
+from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS
 from .enums import FINAL_STATUSES, EntityType, Status
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
@@ -319,8 +320,12 @@ class Scheduler:
         hand_over = self.is_asynchronous and not self._on_owner_thread()
         with self.store.handover_batch() if hand_over else self.store.batch() as writes:
             submission = self._create_submission(entity, properties)
+            # Every task of a scenario or sequence belongs to its scenario.
+            job_callbacks = (
+                self._job_callbacks(tasks[0], entity, callbacks) if tasks else []
+            )
             jobs = [
-                self._create_job(task, submission, entity, force, callbacks)
+                self._create_job(task, submission, entity, force, job_callbacks)
                 for task in tasks
             ]
             submission._add_jobs(jobs)
@@ -570,7 +575,7 @@ class Scheduler:
         submission: Submission,
         entity: Scenario | Sequence | Task,
         force: bool,
-        callbacks: list[Callable[..., Any]] | None,
+        callbacks: list[Callable[..., Any]],
     ) -> Job:
         job = Job(
             self.store,
@@ -580,13 +585,7 @@ class Scheduler:
             force=force,
         )
         job._owner = self.owner
-        job._subscribers.extend(callbacks or [])
-        scenario = self._scenario_of(task, entity)
-        if scenario is not None:
-            from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS
-
-            for callback, params in [*ALL_SCENARIO_SUBSCRIBERS, *scenario._subscribers]:
-                job._subscribers.append(_ScenarioCallback(callback, params, scenario))
+        job._subscribers.extend(callbacks)
         for node in task.output.values():
             node.lock_edit()
         job._save()
@@ -599,6 +598,27 @@ class Scheduler:
             )
         )
         return job
+
+    def _job_callbacks(
+        self,
+        task: Task,
+        entity: Scenario | Sequence | Task,
+        callbacks: list[Callable[..., Any]] | None,
+    ) -> list[Callable[..., Any]]:
+        """Return the callbacks of a job of ``task``: submit's, then its scenario's."""
+        scenario = self._scenario_of(task, entity)
+        if scenario is None:
+            return list(callbacks or ())
+        return [
+            *(callbacks or ()),
+            *(
+                _ScenarioCallback(callback, params, scenario)
+                for callback, params in [
+                    *ALL_SCENARIO_SUBSCRIBERS,
+                    *scenario._subscribers,
+                ]
+            ),
+        ]
 
     def _scenario_of(self, task: Task, entity: Any) -> Scenario | None:
         if isinstance(entity, Scenario):
