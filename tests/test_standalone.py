@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -205,6 +206,39 @@ def test_wait_timeout_warns_and_returns(
     gate.touch()
     wait_finished(submission)
     assert submission.submission_status is SubmissionStatus.COMPLETED
+
+
+def add(left: int, right: int) -> int:
+    return left + right
+
+
+def stuck_config() -> Any:
+    # "middle" is written by "first"; "unwritten" by no task and no person yet.
+    source = Config.configure_data_node("source", default_data=1)
+    middle = Config.configure_data_node("middle")
+    unwritten = Config.configure_data_node("unwritten")
+    result = Config.configure_data_node("result")
+    first = Config.configure_task("first", double, source, middle)
+    second = Config.configure_task("second", add, [middle, unwritten], result)
+    return Config.configure_scenario("stuck", [first, second])
+
+
+def test_wait_warns_of_inputs_no_job_writes() -> None:
+    scenario = tp.create_scenario(stuck_config())
+
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        submission = scenario.submit(wait=True, timeout=0.5)
+
+    messages = [str(warning.message) for warning in warned]
+    assert any("none of its jobs will write" in message for message in messages)
+    assert any(warning.category is SubmissionTimeoutWarning for warning in warned)
+    assert any("second needs unwritten" in message for message in messages)
+    assert not any("needs middle" in message for message in messages)
+    assert jobs_by_task(submission)["second"].status is Status.BLOCKED
+    scenario.unwritten.write(10)
+    wait_finished(submission)
+    assert scenario.result.read() == 12
 
 
 def test_wait_true_waits_for_completion() -> None:
