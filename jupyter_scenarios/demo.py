@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.cell_timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(output_dir)}},
+        config=_kernel_settings(),
     )
     failed = None
     try:
@@ -101,6 +102,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Executed notebook: {executed_path}")
     print(f"HTML export:       {html_path}")
     return 0
+
+
+def _kernel_settings() -> Any:
+    """Return the kernel manager settings: CurveZMQ encryption where available.
+
+    ipykernel 7.4 warns at start that it runs over TCP without encryption, unless
+    the manager gives it CurveZMQ keys. With "auto", jupyter_client 8.10 provides
+    keys when the kernelspec declares support and pyzmq has CurveZMQ, and runs
+    without them otherwise. NOTE: older jupyter_client versions lack the setting
+    and log that they do not recognize it.
+    """
+    from traitlets.config import Config
+
+    settings = Config()
+    settings.KernelManager.transport_encryption = "auto"
+    return settings
 
 
 def _without_widget_views(notebook: Any) -> Any:
