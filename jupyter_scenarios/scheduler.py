@@ -83,6 +83,8 @@ from .worker import (
 
 logger = logging.getLogger(__name__)
 
+_MAY_BLOCK = frozenset({Status.SUBMITTED, Status.BLOCKED})
+
 #: How long cancel_job waits for the manager thread to apply a cancel, in seconds.
 CANCEL_WAIT_SECONDS = 5.0
 
@@ -95,6 +97,9 @@ FLUSH_SECONDS = 0.05
 #: job takes about as long as writing 8 entities.
 WRITES_PER_EXTRA_JOB = 6
 EXTRA_JOBS_MAX = 64
+#: While a job is BLOCKED, the manager thread checks this often, in seconds, whether
+#: another process sharing the storage folder wrote one of its inputs.
+OTHER_WRITES_CHECK_SECONDS = 0.5
 #: How long submit waits for the manager thread to mark the new jobs PENDING or
 #: BLOCKED, in seconds. Past it, submit returns with the jobs still SUBMITTED.
 SCHEDULE_WAIT_SECONDS = 5.0
@@ -180,6 +185,10 @@ class Scheduler:
 
         # Scheduling state, touched only by the owning thread (see module docstring).
         self._blocked: dict[str, Job] = {}
+        # When _check_other_writes runs next (time.monotonic()), and the store's
+        # data_version it saw last.
+        self._next_other_check = 0.0
+        self._other_version: int | None = None
         self._ready: collections.deque[Job] = collections.deque()
         self._running: dict[str, Job] = {}
         self._waiting_on: dict[str, set[str]] = collections.defaultdict(set)
@@ -464,13 +473,14 @@ class Scheduler:
             for node_id in job.task.output_ids
         }
         stuck = []
-        # Reading last_edit_date checks for other processes' commits, an SQLite
-        # query under the store's lock: once for all nodes, and only for nodes that
-        # no job will write (in a diamond of 200 jobs that is none of 360, whose
-        # queries slowed the scheduler thread).
+        # Reading last_edit_date runs an SQLite query under the store's lock, to see
+        # other processes' commits. So the query runs once for all nodes, and only
+        # nodes that no job will write are read. In a diamond of 200 jobs, 360
+        # such queries slowed the scheduler thread, which needs the same lock.
         with self.store.pinned_version():
             for job in jobs:
-                if not job.is_blocked():
+                # SUBMITTED: the scheduler thread has not got to the job yet.
+                if job.status not in _MAY_BLOCK:
                     continue
                 for node in job.task.input.values():
                     if node.id not in produced and node.last_edit_date is None:
@@ -485,7 +495,19 @@ class Scheduler:
             warnings.warn(message, stacklevel=_caller_level())
 
     def cancel(self, job: Job) -> None:
-        """Cancel ``job`` and abandon the jobs downstream of it in its submission."""
+        """Cancel ``job`` and abandon the jobs downstream of it in its submission.
+
+        Raises RuntimeError if another live process (a kernel sharing the storage
+        folder) runs the job: only that process can stop it, and it would overwrite
+        a status written here.
+        """
+        owner = job._owner
+        if owner is not None and owner != self.owner and is_process_alive(owner):
+            pid = owner.partition(":")[0]
+            raise RuntimeError(
+                f"Job {job.id} is run by another process (pid {pid}) that shares the "
+                f"storage folder {self.store.folder}; cancel it from that process."
+            )
         if job.is_finished():
             logger.info(
                 "Job %s is already %s; nothing to cancel", job.id, job.status.name
@@ -685,15 +707,25 @@ class Scheduler:
         with self.store.batch():
             first_unwritten: float | None = None
             while True:
+                if self._blocked and time.monotonic() >= self._next_other_check:
+                    changed = self._check_other_writes()
+                    if changed and first_unwritten is None:
+                        first_unwritten = time.monotonic()
                 timeout = None
                 if first_unwritten is not None:
                     timeout = max(
                         0.0, first_unwritten + FLUSH_SECONDS - time.monotonic()
                     )
+                if self._blocked:
+                    until_check = max(0.0, self._next_other_check - time.monotonic())
+                    timeout = (
+                        until_check if timeout is None else min(timeout, until_check)
+                    )
                 try:
                     command = self._commands.get(timeout=timeout)
                 except queue.Empty:
-                    first_unwritten = self._flush()
+                    if first_unwritten is not None:
+                        first_unwritten = self._flush()
                     continue
                 batch = [command]
                 while True:
@@ -718,6 +750,25 @@ class Scheduler:
                     self._manager_done = True
                     self._handle_leftovers()
                     return
+
+    def _check_other_writes(self) -> bool:
+        """Release the BLOCKED jobs whose inputs another process has written.
+
+        No event reaches this process when a kernel sharing the storage folder
+        writes a data node, so the manager thread looks for other connections'
+        commits every OTHER_WRITES_CHECK_SECONDS while a job is BLOCKED. Returns
+        whether a job changed.
+        """
+        self._next_other_check = time.monotonic() + OTHER_WRITES_CHECK_SECONDS
+        version = self.store.data_version()
+        if version == self._other_version:
+            return False
+        self._other_version = version
+        blocked = len(self._blocked)
+        with self._round():
+            self._release(list(self._waiting_on))
+            self._dispatch()
+        return len(self._blocked) != blocked
 
     def _handle_leftovers(self) -> None:
         """Handle the commands posted after "stop": cancel their jobs, release waiters.

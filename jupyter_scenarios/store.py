@@ -38,9 +38,9 @@ class StoreError(RuntimeError):
 
 SCHEMA_VERSION = 1
 
-#: Entity kind -> id prefix and extra indexed columns. Of these columns only those in
-#: _CHANGING_COLUMNS may change after an entity's first write; the others keep the
-#: value of that write (they are ids and settings fixed at creation).
+#: Entity kind -> id prefix and extra indexed columns. Only the columns in
+#: _CHANGING_COLUMNS may change after an entity's first write. The others hold ids and
+#: settings fixed at creation, so they keep the value of that write.
 KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "scenario": ("SCENARIO_", ("config_id", "cycle_id")),
     "task": ("TASK_", ("config_id",)),
@@ -55,9 +55,9 @@ _CHANGING_COLUMNS = {"job": ("status",)}
 # The statement that writes one row of each kind. An existing row is updated in
 # place: INSERT OR REPLACE would delete it and insert it again, which costs one more
 # change to each index. The update sets only the columns that can change, because
-# SQLite rewrites the index entries of every column it sets, changed or not: a job
-# row took 13 us to update with all three indexed columns set and 10 us with
-# status alone (benchmarks/README.md, change 28).
+# SQLite rewrites the index entries of every column it sets, changed or not. A job
+# row took 13 us to update with all three indexed columns set, and 10 us with status
+# alone (benchmarks/README.md, change 28).
 _INSERT = {
     kind: "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (id) DO UPDATE SET {}".format(
         kind,
@@ -493,6 +493,15 @@ class Store:
                 entity._refresh_doc(json.loads(row[0]))
                 self._synced.add(entity.id)
 
+    def data_version(self) -> int | None:
+        """Return SQLite's data_version, which changes when another connection
+        commits; None once the store is closed."""
+        with self._lock:
+            if self.closed:
+                return None
+            (version,) = self._connection.execute("PRAGMA data_version").fetchone()
+        return int(version)
+
     def delete(self, entity_ids: list[str]) -> None:
         """Remove entities by id, from the database and the identity map."""
         with self._transaction() as cursor:
@@ -539,6 +548,18 @@ _ENCODER = json.JSONEncoder(default=_json_default)
 def encode_doc(doc: dict[str, Any]) -> str:
     """Return the JSON text of an entity document; TypeError names what cannot be."""
     return _ENCODER.encode(doc)
+
+
+_local_identity: tuple[int, str] | None = None
+
+
+def local_process_identity() -> str:
+    """Return ``process_identity()`` of this process, computed once per pid."""
+    global _local_identity
+    pid = os.getpid()
+    if _local_identity is None or _local_identity[0] != pid:
+        _local_identity = (pid, process_identity(pid))
+    return _local_identity[1]
 
 
 def process_identity(pid: int | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from ..enums import FINAL_STATUSES, Status
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import TaskFailed
-from ..store import encode_doc
+from ..store import encode_doc, local_process_identity
 from ._base import Entity, check_wait_allowed, from_iso, new_id, to_iso
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 # Guards the creation of Job._finished and its reading by _set_status (see
 # Job._finished_event).
 _FINISHED_LOCK = threading.Lock()
+
+#: Interval, in seconds, between two reads of the row of a job that another process
+#: runs, while wait() waits for it.
+FOREIGN_WAIT_SECONDS = 0.2
 
 
 class Job(Entity):
@@ -60,6 +65,9 @@ class Job(Entity):
         self._stacktrace: list[str] = []
         self._worker_pid: int | None = None
         self._owner: str | None = None
+        # True for a job that another live process ran when it was loaded: that
+        # process writes its changes, and this one reads them from the store.
+        self._foreign = False
         self._reason: str | None = None
         self._version = ""
         self._init_runtime()
@@ -117,17 +125,28 @@ class Job(Entity):
     def creation_date(self) -> datetime:
         return self._creation_date
 
-    @property
-    def status(self) -> Status:
+    def _sync(self) -> None:
+        if self._foreign:
+            self._store.refresh(self)
+
+    def _current_status(self) -> Status:
+        if self._foreign:
+            self._store.refresh(self)
         return self._status
 
     @property
+    def status(self) -> Status:
+        return self._current_status()
+
+    @property
     def status_history(self) -> list[tuple[Status, datetime]]:
+        self._sync()
         return list(self._status_history)
 
     @property
     def stacktrace(self) -> list[str]:
         """Formatted tracebacks of the errors that failed this job, in order."""
+        self._sync()
         return list(self._stacktrace)
 
     @stacktrace.setter
@@ -138,11 +157,13 @@ class Job(Entity):
     @property
     def reason(self) -> str | None:
         """One line saying why the job failed, was cancelled or abandoned."""
+        self._sync()
         return self._reason
 
     @property
     def worker_pid(self) -> int | None:
         """Process id of the worker that ran the job, if it ran in a worker."""
+        self._sync()
         return self._worker_pid
 
     @property
@@ -169,6 +190,7 @@ class Job(Entity):
     # -- timings ------------------------------------------------------------------------
 
     def _first_time(self, *statuses: Status) -> datetime | None:
+        self._sync()
         for status, when in self._status_history:
             if status in statuses:
                 return when
@@ -216,34 +238,34 @@ class Job(Entity):
     # -- predicates ---------------------------------------------------------------------
 
     def is_submitted(self) -> bool:
-        return self._status is Status.SUBMITTED
+        return self._current_status() is Status.SUBMITTED
 
     def is_blocked(self) -> bool:
-        return self._status is Status.BLOCKED
+        return self._current_status() is Status.BLOCKED
 
     def is_pending(self) -> bool:
-        return self._status is Status.PENDING
+        return self._current_status() is Status.PENDING
 
     def is_running(self) -> bool:
-        return self._status is Status.RUNNING
+        return self._current_status() is Status.RUNNING
 
     def is_canceled(self) -> bool:
-        return self._status is Status.CANCELED
+        return self._current_status() is Status.CANCELED
 
     def is_failed(self) -> bool:
-        return self._status is Status.FAILED
+        return self._current_status() is Status.FAILED
 
     def is_completed(self) -> bool:
-        return self._status is Status.COMPLETED
+        return self._current_status() is Status.COMPLETED
 
     def is_skipped(self) -> bool:
-        return self._status is Status.SKIPPED
+        return self._current_status() is Status.SKIPPED
 
     def is_abandoned(self) -> bool:
-        return self._status is Status.ABANDONED
+        return self._current_status() is Status.ABANDONED
 
     def is_finished(self) -> bool:
-        return self._status in FINAL_STATUSES
+        return self._current_status() in FINAL_STATUSES
 
     def _is_finished(self) -> bool:
         return self.is_finished()
@@ -254,7 +276,23 @@ class Job(Entity):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is finished or ``timeout`` seconds pass; return finished."""
         check_wait_allowed(self.id, timeout)
+        if self._foreign:
+            return self._wait_for_other_process(timeout)
         return self._finished_event().wait(timeout)
+
+    def _wait_for_other_process(self, timeout: float | None) -> bool:
+        # No event reaches this process when the process that runs the job
+        # changes it, so read its row every FOREIGN_WAIT_SECONDS.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_finished():
+            if deadline is None:
+                time.sleep(FOREIGN_WAIT_SECONDS)
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(FOREIGN_WAIT_SECONDS, remaining))
+        return True
 
     def _finished_event(self) -> threading.Event:
         """Return the event set when the job finishes, creating it if needed.
@@ -320,7 +358,7 @@ class Job(Entity):
         )
 
     def _add_history(self, status: Status, when: datetime) -> None:
-        # _history_doc holds the same entries as stored, so that a write does not
+        # _history_doc contains the same entries as stored, so that a write does not
         # format every date again.
         self._status_history.append((status, when))
         self._history_doc.append([status._name_, when.isoformat()])
@@ -432,6 +470,9 @@ class Job(Entity):
         self._stacktrace = list(doc["stacktrace"])
         self._worker_pid = doc.get("worker_pid")
         self._owner = doc.get("owner")
+        self._foreign = (
+            self._owner is not None and self._owner != local_process_identity()
+        )
         self._reason = doc.get("reason")
         self._version = doc.get("version", "")
         if self._status in FINAL_STATUSES and hasattr(self, "_finished"):
