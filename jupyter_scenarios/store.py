@@ -562,6 +562,22 @@ def local_process_identity() -> str:
     return _local_identity[1]
 
 
+# Identity -> whether that process was alive when first asked. A dead process never
+# comes back (the start time tells a reused pid apart), and a process that dies
+# after the first answer only makes its jobs read their rows when they need not.
+_liveness: dict[str, bool] = {}
+
+
+def runs_elsewhere(identity: str | None) -> bool:
+    """Return whether ``identity`` names another process that is alive."""
+    if identity is None or identity == local_process_identity():
+        return False
+    alive = _liveness.get(identity)
+    if alive is None:
+        alive = _liveness[identity] = is_process_alive(identity)
+    return alive
+
+
 def process_identity(pid: int | None = None) -> str:
     """Return ``"<pid>:<start time>"`` naming a live process unambiguously.
 

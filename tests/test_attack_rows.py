@@ -10,8 +10,8 @@ Four tests failed before their fixes:
   by another kernel sharing the folder.
 - test_other_process_cancel_rejected: another process's cancel was overwritten by
   the kernel that ran the job.
-- test_job_of_other_kernel_followed: a job that another kernel ran kept the status
-  it had when this process loaded it.
+- test_job_of_other_kernel_followed: a job or submission that another kernel ran
+  kept the status it had when this process loaded it.
 - test_stuck_warning_busy_scheduler: no warning for jobs still SUBMITTED.
 
 The others guard the row format, the rows after a crash and the callback arguments.
@@ -46,7 +46,7 @@ from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F4
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
 
 import jupyter_scenarios as tp
-from jupyter_scenarios import Config, Scope, Status, _runtime
+from jupyter_scenarios import Config, Scope, Status, SubmissionStatus, _runtime
 from jupyter_scenarios.scheduler import SCHEDULE_WAIT_SECONDS
 
 pytestmark = pytest.mark.timeout(300)
@@ -176,8 +176,8 @@ time.sleep(120)
 
 
 def test_job_of_other_kernel_followed(engine: Path, tmp_path: Path) -> None:
-    # A job that another live kernel runs: this process reads its changes from the
-    # store, and wait() returns when that kernel finishes it.
+    # A job and submission that another live kernel runs: this process reads their
+    # changes from the store, and wait() returns when that kernel finishes them.
     gate = tmp_path / "gate"
     marker = tmp_path / "job_id"
     kernel = start_python(
@@ -202,10 +202,14 @@ tp.Orchestrator().stop()
             "the other kernel's job to be stored RUNNING",
         )
         job = tp.get(job_id)
+        submission = tp.get(job.submit_id)
         assert job.status is Status.RUNNING
         assert job.wait(0.3) is False
+        assert submission.submission_status is SubmissionStatus.RUNNING
         gate.touch()
         assert job.wait(WAIT_SECONDS)
+        assert submission.wait(WAIT_SECONDS)
+        assert submission.submission_status is SubmissionStatus.COMPLETED
         assert job.status is Status.COMPLETED
         assert job.is_completed()
         assert [status for status, _ in job.status_history][-1] is Status.COMPLETED

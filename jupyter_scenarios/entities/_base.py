@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -33,6 +34,31 @@ def check_wait_allowed(awaited: str, timeout: float | None) -> None:
             "scheduler's thread, which must go on to run the jobs. Submit without "
             "wait=True, and act on the result in a callback of the new submission."
         )
+
+
+#: Interval, in seconds, between two reads of the row of a job or submission that
+#: another process runs, while wait() waits for it.
+FOREIGN_WAIT_SECONDS = 0.2
+
+
+def wait_for_other_process(
+    is_finished: Callable[[], bool], timeout: float | None
+) -> bool:
+    """Poll ``is_finished`` until it is true or ``timeout`` seconds pass.
+
+    No event reaches this process when another process, which runs the jobs,
+    changes them, so the waiter reads their rows every FOREIGN_WAIT_SECONDS.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not is_finished():
+        if deadline is None:
+            time.sleep(FOREIGN_WAIT_SECONDS)
+            continue
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        time.sleep(min(FOREIGN_WAIT_SECONDS, remaining))
+    return True
 
 
 def new_id(prefix: str, name: str) -> str:

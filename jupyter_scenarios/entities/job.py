@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import threading
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,8 +17,15 @@ from typing import TYPE_CHECKING, Any
 from ..enums import FINAL_STATUSES, Status
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import TaskFailed
-from ..store import encode_doc, local_process_identity
-from ._base import Entity, check_wait_allowed, from_iso, new_id, to_iso
+from ..store import encode_doc, runs_elsewhere
+from ._base import (
+    Entity,
+    check_wait_allowed,
+    from_iso,
+    new_id,
+    to_iso,
+    wait_for_other_process,
+)
 
 if TYPE_CHECKING:
     from ..store import Store
@@ -28,10 +34,6 @@ if TYPE_CHECKING:
 # Guards the creation of Job._finished and its reading by _set_status (see
 # Job._finished_event).
 _FINISHED_LOCK = threading.Lock()
-
-#: Interval, in seconds, between two reads of the row of a job that another process
-#: runs, while wait() waits for it.
-FOREIGN_WAIT_SECONDS = 0.2
 
 
 class Job(Entity):
@@ -65,8 +67,8 @@ class Job(Entity):
         self._stacktrace: list[str] = []
         self._worker_pid: int | None = None
         self._owner: str | None = None
-        # True for a job that another live process ran when it was loaded: that
-        # process writes its changes, and this one reads them from the store.
+        # True for a job that another live process ran when it was loaded. That
+        # process writes the job's changes, and this one reads them from the store.
         self._foreign = False
         self._reason: str | None = None
         self._version = ""
@@ -277,22 +279,8 @@ class Job(Entity):
         """Block until the job is finished or ``timeout`` seconds pass; return finished."""
         check_wait_allowed(self.id, timeout)
         if self._foreign:
-            return self._wait_for_other_process(timeout)
+            return wait_for_other_process(self.is_finished, timeout)
         return self._finished_event().wait(timeout)
-
-    def _wait_for_other_process(self, timeout: float | None) -> bool:
-        # No event reaches this process when the process that runs the job
-        # changes it, so read its row every FOREIGN_WAIT_SECONDS.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_finished():
-            if deadline is None:
-                time.sleep(FOREIGN_WAIT_SECONDS)
-                continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            time.sleep(min(FOREIGN_WAIT_SECONDS, remaining))
-        return True
 
     def _finished_event(self) -> threading.Event:
         """Return the event set when the job finishes, creating it if needed.
@@ -470,9 +458,7 @@ class Job(Entity):
         self._stacktrace = list(doc["stacktrace"])
         self._worker_pid = doc.get("worker_pid")
         self._owner = doc.get("owner")
-        self._foreign = (
-            self._owner is not None and self._owner != local_process_identity()
-        )
+        self._foreign = runs_elsewhere(self._owner)
         self._reason = doc.get("reason")
         self._version = doc.get("version", "")
         if self._status in FINAL_STATUSES and hasattr(self, "_finished"):

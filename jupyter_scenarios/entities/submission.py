@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..enums import FINAL_STATUSES, EntityType, Status, SubmissionStatus
 from ..events import Event, EventEntityType, EventOperation, bus
-from ._base import Entity, check_wait_allowed, from_iso, new_id, to_iso
+from ._base import (
+    Entity,
+    check_wait_allowed,
+    from_iso,
+    new_id,
+    to_iso,
+    wait_for_other_process,
+)
 from ._values import PersistedProperties, decode_mapping, encode_mapping
 
 if TYPE_CHECKING:
@@ -78,6 +85,7 @@ class Submission(Entity):
         self._properties = PersistedProperties(properties or {}, self._save)
         self._version = ""
         self._init_runtime()
+        self._foreign: bool | None = False
 
     def _init_runtime(self) -> None:
         # Number of jobs in each status, kept by the scheduler; None until first
@@ -90,6 +98,9 @@ class Submission(Entity):
         self._finished = threading.Event()
         if self._status in _SETTLED_WHEN_LOADED:
             self._finished.set()
+        # Whether another live process runs the jobs: False when created here,
+        # found on first use when loaded from the store.
+        self._foreign = None
 
     @property
     def entity_id(self) -> str:
@@ -127,6 +138,7 @@ class Submission(Entity):
 
     @property
     def submission_status(self) -> SubmissionStatus:
+        self._sync()
         return self._status
 
     @property
@@ -173,10 +185,23 @@ class Submission(Entity):
         return (end - start).total_seconds()
 
     def is_finished(self) -> bool:
+        self._sync()
         return self._status in FINISHED_SUBMISSION_STATUSES
 
     def is_deletable(self) -> bool:
         return self.is_finished() or self._status is SubmissionStatus.UNDEFINED
+
+    def _is_foreign(self) -> bool:
+        """Return whether another live process runs this submission's jobs."""
+        if self._foreign is None:
+            first = self._store.get(self._job_ids[0]) if self._job_ids else None
+            self._foreign = bool(first is not None and first._foreign)
+        return self._foreign
+
+    def _sync(self) -> None:
+        # The process that runs the jobs writes the status; this one reads it.
+        if self._is_foreign():
+            self._store.refresh(self)
 
     def raise_for_status(self) -> None:
         """Raise ``TaskFailed`` for the first FAILED job, with its worker traceback.
@@ -190,6 +215,8 @@ class Submission(Entity):
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every job is finished or ``timeout`` passes; return finished."""
         check_wait_allowed(self.id, timeout)
+        if self._is_foreign():
+            return wait_for_other_process(self.is_finished, timeout)
         return self._finished.wait(timeout)
 
     def get_label(self) -> str:
