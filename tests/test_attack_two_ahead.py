@@ -146,10 +146,10 @@ def test_settled_job_reported_started(tmp_path: Path) -> None:
 def test_withdrawn_kill_output_stays_with_job(tmp_path: Path) -> None:
     # The pool thread is held in the callback of "first" starting while the worker
     # runs "first", then "withdrawn" (sent ahead, then cancelled) to its end, then
-    # starts "after", which prints a line and sleeps. The pool kills the worker
-    # when it reads that "withdrawn" started. What "after" printed before the kill
-    # is "after"'s output, and "after" runs again, so that line must not reach the
-    # log of "withdrawn". after.log exists already, so the output of "after"
+    # starts "after", which prints a line and sleeps. When the pool reads that
+    # "withdrawn" started, it sends CANCEL for it, which the worker ignores since
+    # it runs "after" by then. So "after" runs once, and its line must not reach
+    # the log of "withdrawn". after.log exists already, so the output of "after"
     # stays in the worker's spill file until the job ends.
     log_withdrawn = tmp_path / "withdrawn.log"
     log_after = tmp_path / "after.log"
@@ -183,7 +183,7 @@ def test_withdrawn_kill_output_stays_with_job(tmp_path: Path) -> None:
     finally:
         pool.shutdown(timeout=5.0)
 
-    assert len(read_lines(tmp_path / "after")) == 2, "'after' was not killed and rerun"
+    assert len(read_lines(tmp_path / "after")) == 1, "'after' was killed and run again"
     withdrawn_text = log_withdrawn.read_text()
     assert "after-line" not in withdrawn_text, f"withdrawn.log: {withdrawn_text!r}"
     assert log_after.read_text() == "after-line\n"

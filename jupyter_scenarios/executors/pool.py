@@ -31,9 +31,9 @@ Jobs sent ahead
     their submits, so a job does not wait behind a long one while another worker
     could run it.
     A cancelled job that was sent ahead is withdrawn (SKIP). Should the worker have
-    started it already, the pool kills that worker as it does for a running job,
-    and the jobs sent after it count as run only if the worker reported their end
-    before it exited. ``_worker_main`` describes the messages.
+    started it already, the pool sends CANCEL for it, as for a running job: the
+    worker kills itself only if it still runs that job, so the jobs sent after it
+    never die half-way. ``_worker_main`` describes the messages.
 
 Cancel
     To stop a running job the pool thread sends CANCEL, on which the worker kills
@@ -307,6 +307,12 @@ class _Worker:
     # and the others go back to the queue when it is reaped (see _reap).
     unsettled: list[_Job] = dataclasses.field(default_factory=list)
     retired_at: float = 0.0
+    # Key of a withdrawn job that the worker started, whose cancel was reported
+    # already. It is kept until the job's DONE arrives or the worker dies. The
+    # time.monotonic() when CANCEL was sent for it is None until then.
+    # See _started_ahead.
+    withdrawn_running: str | None = None
+    withdrawn_cancel_at: float | None = None
     conn_open: bool = True  # False once the connection reached end of file
 
 
@@ -954,6 +960,8 @@ class WorkerPool:
                 deadlines.append(w.retired_at + _CANCEL_OUTPUT_WAIT)
             if w.cancel_sent_at is not None:
                 deadlines.append(w.cancel_sent_at + _CANCEL_FORCE_AFTER)
+            if w.withdrawn_cancel_at is not None:
+                deadlines.append(w.withdrawn_cancel_at + _CANCEL_FORCE_AFTER)
             # When a job with jobs sent ahead behind it has run for
             # _AHEAD_MAX_RUNNING, this thread wakes to take them back (see
             # _steal_jobs_locked), even if no message comes meanwhile.
@@ -1099,6 +1107,17 @@ class WorkerPool:
         )
         with self._lock:
             job = worker.job
+            if worker.withdrawn_running == key and worker.state is _WorkerState.BUSY:
+                # Its cancel was reported when it was withdrawn. A job sent without
+                # "ahead" (worker.job) runs next, and its own DONE reports it.
+                worker.withdrawn_running = worker.withdrawn_cancel_at = None
+                if job is not None:
+                    return
+                if next_key is not None:
+                    self._started_ahead(worker, next_key, finished_at)
+                elif not worker.ahead:
+                    worker.state = _WorkerState.IDLE
+                return
             if worker.state is not _WorkerState.BUSY or job is None or job.key != key:
                 self._settle_unsettled_locked(worker, outcome)
                 self._leave_unsettled_output_locked(worker, next_key)
@@ -1149,24 +1168,34 @@ class WorkerPool:
             job.started_at = started_at
             self._events.append((key, worker.pid))
             return
-        # The worker started a job that was cancelled before its SKIP arrived, or
-        # broke the protocol. Kill it: the cancel was reported already, and a
-        # replacement takes the slot. The jobs sent to it after that one may have
-        # run before the kill, so they wait for its last messages (unsettled).
+        # The worker started a job that was cancelled before its SKIP arrived. The
+        # cancel was reported already, so the job must stop: CANCEL makes the worker
+        # kill itself only if it still runs that job. A kill from here could hit a
+        # job sent after it, which may have run to its end without reporting it,
+        # and would then run twice.
+        # worker.job, if set, was sent after it and waits in the worker behind it.
         if key in worker.withdrawn:
             self._set_log_locked(worker, worker.withdrawn[key][0])
+            worker.withdrawn_running = key
+            worker.withdrawn_cancel_at = None
+            self._cancel_requests.append(worker)
+            self._wake_locked()
             logger.debug(
-                "worker process %d started withdrawn job %r; killing it",
+                "worker process %d started withdrawn job %r; sending CANCEL",
                 worker.pid,
                 key,
             )
-        else:
-            logger.error(
-                "worker process %d reported starting job %r, which it was not "
-                "given; killing it",
-                worker.pid,
-                key,
-            )
+            return
+        logger.error(
+            "worker process %d reported starting job %r, which it was not given; "
+            "killing it",
+            worker.pid,
+            key,
+        )
+        self._retire_and_kill_locked(worker)
+
+    def _retire_and_kill_locked(self, worker: _Worker) -> None:
+        """Kill ``worker``; the jobs it was given wait for its last messages."""
         worker.state = _WorkerState.RETIRING
         self._kill_group(worker)
         if worker.job is not None:
@@ -1210,13 +1239,19 @@ class WorkerPool:
         (see _force_cancels_locked).
         """
         with self._lock:
-            job = worker.cancel_requested
-            if job is None or worker.job is not job:
-                worker.cancel_requested = None
-                return  # it ended, and its DONE reported how
-            worker.cancel_sent_at = time.monotonic()
-        self._send_control(worker, _worker_main.CANCEL, job.key)
-        logger.debug("sent CANCEL of job %r to worker process %d", job.key, worker.pid)
+            withdrawn = worker.withdrawn_running
+            if withdrawn is not None and worker.withdrawn_cancel_at is None:
+                worker.withdrawn_cancel_at = time.monotonic()
+                key = withdrawn
+            else:
+                job = worker.cancel_requested
+                if job is None or worker.job is not job:
+                    worker.cancel_requested = None
+                    return  # it ended, and its DONE reported how
+                worker.cancel_sent_at = time.monotonic()
+                key = job.key
+        self._send_control(worker, _worker_main.CANCEL, key)
+        logger.debug("sent CANCEL of job %r to worker process %d", key, worker.pid)
 
     def _force_cancels_locked(self) -> None:
         """Kill workers that have not acted on a CANCEL within _CANCEL_FORCE_AFTER.
@@ -1227,6 +1262,20 @@ class WorkerPool:
         """
         now = time.monotonic()
         for worker in self._workers.values():
+            withdrawn_at = worker.withdrawn_cancel_at
+            if (
+                worker.withdrawn_running is not None
+                and withdrawn_at is not None
+                and now - withdrawn_at >= _CANCEL_FORCE_AFTER
+                and worker.state is _WorkerState.BUSY
+            ):
+                logger.debug(
+                    "worker process %d did not stop withdrawn job %r; killing it",
+                    worker.pid,
+                    worker.withdrawn_running,
+                )
+                worker.withdrawn_running = worker.withdrawn_cancel_at = None
+                self._retire_and_kill_locked(worker)
             job, sent_at = worker.cancel_requested, worker.cancel_sent_at
             if job is None or sent_at is None or now - sent_at < _CANCEL_FORCE_AFTER:
                 continue
@@ -1405,6 +1454,10 @@ class WorkerPool:
             self._deliver_cancel_locked(worker)
             del self._workers[worker.pid]
             state, job, ahead = worker.state, worker.job, worker.ahead
+            if worker.withdrawn_running is not None and job is not None:
+                # It died in a withdrawn job (see _started_ahead), which it ran
+                # before this one: this one never started.
+                ahead, job = [job, *ahead], None
             worker.job = None
             worker.ahead = []
             self._requeue_all_locked(ahead)  # they never started
