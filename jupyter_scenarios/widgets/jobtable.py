@@ -276,7 +276,8 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         self.note = widgets.HTML(style=shared.html_style)
         super().__init__(
             children=(header, self.rows_box, self.note),
-            layout=widgets.Layout(width="100%", overflow_x="auto"),
+            # Scrolls sideways when the columns are wider than the output area.
+            layout=widgets.Layout(width="100%", overflow="auto hidden"),
         )
 
         owned = [header_html, header, self.rows_box, self.note, *shared.widgets()]
