@@ -7,15 +7,16 @@ import os
 import random
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import psutil
 import pytest
+from engine_fixtures import WAIT_SECONDS, use_workers, wait_status, wait_until
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F401
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
-from engine_fixtures import use_workers, wait_status
 from test_pool import (  # noqa: F401 - the fixtures are used by name
     OUTCOME_TIMEOUT,
     PoolFactory,
@@ -257,8 +258,14 @@ def test_shutdown_after_worker_death_keeps_queued_job(make_pool: PoolFactory) ->
 # Engine level, standalone mode
 
 
+def started_marker(pid: int) -> Path:
+    """Return the file that a job running in worker ``pid`` creates once it printed."""
+    return Path(tempfile.gettempdir()) / f"jupyter-scenarios-printed-{pid}"
+
+
 def print_and_sleep(seconds: float) -> float:
     print("engine job started", flush=True)
+    started_marker(os.getpid()).touch()
     time.sleep(seconds)
     return seconds
 
@@ -267,8 +274,19 @@ def print_and_hold_gil(seconds: float) -> float:
     import ctypes
 
     print("gil job started", flush=True)
+    started_marker(os.getpid()).touch()
     ctypes.PyDLL(None).sleep(int(seconds))
     return seconds
+
+
+def wait_printed(job: tp.Job) -> None:
+    # RUNNING is stored when the worker takes the job, before it loads the task
+    # function, which on a slow machine took longer than a fixed sleep.
+    wait_status(job, Status.RUNNING)
+    assert job.worker_pid is not None
+    marker = started_marker(job.worker_pid)
+    wait_until(marker.exists, WAIT_SECONDS, f"job {job.id} to print")
+    marker.unlink()
 
 
 def single_task(name: str, function: object, default: object) -> object:
@@ -289,8 +307,7 @@ def test_engine_stop_right_after_cancel(
     first = tp.create_scenario(long_config).submit()
     second = tp.create_scenario(short_config).submit()
     job = first.jobs[0]
-    wait_status(job, Status.RUNNING)
-    time.sleep(0.3)  # the job has printed
+    wait_printed(job)
     tp.cancel_job(job)
     time.sleep(delay)
     began = time.monotonic()
@@ -310,8 +327,7 @@ def test_engine_cancel_gil_holder_twice(standalone: Path) -> None:
     config = single_task("gil", print_and_hold_gil, 20)
     submission = tp.create_scenario(config).submit()
     job = submission.jobs[0]
-    wait_status(job, Status.RUNNING)
-    time.sleep(0.3)
+    wait_printed(job)
     began = time.monotonic()
     tp.cancel_job(job)
     tp.cancel_job(job)

@@ -594,6 +594,8 @@ class _JobOutput:
         self._log_path: str | None = None  # of the running job
         self._started = 0.0  # time.monotonic() when it started
         self._promoter: threading.Thread | None = None
+        # The log that the running job's spill file became while the job ran.
+        self._promoted: str | None = None
 
     def capture(self, log_path: str) -> contextlib.AbstractContextManager[None]:
         """Return a context that captures the job's output for ``log_path``.
@@ -639,8 +641,15 @@ class _JobOutput:
     def _hand_over(self, log_path: str, *, at_end: bool) -> None:
         """Make the spill file ``log_path``, or append it there at the job's end.
 
-        Called with ``_lock`` held. Does nothing once the spill file became the log.
+        Called with ``_lock`` held. Once the spill file became the log, it only
+        removes that log at the job's end if the job wrote nothing to it.
         """
+        if at_end and self._promoted is not None:
+            promoted, self._promoted = self._promoted, None
+            # A silent job that ran past PROMOTE_SECONDS leaves no log file either.
+            if os.path.getsize(promoted) == 0 and not _has_children():
+                os.unlink(promoted)
+            return
         spill, spill_path = self._spill, self._spill_path
         if spill is None or spill_path is None:
             return
@@ -651,6 +660,8 @@ class _JobOutput:
             os.rename(spill_path, log_path)
             os.close(spill)
             self._spill = self._spill_path = None
+            if not at_end:
+                self._promoted = log_path
             return
         if not at_end:
             return  # appended at the end, so that the job's descriptors stay put
