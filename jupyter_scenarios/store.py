@@ -563,7 +563,7 @@ def local_process_identity() -> str:
 
 
 # Identity -> whether that process was alive when first asked. A dead process never
-# comes back (the start time tells a reused pid apart), and a process that dies
+# comes back (the start time distinguishes a reused pid), and a process that dies
 # after the first answer only makes its jobs read their rows when they need not.
 _liveness: dict[str, bool] = {}
 

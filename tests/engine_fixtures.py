@@ -330,3 +330,58 @@ def single_gate_config(gate: Path) -> Any:
     waited = Config.configure_data_node("waited")
     task = Config.configure_task("wait", wait_for_gate, gate_path, waited)
     return Config.configure_scenario("gated", [task])
+
+
+def open_in_subprocess(folder: Path, body: str) -> str:
+    """Run ``body`` in a fresh interpreter whose runtime uses ``folder``."""
+    source = f"""
+import json
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+Config.configure_core(storage_folder={str(folder)!r})
+{body}
+tp.Orchestrator().stop()
+"""
+    return run_python(source).stdout
+
+
+def start_gated_kernel(
+    folder: Path, gate: Path, marker: Path, log: Path, then: str
+) -> subprocess.Popen[bytes]:
+    """Start a kernel on ``folder`` that submits ``single_gate_config(gate)``.
+
+    It runs one worker, writes its job's id to ``marker`` and then runs ``then``,
+    where ``submission`` is its submission.
+    """
+    return start_python(
+        f"""
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+from engine_fixtures import single_gate_config
+Config.configure_core(storage_folder={str(folder)!r})
+Config.configure_job_executions(mode="standalone", max_nb_of_workers=1)
+submission = tp.create_scenario(single_gate_config({str(gate)!r})).submit()
+open({str(marker)!r}, "w").write(submission.jobs[0].id)
+{then}
+""",
+        log,
+    )
+
+
+def add(left: int, right: int) -> int:
+    return left + right
+
+
+def stuck_config() -> Any:
+    """``source -> first -> middle``, then ``[middle, unwritten] -> second -> result``.
+
+    No task writes ``unwritten``, so the job of ``second`` stays BLOCKED until a
+    person writes it.
+    """
+    source = Config.configure_data_node("source", default_data=1)
+    middle = Config.configure_data_node("middle")
+    unwritten = Config.configure_data_node("unwritten")
+    result = Config.configure_data_node("result")
+    first = Config.configure_task("first", double, source, middle)
+    second = Config.configure_task("second", add, [middle, unwritten], result)
+    return Config.configure_scenario("stuck", [first, second])

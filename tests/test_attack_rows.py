@@ -35,8 +35,9 @@ from engine_fixtures import (
     double,
     double_config,
     job_of,
-    run_python,
-    start_python,
+    open_in_subprocess,
+    start_gated_kernel,
+    stuck_config,
     wait_for_file,
     wait_status,
     wait_until,
@@ -52,39 +53,12 @@ from jupyter_scenarios.scheduler import SCHEDULE_WAIT_SECONDS
 pytestmark = pytest.mark.timeout(300)
 
 
-def in_other_process(folder: Path, body: str) -> str:
-    """Run ``body`` in a fresh interpreter whose runtime uses ``folder``."""
-    source = f"""
-import jupyter_scenarios as tp
-from jupyter_scenarios import Config
-Config.configure_core(storage_folder={str(folder)!r})
-{body}
-tp.Orchestrator().stop()
-"""
-    return run_python(source).stdout
-
-
-def stuck_config() -> Any:
-    """``number -> double -> doubled``, then ``[doubled, unwritten] -> sum_of -> total``."""
-    number = Config.configure_data_node("number", default_data=21)
-    doubled = Config.configure_data_node("doubled")
-    unwritten = Config.configure_data_node("unwritten")
-    total = Config.configure_data_node("total")
-    first = Config.configure_task("first", double, number, doubled)
-    second = Config.configure_task("second", sum_of, [doubled, unwritten], total)
-    return Config.configure_scenario("stuck", [first, second])
-
-
-def sum_of(left: int, right: int) -> int:
-    return left + right
-
-
 def test_other_process_write_releases(standalone: Path) -> None:
     scenario = tp.create_scenario(stuck_config())
     submission = scenario.submit()
     second = job_of(submission, "second")
     wait_status(second, Status.BLOCKED)
-    in_other_process(standalone, f"tp.get({scenario.unwritten.id!r}).write(10)")
+    open_in_subprocess(standalone, f"tp.get({scenario.unwritten.id!r}).write(10)")
     assert scenario.unwritten.last_edit_date is not None
     assert submission.wait(15), f"second is {second.status.name}"
 
@@ -106,7 +80,7 @@ def test_other_process_cancel_rejected(standalone: Path) -> None:
     second = job_of(submission, "second")
     wait_status(second, Status.BLOCKED)
     with pytest.raises(AssertionError, match="cancel it from that process"):
-        in_other_process(standalone, f"tp.cancel_job({second.id!r})")
+        open_in_subprocess(standalone, f"tp.cancel_job({second.id!r})")
     _, status = stored_job(standalone, second.id)
     assert status == "BLOCKED"
 
@@ -126,19 +100,8 @@ def test_reconciled_row_after_kill(engine: Path, tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     marker = tmp_path / "job_id"
     tp.Orchestrator().stop()
-    kernel = start_python(
-        f"""
-import jupyter_scenarios as tp
-from jupyter_scenarios import Config
-from engine_fixtures import single_gate_config
-Config.configure_core(storage_folder={str(engine)!r})
-Config.configure_job_executions(mode="standalone", max_nb_of_workers=1)
-submission = tp.create_scenario(single_gate_config({str(gate)!r})).submit()
-open({str(marker)!r}, "w").write(submission.jobs[0].id)
-import time
-time.sleep(120)
-""",
-        tmp_path / "kernel.log",
+    kernel = start_gated_kernel(
+        engine, gate, marker, tmp_path / "kernel.log", "import time; time.sleep(120)"
     )
     descendants: list[psutil.Process] = []
     try:
@@ -180,19 +143,12 @@ def test_job_of_other_kernel_followed(engine: Path, tmp_path: Path) -> None:
     # changes from the store, and wait() returns when that kernel finishes them.
     gate = tmp_path / "gate"
     marker = tmp_path / "job_id"
-    kernel = start_python(
-        f"""
-import jupyter_scenarios as tp
-from jupyter_scenarios import Config
-from engine_fixtures import single_gate_config
-Config.configure_core(storage_folder={str(engine)!r})
-Config.configure_job_executions(mode="standalone", max_nb_of_workers=1)
-submission = tp.create_scenario(single_gate_config({str(gate)!r})).submit()
-open({str(marker)!r}, "w").write(submission.jobs[0].id)
-submission.wait(120)
-tp.Orchestrator().stop()
-""",
+    kernel = start_gated_kernel(
+        engine,
+        gate,
+        marker,
         tmp_path / "kernel.log",
+        "submission.wait(120)\ntp.Orchestrator().stop()",
     )
     try:
         job_id = wait_for_file(marker)

@@ -33,6 +33,7 @@ from engine_fixtures import (
     main_namespace,
     max_overlap,
     running_interval,
+    stuck_config,
     use_workers,
     wait_for_file,
     wait_for_gate,
@@ -206,21 +207,6 @@ def test_wait_timeout_warns_and_returns(
     gate.touch()
     wait_finished(submission)
     assert submission.submission_status is SubmissionStatus.COMPLETED
-
-
-def add(left: int, right: int) -> int:
-    return left + right
-
-
-def stuck_config() -> Any:
-    # "middle" is written by "first"; "unwritten" by no task and no person yet.
-    source = Config.configure_data_node("source", default_data=1)
-    middle = Config.configure_data_node("middle")
-    unwritten = Config.configure_data_node("unwritten")
-    result = Config.configure_data_node("result")
-    first = Config.configure_task("first", double, source, middle)
-    second = Config.configure_task("second", add, [middle, unwritten], result)
-    return Config.configure_scenario("stuck", [first, second])
 
 
 def test_wait_warns_of_inputs_no_job_writes() -> None:

@@ -17,7 +17,7 @@ import pytest
 from engine_fixtures import (
     WAIT_SECONDS,
     main_namespace,
-    run_python,
+    open_in_subprocess,
     start_python,
     wait_for_file,
     wait_until,
@@ -53,19 +53,6 @@ def counts(folder: Path) -> dict[str, int]:
             kind: connection.execute(f"SELECT COUNT(*) FROM {kind}").fetchone()[0]
             for kind in ("scenario", "task", "data_node", "job", "submission", "cycle")
         }
-
-
-def open_in_subprocess(folder: Path, body: str) -> str:
-    """Run ``body`` in a fresh interpreter whose runtime uses ``folder``."""
-    source = f"""
-import json
-import jupyter_scenarios as tp
-from jupyter_scenarios import Config
-Config.configure_core(storage_folder={str(folder)!r})
-{body}
-tp.Orchestrator().stop()
-"""
-    return run_python(source).stdout
 
 
 # -- sharing a folder between processes --------------------------------------------------
@@ -214,8 +201,8 @@ def test_store_uses_wal(engine: Path) -> None:
 
 
 def test_rows_follow_the_entities_they_store(engine: Path) -> None:
-    # A job row is built from its fixed fields' JSON, kept from the first write, and
-    # its changing fields; an update sets the status column, not the fixed ones.
+    # A job row joins the JSON of its fixed fields, kept from the first write, with
+    # that of its changing fields. An update sets the status column, not the others.
     scenario = chain_scenario()
     submission = scenario.submit(wait=True)
     jobs = submission.jobs
