@@ -1301,7 +1301,7 @@ class Scheduler:
         for spec in run.outputs:
             final = spec.backend().path
             if final is not None:
-                staging_path(Path(final), run.job_id).unlink(missing_ok=True)
+                Path(staging_path(final, run.job_id)).unlink(missing_ok=True)
 
     # -- events from outside ----------------------------------------------------------------
 
@@ -1392,7 +1392,7 @@ class Scheduler:
             logger.exception("Cannot find the path of data node %s", node.id)
             return
         if final is not None:
-            staging_path(Path(final), job_id).unlink(missing_ok=True)
+            Path(staging_path(final, job_id)).unlink(missing_ok=True)
 
 
 def _caller_level() -> int:

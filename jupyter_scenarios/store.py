@@ -468,10 +468,19 @@ class Store:
         Another process sharing the folder may have changed it. Skipped while any
         thread of this process has unsaved changes to the entity in a ``batch()``.
         """
+        pinned: list[int | None] | None = getattr(self._local, "pinned", None)
+        if (
+            pinned is not None
+            and pinned[0] is not None
+            and pinned[0] == self._seen_version
+            and entity.id in self._synced
+        ):
+            # Checked in this round, and synced since. Without the lock: the
+            # scheduler makes this call for every input and output of every job.
+            return
         kind = kind_of(entity.id)
         if kind is None or self.closed:
             return
-        pinned: list[int | None] | None = getattr(self._local, "pinned", None)
         with self._lock:
             if any(entity.id in batch for batch in self._open_batches):
                 return

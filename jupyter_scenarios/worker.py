@@ -41,10 +41,10 @@ class NodeSpec:
     properties: dict[str, Any]
     folder: str
 
-    def backend(self, path: Path | None = None) -> Any:
+    def backend(self, path: str | Path | None = None) -> Any:
         properties = dict(self.properties)
         if path is not None:
-            properties["path"] = str(path)
+            properties["path"] = os.fspath(path)
         return make_backend(
             self.storage_type, self.id, properties, _folder_path(self.folder)
         )
@@ -170,14 +170,19 @@ def _renamed_code(code: types.CodeType, filename: str) -> types.CodeType:
     return code.replace(co_filename=filename, co_consts=constants)
 
 
-def staging_path(final: Path, job_id: str) -> Path:
+def staging_path(final: str | os.PathLike[str], job_id: str) -> str:
     """Return the staging file used for ``final`` by job ``job_id``.
 
     The name ends with the last two suffixes of ``final`` (``.csv.gz``), so that
-    pandas infers the same compression for both files.
+    pandas infers the same compression for both files. String operations, not
+    pathlib: a worker calls this for every output of every job.
     """
-    suffixes = "".join(final.suffixes[-2:])
-    return final.with_name(f".{final.name}.{job_id}.staging{suffixes}")
+    folder, name = os.path.split(os.fspath(final))
+    # The suffixes as pathlib counts them: none for a name ending with a dot, and
+    # leading dots are part of the stem.
+    parts = [] if name.endswith(".") else name.lstrip(".").split(".")[1:]
+    suffixes = "".join("." + part for part in parts[-2:])
+    return os.path.join(folder, f".{name}.{job_id}.staging{suffixes}")
 
 
 def notebook_code_files(function: Callable[..., Any]) -> dict[str, str]:
@@ -278,7 +283,7 @@ def _write_output(run: TaskRun, spec: NodeSpec, value: Any) -> StagedOutput:
         final.parent.mkdir(parents=True, exist_ok=True)
         with writing_unpublished_files():
             staged_backend.write(value)
-    return StagedOutput(spec.id, str(staged), str(final))
+    return StagedOutput(spec.id, staged, str(final))
 
 
 def discard_staged(outputs: list[StagedOutput]) -> None:
@@ -316,6 +321,8 @@ def run_task_in_worker(run: TaskRun) -> TaskResult:
     from .config import Config
 
     Config.block_update()
-    # Read by _runtime.start: the API's entities live in the kernel's store.
-    os.environ["JUPYTER_SCENARIOS_IN_WORKER"] = "1"
+    # Read by _runtime.start: the API's entities live in the kernel's store. Set only
+    # when missing: each assignment calls putenv, for every job.
+    if os.environ.get("JUPYTER_SCENARIOS_IN_WORKER") != "1":
+        os.environ["JUPYTER_SCENARIOS_IN_WORKER"] = "1"
     return run_task(run)

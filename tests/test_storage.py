@@ -1301,3 +1301,24 @@ def test_storage_import_skips_pandas() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("final", "expected"),
+    [
+        ("/d/value.p", "/d/.value.p.J.staging.p"),
+        # The last two suffixes, so that pandas infers the compression.
+        ("/d/table.x.csv.gz", "/d/.table.x.csv.gz.J.staging.csv.gz"),
+        ("rel/data.json", "rel/.data.json.J.staging.json"),
+        # Leading dots belong to the name, and a trailing dot means no suffix.
+        ("/d/.hidden", "/d/..hidden.J.staging"),
+        ("/d/..rows.csv", "/d/...rows.csv.J.staging.csv"),
+        ("/d/odd.", "/d/.odd..J.staging"),
+        ("/d.v2/plain", "/d.v2/.plain.J.staging"),
+    ],
+)
+def test_staging_path_keeps_the_suffixes(final: str, expected: str) -> None:
+    from jupyter_scenarios.worker import staging_path
+
+    assert staging_path(final, "J") == expected
+    assert staging_path(Path(final), "J") == expected

@@ -799,10 +799,15 @@ def move_spill(log_path: str, pid: int) -> None:
             os.unlink(spill_path)
 
 
+# These run twice per job; plain try statements cost less than contextlib.suppress.
+
+
 def _flush_standard_streams() -> None:
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
+        try:
             stream.flush()
+        except Exception:  # noqa: BLE001, S110 - a broken stream must not stop the job
+            pass
 
 
 def _flush_all_output() -> None:
@@ -812,11 +817,15 @@ def _flush_all_output() -> None:
     for stream in streams.values():
         if stream is None:
             continue
-        with contextlib.suppress(Exception):
+        try:
             stream.flush()
+        except Exception:  # noqa: BLE001, S110 - as above
+            pass
     for handler in _logging_handlers():
-        with contextlib.suppress(Exception):
+        try:
             handler.flush()
+        except Exception:  # noqa: BLE001, S110 - a user's handler may raise anything
+            pass
     _flush_c_stdio()
 
 

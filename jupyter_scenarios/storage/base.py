@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import functools
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,12 +43,13 @@ class StorageBackend(abc.ABC):
         self.properties = dict(properties)
         self.folder = folder if isinstance(folder, Path) else Path(folder)
 
-    @property
+    @functools.cached_property
     def path(self) -> Path | None:
         """File holding the data, or None for backends without a file.
 
         A relative ``path`` or ``default_path`` property is relative to the current
-        working directory at the time of each read or write, as in Taipy.
+        working directory at the time of each read or write, as in Taipy. Built once
+        per backend, whose properties are its own copy.
         """
         configured = self.properties.get("path") or self.properties.get("default_path")
         if configured:
