@@ -101,7 +101,7 @@ def create_scenario(
     store = _runtime.store()
     creation_date = creation_date or datetime.now()
 
-    with store.batch():
+    with store.shared_creation(), store.batch():
         cycle = (
             _cycle_for(section.frequency, creation_date) if section.frequency else None
         )
@@ -255,7 +255,7 @@ def create_global_data_node(config: DataNodeConfig) -> DataNode:
             "scope=Scope.GLOBAL, or create a scenario that holds it."
         )
     store = _runtime.store()
-    with store.batch():
+    with store.shared_creation(), store.batch():
         return _data_node_for(config, None, None)
 
 

@@ -25,15 +25,34 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
+
+try:
+    import fcntl
+except ImportError:  # Windows: threads of one process still take turns
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
 
 class StoreError(RuntimeError):
-    """The SQLite file of a storage folder is damaged or unreadable."""
+    """The SQLite file of a storage folder is damaged, unreadable or kept locked."""
+
+
+#: How long a connection waits for another process's lock on the database.
+BUSY_SECONDS = 30.0
+#: File in the storage folder whose lock guards the creation of shared entities.
+CREATION_LOCK_NAME = ".creation.lock"
+
+
+def _is_busy(error: sqlite3.DatabaseError) -> bool:
+    """Return whether ``error`` means that another connection holds a lock."""
+    return isinstance(error, sqlite3.OperationalError) and (
+        "locked" in str(error) or "busy" in str(error)
+    )
 
 
 SCHEMA_VERSION = 1
@@ -112,15 +131,22 @@ class Store:
         # read or write; it is never held while user code runs.
         self._lock = threading.RLock()
         self._connection = sqlite3.connect(
-            self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            self.path,
+            timeout=BUSY_SECONDS,
+            isolation_level=None,
+            check_same_thread=False,
         )
         try:
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            self._connection.execute("PRAGMA synchronous=NORMAL")
-            self._connection.execute("PRAGMA busy_timeout=30000")
-            self._create_tables()
+            self._set_up_connection()
         except sqlite3.DatabaseError as error:
             self._connection.close()
+            if _is_busy(error):
+                raise StoreError(
+                    f"The entity store {self.path} stayed locked by another process "
+                    f"for {BUSY_SECONDS:.0f} s ({error}). The file was not changed. "
+                    "Find the kernel or script that holds it, or point "
+                    "Config.configure_core(storage_folder=...) at another folder."
+                ) from error
             raise StoreError(
                 f"The entity store {self.path} cannot be read ({error}). Nothing was "
                 "changed or deleted. Restore the file from a backup, or point "
@@ -140,9 +166,36 @@ class Store:
         # changed it: SQLite's data_version changes when another connection commits.
         # _synced contains the ids of entities whose state matches their row as of
         # _seen_version; both are guarded by _lock.
-        self._seen_version: int | None = None
+        self._seen_version: int = self._connection.execute(
+            "PRAGMA data_version"
+        ).fetchone()[0]
         self._synced: set[str] = set()
+        # See shared_creation().
+        self._creation_lock = threading.RLock()
+        self._creation_depth = 0
         self.closed = False
+
+    def _set_up_connection(self) -> None:
+        # Kernels that open a new folder together race to create the file, switch it
+        # to WAL and create the tables. Some of these steps fail with "database is
+        # locked" at once, without waiting for the busy timeout, so they are retried
+        # here until BUSY_SECONDS have passed.
+        deadline = time.monotonic() + BUSY_SECONDS
+        delay = 0.001
+        while True:
+            try:
+                self._connection.execute("PRAGMA journal_mode=WAL")
+                self._connection.execute("PRAGMA synchronous=NORMAL")
+                self._connection.execute(
+                    f"PRAGMA busy_timeout={BUSY_SECONDS * 1000:.0f}"
+                )
+                self._create_tables()
+                return
+            except sqlite3.OperationalError as error:
+                if not _is_busy(error) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _create_tables(self) -> None:
         with self._transaction() as cursor:
@@ -300,11 +353,23 @@ class Store:
             return []
         skipped: list[tuple[Storable, Exception]] = []
         with self._transaction() as cursor:
+            # No other connection can commit during this transaction, so this shows
+            # whether rows may have changed since this process last read them.
+            (version,) = cursor.execute("PRAGMA data_version").fetchone()
             rows: dict[str, list[list[str | None]]] = {}
             for entity in entities:
                 kind = kind_of(entity.id)
                 if kind is None:
                     raise ValueError(f"Entity id {entity.id!r} has no known prefix")
+                merge = getattr(entity, "_merge_stored", None)
+                if merge is not None and (
+                    version != self._seen_version or entity.id not in self._synced
+                ):
+                    stored = cursor.execute(
+                        f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
+                    ).fetchone()
+                    if stored is not None:
+                        merge(json.loads(stored[0]))
                 try:
                     text, doc = entity._to_row()
                     values: list[str | None] = [entity.id, text]
@@ -528,6 +593,31 @@ class Store:
                 cursor.execute(f"DELETE FROM {kind}")
             self._live.clear()
             self._synced.clear()
+
+    @contextlib.contextmanager
+    def shared_creation(self) -> Iterator[None]:
+        """Let one process at a time find or create the entities kernels share.
+
+        GLOBAL and CYCLE data nodes, their tasks and cycles are looked up and
+        created when missing. Two kernels doing so at the same moment each found
+        none and created their own. Callers hold this around the lookup and the
+        ``batch()`` that writes what they created, so that the next process's lookup
+        finds it. Within a process, threads take turns too. Re-entrant.
+        """
+        with self._creation_lock:
+            outer = self._creation_depth == 0
+            self._creation_depth += 1
+            lock_file = None
+            try:
+                if outer and fcntl is not None:
+                    lock_file = open(self.folder / CREATION_LOCK_NAME, "a+b")  # noqa: SIM115
+                    fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+                yield
+            finally:
+                self._creation_depth -= 1
+                if lock_file is not None:
+                    # Closing the file releases the lock.
+                    lock_file.close()
 
     def close(self) -> None:
         """Close the database connection; later saves are logged and dropped."""

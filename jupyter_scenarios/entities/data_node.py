@@ -12,6 +12,7 @@ event, which is how the scheduler learns that blocked jobs may run.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -454,6 +455,27 @@ class DataNode(Entity):
         self._editor_id = doc["editor_id"]
         self._editor_expiration_date = from_iso(doc["editor_expiration_date"])
 
+    def _merge_stored(self, doc: dict[str, Any]) -> None:
+        """Add the edits in ``doc``, this node's stored row, that this object lacks.
+
+        The store calls this inside the transaction that writes the node, when
+        another process may have written it since this object last read it: two
+        kernels writing one GLOBAL node each saved their own history over the
+        other's. Edits are only ever appended, so the union, in time order, is the
+        history.
+        """
+        known = {_edit_key(edit) for edit in self._edits}
+        theirs = [edit for edit in doc["edits"] if _edit_key(edit) not in known]
+        if not theirs:
+            return
+        # sorted() is stable: edits with one timestamp keep their order.
+        self._edits = sorted(self._edits + theirs, key=lambda edit: edit["timestamp"])
+        stored_last = from_iso(doc["last_edit_date"])
+        if stored_last is not None and (
+            self._last_edit_date is None or stored_last > self._last_edit_date
+        ):
+            self._last_edit_date = stored_last
+
     def _load_doc(self, doc: dict[str, Any]) -> None:
         self._config_id = doc["config_id"]
         self._storage_type = doc["storage_type"]
@@ -480,3 +502,8 @@ class DataNode(Entity):
         node.id = doc["id"]
         node._load_doc(doc)
         return node
+
+
+def _edit_key(edit: dict[str, Any]) -> str:
+    """Text that two equal edits share, whether read from JSON or built here."""
+    return json.dumps(edit, sort_keys=True, default=str)
