@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -298,6 +298,39 @@ class DataNode(Entity):
         self._check_editor(editor_id)
         self.backend.write(data)
         self.track_edit(job_id=job_id, editor_id=editor_id, comment=comment, **kwargs)
+        self._unlock()
+
+    def write_with_column_names(
+        self,
+        data: Any,
+        columns: Sequence[Any] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        """Replace the table with the rows ``data``, named by ``columns``, as in Taipy.
+
+        Parameters
+        ----------
+        data
+            A list of rows, a numpy array, a DataFrame or a dict of columns.
+        columns
+            Names of the columns of the rows. For a DataFrame or a dict of columns,
+            the columns to keep, as ``pandas.DataFrame(data, columns=columns)`` does.
+            None writes ``data`` as write() does.
+        job_id
+            Id of the job that writes, recorded in the edit.
+
+        Raises
+        ------
+        NotImplementedError
+            If the storage type is not csv, excel or parquet.
+        ValueError
+            If the rows have more or fewer values than ``columns`` has names.
+        DataNodeIsBeingEdited
+            If an editor holds the lock.
+        """
+        self._check_editor(None)
+        self.backend.write_with_column_names(data, columns)
+        self.track_edit(job_id=job_id)
         self._unlock()
 
     def append(
