@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..enums import Scope
+from ..enums import JoinOperator, Scope
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import DataNodeIsBeingEdited, NoData
 from ._base import Entity, from_iso, from_seconds, new_id, to_iso, to_seconds
@@ -332,6 +332,42 @@ class DataNode(Entity):
         self.backend.write_with_column_names(data, columns)
         self.track_edit(job_id=job_id)
         self._unlock()
+
+    def filter(
+        self,
+        operators: Sequence[Any],
+        join_operator: JoinOperator = JoinOperator.AND,
+    ) -> Any:
+        """Read the contents and return the rows that match ``operators``, as in Taipy.
+
+        Parameters
+        ----------
+        operators
+            One condition ``(key, value, Operator)``, or a list of them, such as
+            ``[("year", 2024, Operator.EQUAL), ("sales", 100, Operator.GREATER_THAN)]``.
+            ``key`` is a column name for a DataFrame, a column number for a 2-D numpy
+            array, and a dict key or attribute name for the items of a list.
+        join_operator
+            ``JoinOperator.AND`` keeps the rows that match every condition,
+            ``JoinOperator.OR`` the rows that match any.
+
+        Returns
+        -------
+        Any
+            Data of the type read() returns, with the matching rows in their stored
+            order. A DataFrame keeps its index. A dict of tables, such as the sheets
+            of an Excel data node, is filtered table by table.
+
+        Raises
+        ------
+        NoData
+            If the data node was never written.
+        NotImplementedError
+            If the contents are not a table or a list.
+        """
+        from ..storage._filter import filter_data
+
+        return filter_data(self.read_or_raise(), operators, join_operator, self.id)
 
     def append(
         self,
