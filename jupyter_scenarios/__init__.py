@@ -60,7 +60,15 @@ from .api import (
 )
 from .config import Config
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
-from .enums import EntityType, Frequency, Scope, Status, SubmissionStatus
+from .enums import (
+    EntityType,
+    Frequency,
+    JoinOperator,
+    Operator,
+    Scope,
+    Status,
+    SubmissionStatus,
+)
 from .exceptions import SubmissionTimeoutWarning, TaskFailed
 
 # Library convention: no output unless the application configures logging. Without
@@ -76,6 +84,8 @@ __all__ = [
     "EntityType",
     "Frequency",
     "Job",
+    "JoinOperator",
+    "Operator",
     "Orchestrator",
     "Scenario",
     "Scope",

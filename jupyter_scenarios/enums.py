@@ -1,4 +1,4 @@
-"""Enumerations shared by every layer: job and submission statuses, scopes, frequencies.
+"""Enumerations shared by every layer: statuses, scopes, frequencies, filter operators.
 
 The member names match Taipy's so that code written for Taipy compares and prints the
 same values here.
@@ -108,3 +108,27 @@ class EntityType(enum.Enum):
     SCENARIO = "SCENARIO"
     SEQUENCE = "SEQUENCE"
     TASK = "TASK"
+
+
+class Operator(enum.Enum):
+    """Comparison of one filter condition of ``DataNode.filter``."""
+
+    EQUAL = 1
+    NOT_EQUAL = 2
+    LESS_THAN = 3
+    LESS_OR_EQUAL = 4
+    GREATER_THAN = 5
+    GREATER_OR_EQUAL = 6
+
+    def __repr__(self) -> str:
+        return f"Operator.{self.name}"
+
+
+class JoinOperator(enum.Enum):
+    """Join of the conditions of ``DataNode.filter``: all of them (AND) or any (OR)."""
+
+    AND = 1
+    OR = 2
+
+    def __repr__(self) -> str:
+        return f"JoinOperator.{self.name}"

@@ -399,11 +399,22 @@ def test_json_custom_encoder_decoder(tmp_path: Path) -> None:
     assert backend.read() == value
 
 
-def test_json_without_encoder_rejects_dates(tmp_path: Path) -> None:
+def test_json_default_encoder_stores_dates(tmp_path: Path) -> None:
     backend = make_backend("json", unique_key(), {}, tmp_path)
+    value = [datetime.date(2024, 3, 1), datetime.datetime(2024, 3, 1, 8, 15)]
+    backend.write(value)
+    assert backend.read() == value
+
+
+def test_json_without_encoder_rejects_sets(tmp_path: Path) -> None:
+    backend = make_backend("json", "json_node", {}, tmp_path)
     backend.write([1])
-    with pytest.raises(TypeError, match="date"):
-        backend.write([datetime.date(2024, 3, 1)])
+    with pytest.raises(TypeError) as raised:
+        backend.write([{1, 2}])
+    message = str(raised.value)
+    assert "'json_node'" in message
+    assert "set" in message
+    assert "'encoder' property" in message
     assert backend.read() == [1]
 
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..enums import Scope
+from ..enums import JoinOperator, Scope
 from ..events import Event, EventEntityType, EventOperation, bus
 from ..exceptions import DataNodeIsBeingEdited, NoData
 from ._base import Entity, from_iso, from_seconds, new_id, to_iso, to_seconds
@@ -300,6 +300,75 @@ class DataNode(Entity):
         self.backend.write(data)
         self.track_edit(job_id=job_id, editor_id=editor_id, comment=comment, **kwargs)
         self._unlock()
+
+    def write_with_column_names(
+        self,
+        data: Any,
+        columns: Sequence[Any] | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        """Replace the table with the rows ``data``, named by ``columns``, as in Taipy.
+
+        Parameters
+        ----------
+        data
+            A list of rows, a numpy array, a DataFrame or a dict of columns.
+        columns
+            Names of the columns of the rows. For a DataFrame or a dict of columns,
+            the columns to keep, as ``pandas.DataFrame(data, columns=columns)`` does.
+            None writes ``data`` as write() does.
+        job_id
+            Id of the job that writes, recorded in the edit.
+
+        Raises
+        ------
+        NotImplementedError
+            If the storage type is not csv, excel or parquet.
+        ValueError
+            If the rows have more or fewer values than ``columns`` has names.
+        DataNodeIsBeingEdited
+            If an editor holds the lock.
+        """
+        self._check_editor(None)
+        self.backend.write_with_column_names(data, columns)
+        self.track_edit(job_id=job_id)
+        self._unlock()
+
+    def filter(
+        self,
+        operators: Sequence[Any],
+        join_operator: JoinOperator = JoinOperator.AND,
+    ) -> Any:
+        """Read the contents and return the rows that match ``operators``, as in Taipy.
+
+        Parameters
+        ----------
+        operators
+            One condition ``(key, value, Operator)``, or a list of them, such as
+            ``[("year", 2024, Operator.EQUAL), ("sales", 100, Operator.GREATER_THAN)]``.
+            ``key`` is a column name for a DataFrame, a column number for a 2-D numpy
+            array, and a dict key or attribute name for the items of a list.
+        join_operator
+            ``JoinOperator.AND`` keeps the rows that match every condition,
+            ``JoinOperator.OR`` the rows that match any.
+
+        Returns
+        -------
+        Any
+            Data of the type read() returns, with the matching rows in their stored
+            order. A DataFrame keeps its index. A dict of tables, such as the sheets
+            of an Excel data node, is filtered table by table.
+
+        Raises
+        ------
+        NoData
+            If the data node was never written.
+        NotImplementedError
+            If the contents are not a table or a list.
+        """
+        from ..storage._filter import filter_data
+
+        return filter_data(self.read_or_raise(), operators, join_operator, self.id)
 
     def append(
         self,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -188,4 +188,39 @@ def to_frame(data: Any, key: str, storage_type: str) -> Any:
             f"{type(data).__name__} because pandas failed to build a table from it: "
             f"{error}. Write a DataFrame, a numpy array, a dict of columns, or a list "
             "of rows."
+        ) from error
+
+
+def to_frame_with_columns(
+    data: Any, columns: Sequence[Any] | None, key: str, storage_type: str
+) -> Any:
+    """Convert ``data`` to a DataFrame whose columns are ``columns``.
+
+    As in ``pandas.DataFrame(data, columns=columns)``, ``columns`` names the columns of
+    rows (a list of rows, a numpy array) and selects the columns of a DataFrame or of
+    a dict of columns. None converts ``data`` as :func:`to_frame` does.
+
+    Raises
+    ------
+    TypeError
+        If ``columns`` is a single string instead of a list of names.
+    ValueError
+        If pandas cannot build the table, for example because the rows have more or
+        fewer values than ``columns`` has names.
+    """
+    if columns is None:
+        return to_frame(data, key, storage_type)
+    if isinstance(columns, str) or not isinstance(columns, Sequence):
+        raise TypeError(
+            f"Data node {key!r} received columns={columns!r}, which is not a list of "
+            f"column names. Pass a list such as [{columns!r}]."
+        )
+    pd = import_pandas(key, storage_type)
+    try:
+        return pd.DataFrame(data, columns=list(columns))
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"Data node {key!r} (storage type {storage_type!r}) failed to build a "
+            f"table with the columns {list(columns)!r} from a {type(data).__name__}: "
+            f"{error}. Pass one column name per value of a row."
         ) from error

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import functools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -74,6 +74,18 @@ class StorageBackend(abc.ABC):
         raise NotImplementedError(
             f"Data node {self.key!r} uses storage type {self.storage_type!r}, which "
             "does not support append(); use write() with the whole value instead."
+        )
+
+    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
+        """Replace the stored table with the rows ``data``, named by ``columns``.
+
+        Only the backends that store tables (csv, excel, parquet) implement it.
+        """
+        raise NotImplementedError(
+            f"Data node {self.key!r} uses storage type {self.storage_type!r}, which "
+            "stores values, not tables with named columns, so it does not support "
+            "write_with_column_names(). Use write() instead, or a csv, excel or "
+            "parquet data node to store a table."
         )
 
     def exists(self) -> bool:

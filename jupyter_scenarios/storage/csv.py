@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +52,26 @@ class CSVBackend(StorageBackend):
 
     def read(self) -> Any:
         """Read the file and return it as the configured ``exposed_type``."""
-        pd = _tabular.import_pandas(self.key, self.storage_type)
-        path = self._require_path()
-        # pandas' ParserError and EmptyDataError, and UnicodeDecodeError, are all
-        # ValueError subclasses.
-        with self._translate_read_errors(path, (ValueError,)):
-            frame = pd.read_csv(
-                path, header=0 if self.has_header else None, encoding=self.encoding
-            )
+        frame = self._read_frame(self._require_path())
         return _tabular.expose(frame, self.exposed_type, self.has_header, self.key)
+
+    def _read_frame(self, path: Path) -> Any:
+        """Read the whole file into a DataFrame.
+
+        A file without any column, which write() produces for an empty DataFrame,
+        reads as an empty DataFrame, as in Taipy.
+        """
+        pd = _tabular.import_pandas(self.key, self.storage_type)
+        # pandas' ParserError and UnicodeDecodeError are ValueError subclasses.
+        with self._translate_read_errors(path, (ValueError,)):
+            try:
+                return pd.read_csv(
+                    path,
+                    header=0 if self.has_header else None,
+                    encoding=self.encoding,
+                )
+            except pd.errors.EmptyDataError:
+                return pd.DataFrame()
 
     def write(self, data: Any) -> None:
         """Replace the file with the table ``data`` atomically.
@@ -72,6 +83,17 @@ class CSVBackend(StorageBackend):
         path = self._require_path()
         with atomic_path(path) as temp:
             self._write_rows(frame, temp, mode="w", header=self.has_header)
+
+    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
+        """Replace the file with the rows ``data``, whose columns ``columns`` names.
+
+        ``columns`` names the columns of a list of rows or of a numpy array, and
+        selects the columns of a DataFrame, as ``pandas.DataFrame(data, columns=...)``
+        does. None writes ``data`` as write() does.
+        """
+        self.write(
+            _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
+        )
 
     def append(self, data: Any) -> None:
         """Add the rows of ``data`` at the end of the file, atomically.
@@ -92,7 +114,12 @@ class CSVBackend(StorageBackend):
         if not path.exists() or path.stat().st_size == 0:
             self.write(frame)
             return
-        frame = self._match_columns(frame, path)
+        file_columns = self._file_columns(path)
+        if not file_columns:
+            # The file contains an empty table without columns, so the rows replace it.
+            self.write(frame)
+            return
+        frame = self._match_columns(frame, file_columns, path)
         if path.suffix.lower() in _COMPRESSED_SUFFIXES:
             self._append_by_rewrite(frame, path)
             return
@@ -108,10 +135,7 @@ class CSVBackend(StorageBackend):
 
     def _append_by_rewrite(self, frame: Any, path: Path) -> None:
         pd = _tabular.import_pandas(self.key, self.storage_type)
-        with self._translate_read_errors(path, (ValueError,)):
-            stored = pd.read_csv(
-                path, header=0 if self.has_header else None, encoding=self.encoding
-            )
+        stored = self._read_frame(path)
         frame = frame.set_axis(stored.columns, axis="columns")
         combined = pd.concat([stored, frame], ignore_index=True)
         with atomic_path(path) as temp:
@@ -127,17 +151,23 @@ class CSVBackend(StorageBackend):
             lineterminator=_LINE_TERMINATOR,
         )
 
-    def _match_columns(self, frame: Any, path: Path) -> Any:
-        """Return ``frame`` with its columns in the order of the file's columns."""
+    def _file_columns(self, path: Path) -> list[Any]:
+        """Return the columns of the file: its header, or the numbers of its columns."""
         pd = _tabular.import_pandas(self.key, self.storage_type)
         with self._translate_read_errors(path, (ValueError,)):
-            first_row = pd.read_csv(
-                path,
-                header=0 if self.has_header else None,
-                nrows=0 if self.has_header else 1,
-                encoding=self.encoding,
-            )
-        file_columns = list(first_row.columns)
+            try:
+                first_row = pd.read_csv(
+                    path,
+                    header=0 if self.has_header else None,
+                    nrows=0 if self.has_header else 1,
+                    encoding=self.encoding,
+                )
+            except pd.errors.EmptyDataError:
+                return []
+        return list(first_row.columns)
+
+    def _match_columns(self, frame: Any, file_columns: list[Any], path: Path) -> Any:
+        """Return ``frame`` with its columns in the order of ``file_columns``."""
         if not self.has_header:
             if len(frame.columns) != len(file_columns):
                 raise ValueError(

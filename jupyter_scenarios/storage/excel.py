@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +116,17 @@ class ExcelBackend(StorageBackend):
         else:
             table = _tabular.to_frame(data, self.key, self.storage_type)
             self._write_sheets({self._sheet_for_table(None): table})
+
+    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
+        """Replace the workbook with the rows ``data``, whose columns ``columns`` names.
+
+        ``columns`` names the columns of a list of rows or of a numpy array, and
+        selects the columns of a DataFrame, as ``pandas.DataFrame(data, columns=...)``
+        does. None writes ``data`` as write() does.
+        """
+        self.write(
+            _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
+        )
 
     def append(self, data: Any) -> None:
         """Add the rows of ``data`` at the end of a sheet, atomically.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,17 @@ class ParquetBackend(StorageBackend):
         frame = _tabular.to_frame(data, self.key, self.storage_type)
         self._write_frame(frame)
 
+    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
+        """Replace the file with the rows ``data``, whose columns ``columns`` names.
+
+        ``columns`` names the columns of a list of rows or of a numpy array, and
+        selects the columns of a DataFrame, as ``pandas.DataFrame(data, columns=...)``
+        does. None writes ``data`` as write() does.
+        """
+        self.write(
+            _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
+        )
+
     def append(self, data: Any) -> None:
         """Add the rows of ``data`` at the end of the table, atomically.
 
@@ -160,8 +171,53 @@ class ParquetBackend(StorageBackend):
         path = self._require_path()
         arguments = {"engine": self.engine, "compression": self.compression}
         arguments.update(self.write_kwargs)
-        with atomic_path(path) as temp:
-            _string_columns(frame).to_parquet(temp, **arguments)
+        frame = _string_columns(frame)
+        try:
+            with atomic_path(path) as temp:
+                frame.to_parquet(temp, **arguments)
+        except (OverflowError, TypeError, ValueError) as error:
+            raise self._unstorable_error(frame, error) from error
+
+    def _unstorable_error(self, frame: Any, error: Exception) -> Exception:
+        """Return ``error`` reworded to name the data node, the column and the fix.
+
+        pyarrow raises OverflowError for an int beyond 64 bits, ArrowInvalid (a
+        ValueError) or ArrowTypeError (a TypeError) for a column of mixed or unknown
+        types. The returned error has the same built-in type.
+        """
+        error_type = next(
+            kind
+            for kind in (OverflowError, TypeError, ValueError)
+            if isinstance(error, kind)
+        )
+        column = self._failing_column(frame)
+        if column is None:
+            return error_type(
+                f"Data node {self.key!r} failed to write its Parquet file: {error}. "
+                "Check the values of the table and the engine, compression and "
+                "write_kwargs properties."
+            )
+        return error_type(
+            f"Data node {self.key!r} failed to store column {column!r} as Parquet: "
+            f"{error}. Convert the values of the column to one type that Parquet "
+            "stores (for example str, or float for an int beyond 64 bits), or use a "
+            "pickle data node to store any Python value."
+        )
+
+    def _failing_column(self, frame: Any) -> Any:
+        """Return the first column that pyarrow cannot convert, or None."""
+        if self.engine == "fastparquet":
+            return None
+        try:
+            import pyarrow
+        except ImportError:
+            return None
+        for column in frame.columns:
+            try:
+                pyarrow.array(frame[column], from_pandas=True)
+            except (OverflowError, TypeError, ValueError, pyarrow.ArrowException):
+                return column
+        return None
 
     def delete(self) -> None:
         """Remove the stored file, or the folder of files that read() accepts."""
