@@ -26,13 +26,9 @@ from .api import (
     Core,
     Orchestrator,
     cancel_job,
-    clean_all_entities,
     compare_scenarios,
     create_global_data_node,
     create_scenario,
-    delete,
-    delete_job,
-    delete_jobs,
     exists,
     get,
     get_cycles,
@@ -48,7 +44,6 @@ from .api import (
     get_sequences,
     get_submissions,
     get_tasks,
-    is_deletable,
     is_submittable,
     set_primary,
     submit,
@@ -59,6 +54,13 @@ from .api import (
     wait_all,
 )
 from .config import Config
+from .deletion import (
+    clean_all_entities,
+    delete,
+    delete_job,
+    delete_jobs,
+    is_deletable,
+)
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
 from .enums import EntityType, Frequency, Scope, Status, SubmissionStatus
 from .exceptions import SubmissionTimeoutWarning, TaskFailed
