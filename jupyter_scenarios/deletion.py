@@ -1,4 +1,11 @@
-"""Deletion: ``delete``, ``is_deletable``, ``delete_job(s)`` and ``clean_all_entities``."""
+"""Deletion: ``delete``, ``is_deletable``, ``delete_job(s)`` and ``clean_all_entities``.
+
+An entity goes with what it owns. A cycle owns its scenarios and its CYCLE-scoped tasks
+and data nodes. A scenario owns its SCENARIO-scoped tasks and data nodes and its
+submissions. A task owns its jobs. GLOBAL data nodes and tasks are never deleted with
+an owner. Each deletion removes its rows in one store transaction, then the data files
+and job logs of what it removed.
+"""
 
 from __future__ import annotations
 
@@ -21,17 +28,26 @@ logger = logging.getLogger(__name__)
 
 
 def is_deletable(entity: Any) -> bool:
-    """Return whether ``entity`` can be deleted now."""
+    """Return whether ``tp.delete`` would delete ``entity`` now.
+
+    A primary scenario is deletable only when it is alone in its cycle. A task, data
+    node or cycle is not deletable while an unfinished job uses what it would delete.
+    """
     if isinstance(entity, str):
         entity = get(entity)
     if isinstance(entity, (Scenario, Job, Submission)):
         return entity.is_deletable()
+    if isinstance(entity, Cycle):
+        return _cycle_blocker(entity) is None
+    if isinstance(entity, (Task, DataNode)):
+        return _unfinished_job_blocker(entity) is None
     return entity is not None
 
 
 def delete(entity_id: str) -> None:
     """Delete an entity and what it owns.
 
+    Deleting a cycle deletes its scenarios and its CYCLE-scoped tasks and data nodes.
     Deleting a scenario deletes its own tasks and data nodes (not the shared CYCLE
     and GLOBAL ones), their jobs and its submissions. Data files are deleted only
     when they sit in the storage folder; files at a path you configured are kept.
@@ -50,73 +66,172 @@ def delete(entity_id: str) -> None:
     elif isinstance(entity, Submission):
         _delete_submission(entity)
     elif isinstance(entity, Cycle):
-        for scenario in get_scenarios(entity):
-            _delete_scenario(scenario, check_primary=False)
-        _runtime.store().delete([entity.id])
+        _delete_cycle(entity)
     else:
-        _check_no_unfinished_jobs(entity)
-        _delete_owned([entity.id])
+        blocker = _unfinished_job_blocker(entity)
+        if blocker is not None:
+            raise JobNotDeletedException(blocker)
+        deletion = _Deletion()
+        deletion.add_owned([entity.id])
+        deletion.run()
 
 
-def _check_no_unfinished_jobs(entity: Task | DataNode) -> None:
+class _Deletion:
+    """Rows to delete in one transaction, and the files that go once it committed.
+
+    The files go after the rows, so that a failed transaction leaves every stored
+    entity with its data.
+    """
+
+    def __init__(self) -> None:
+        # Ids in insertion order; a dict drops the repeats.
+        self.ids: dict[str, None] = {}
+        self.nodes: list[DataNode] = []
+        self.jobs: list[Job] = []
+
+    def add_owned(self, entity_ids: list[str]) -> None:
+        """Add tasks (with their jobs) and data nodes (with their files)."""
+        store = _runtime.store()
+        for entity_id in entity_ids:
+            entity = store.get(entity_id)
+            if isinstance(entity, Task):
+                self.add_jobs(store.get_all("job", task_id=entity.id))
+            if isinstance(entity, DataNode):
+                self.nodes.append(entity)
+            self.ids[entity_id] = None
+
+    def add_jobs(self, jobs: list[Job]) -> None:
+        self.jobs.extend(jobs)
+        self.ids.update(dict.fromkeys(job.id for job in jobs))
+
+    def add_submission(self, submission: Submission) -> None:
+        self.add_jobs(submission.jobs)
+        self.ids[submission.id] = None
+
+    def run(self) -> None:
+        _runtime.store().delete(list(self.ids))
+        for node in self.nodes:
+            _delete_data_file(node)
+        for job in self.jobs:
+            job.log_path.unlink(missing_ok=True)
+
+
+def _unfinished_job_blocker(entity: Task | DataNode) -> str | None:
     # A task or data node that unfinished jobs still read or write cannot go.
     task_ids = {entity.id} if isinstance(entity, Task) else set(entity.parent_ids)
     for job in get_jobs():
         if not job.is_finished() and job.task_id in task_ids:
-            raise JobNotDeletedException(
+            return (
                 f"{type(entity).__name__} {entity.id!r} is used by job {job.id!r}, "
                 f"which is {job.status.name}; cancel it with tp.cancel_job() or wait "
                 "for it before deleting."
             )
+    return None
 
 
-def _delete_scenario(scenario: Scenario, check_primary: bool = True) -> None:
-    if check_primary and not scenario.is_deletable():
-        raise ConfigurationError(
-            f"Scenario {scenario.id!r} is the primary scenario of its cycle and other "
-            "scenarios share that cycle; make another one primary with "
-            "tp.set_primary() first."
-        )
+def _scenario_submissions(scenario: Scenario) -> list[Submission]:
+    """Return the submissions of ``scenario`` and of its sequences."""
+    return [
+        submission
+        for submission in get_submissions()
+        if submission.entity_id == scenario.id
+        or submission.entity_id.endswith(scenario.id)
+    ]
+
+
+def _scenario_owned_ids(scenario: Scenario) -> list[str]:
     children: list[Task | DataNode] = [
         *scenario.tasks.values(),
         *scenario.data_nodes.values(),
     ]
-    owned = [entity.id for entity in children if entity.owner_id == scenario.id]
+    return [entity.id for entity in children if entity.owner_id == scenario.id]
+
+
+def _scenario_blocker(scenario: Scenario, owned_ids: set[str]) -> str | None:
     # A task submitted on its own has a submission of its own; its jobs still use
-    # the task and data nodes deleted below.
-    owned_ids = set(owned)
+    # the task and data nodes that the deletion removes.
     for submission in get_submissions():
         if (
             submission.entity_id == scenario.id
             or submission.entity_id.endswith(scenario.id)
             or submission.entity_id in owned_ids
         ) and not submission.is_deletable():
-            raise SubmissionNotDeletedException(
+            return (
                 f"Scenario {scenario.id!r} has an unfinished submission "
                 f"{submission.id!r}; cancel its jobs or wait for them first."
             )
-    with _runtime.store().batch():
-        for submission in get_submissions():
-            if submission.entity_id == scenario.id or submission.entity_id.endswith(
-                scenario.id
-            ):
-                _delete_submission(submission)
-        _delete_owned(owned)
-        _runtime.store().delete([scenario.id])
+    return None
+
+
+def _delete_scenario(scenario: Scenario) -> None:
+    if not scenario.is_deletable():
+        raise ConfigurationError(
+            f"Scenario {scenario.id!r} is the primary scenario of its cycle and other "
+            "scenarios share that cycle; make another one primary with "
+            "tp.set_primary() first."
+        )
+    owned = _scenario_owned_ids(scenario)
+    blocker = _scenario_blocker(scenario, set(owned))
+    if blocker is not None:
+        raise SubmissionNotDeletedException(blocker)
+
+    deletion = _Deletion()
+    for submission in _scenario_submissions(scenario):
+        deletion.add_submission(submission)
+    deletion.add_owned([*owned, scenario.id])
+    deletion.run()
     bus.publish(Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario.id))
 
 
-def _delete_owned(entity_ids: list[str]) -> None:
+def _cycle_owned_ids(cycle: Cycle) -> list[str]:
     store = _runtime.store()
-    doomed: list[str] = []
-    for entity_id in entity_ids:
-        entity = store.get(entity_id)
-        if isinstance(entity, Task):
-            doomed.extend(job.id for job in store.get_all("job", task_id=entity.id))
-        if isinstance(entity, DataNode):
-            _delete_data_file(entity)
-        doomed.append(entity_id)
-    store.delete(doomed)
+    tasks = [task.id for task in store.get_all("task") if task.owner_id == cycle.id]
+    nodes = [node.id for node in store.get_all("data_node", owner_id=cycle.id)]
+    return tasks + nodes
+
+
+def _cycle_blocker(cycle: Cycle) -> str | None:
+    """Return why ``cycle`` cannot be deleted now, or None when it can."""
+    for scenario in get_scenarios(cycle):
+        blocker = _scenario_blocker(scenario, set(_scenario_owned_ids(scenario)))
+        if blocker is not None:
+            return blocker
+    owned = set(_cycle_owned_ids(cycle))
+    for job in get_jobs():
+        if not job.is_finished() and job.task_id in owned:
+            return (
+                f"Cycle {cycle.id!r} owns task {job.task_id!r}, whose job {job.id!r} "
+                f"is {job.status.name}; cancel it with tp.cancel_job() or wait for it "
+                "before deleting the cycle."
+            )
+    return None
+
+
+def _delete_cycle(cycle: Cycle) -> None:
+    blocker = _cycle_blocker(cycle)
+    if blocker is not None:
+        raise JobNotDeletedException(blocker)
+
+    # The primary flag does not hold a cycle's deletion back: every scenario goes.
+    scenarios = get_scenarios(cycle)
+    deletion = _Deletion()
+    for scenario in scenarios:
+        for submission in _scenario_submissions(scenario):
+            deletion.add_submission(submission)
+        deletion.add_owned([*_scenario_owned_ids(scenario), scenario.id])
+    owned = _cycle_owned_ids(cycle)
+    owned_set = set(owned)
+    for submission in get_submissions():
+        if submission.entity_id in owned_set:
+            deletion.add_submission(submission)
+    deletion.add_owned([*owned, cycle.id])
+    deletion.run()
+
+    for scenario in scenarios:
+        bus.publish(
+            Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario.id)
+        )
+    bus.publish(Event(EventEntityType.CYCLE, EventOperation.DELETION, cycle.id))
 
 
 def _delete_data_file(node: DataNode) -> None:
@@ -154,10 +269,9 @@ def _delete_submission(submission: Submission) -> None:
             f"Submission {submission.id!r} is {submission.submission_status.name} "
             "and cannot be deleted; cancel its jobs or wait for them first."
         )
-    store = _runtime.store()
-    for job in submission.jobs:
-        job.log_path.unlink(missing_ok=True)
-    store.delete([*submission.job_ids, submission.id])
+    deletion = _Deletion()
+    deletion.add_submission(submission)
+    deletion.run()
 
 
 def clean_all_entities(version_number: str | None = None) -> bool:
