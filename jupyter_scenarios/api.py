@@ -28,6 +28,7 @@ from .exceptions import (
     NonExistingJob,
     NonExistingScenario,
 )
+from .reasons import ReasonCollection, unready_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -381,26 +382,6 @@ def _job(job: Job | str) -> Job:
     return found
 
 
-class ReasonCollection:
-    """Reasons that keep an entity from being submitted; true when there are none.
-
-    ``reasons`` maps each data node id to a sentence such as "my_input is not
-    written."; ``str()`` joins them.
-    """
-
-    def __init__(self) -> None:
-        self.reasons: dict[str, str] = {}
-
-    def __bool__(self) -> bool:
-        return not self.reasons
-
-    def __str__(self) -> str:
-        return " ".join(self.reasons.values())
-
-    def __repr__(self) -> str:
-        return f"ReasonCollection({self.reasons!r})"
-
-
 def is_submittable(entity: Submittable | str) -> ReasonCollection:
     """Check that every input of ``entity`` is written and not being edited.
 
@@ -413,15 +394,63 @@ def is_submittable(entity: Submittable | str) -> ReasonCollection:
     resolved = _resolve_submittable(entity)
     tasks = [resolved] if isinstance(resolved, Task) else list(resolved.tasks.values())
     produced = {node_id for task in tasks for node_id in task.output_ids}
+    inputs = [
+        node
+        for task in tasks
+        for node in task.input.values()
+        if node.id not in produced
+    ]
+    return unready_inputs(inputs)
+
+
+def is_promotable(scenario: Scenario | str) -> ReasonCollection:
+    """Check that ``scenario`` can become the primary scenario of its cycle.
+
+    Returns
+    -------
+    ReasonCollection
+        True when ``scenario`` exists, belongs to a cycle and is not its primary
+        scenario already. Otherwise it names the condition that fails.
+    """
+    scenario_id = scenario if isinstance(scenario, str) else scenario.id
+    found = get(scenario_id)
     result = ReasonCollection()
-    for task in tasks:
-        for node in task.input.values():
-            if node.id in produced:
-                continue
-            if node.last_edit_date is None:
-                result.reasons[node.id] = f"{node.config_id} is not written."
-            elif node.edit_in_progress:
-                result.reasons[node.id] = f"{node.config_id} is being edited."
+    if not isinstance(found, Scenario):
+        result.reasons[scenario_id] = f"Scenario {scenario_id} does not exist."
+    elif found.cycle is None:
+        result.reasons[scenario_id] = (
+            f"Scenario {scenario_id} has no cycle, because its configuration has no "
+            "frequency."
+        )
+    elif found.is_primary:
+        result.reasons[scenario_id] = (
+            f"Scenario {scenario_id} is already the primary scenario of its cycle."
+        )
+    return result
+
+
+def is_readable(entity: Any) -> ReasonCollection:
+    """Check that ``entity`` (an entity or its id) exists, so it can be read.
+
+    The only check, as in Taipy 4's entity managers: there are no user permissions.
+    """
+    return _existence(entity)
+
+
+def is_editable(entity: Any) -> ReasonCollection:
+    """Check that ``entity`` (an entity or its id) exists, so it can be edited.
+
+    The only check, as in Taipy 4's entity managers. A data node locked by an edit
+    in progress still counts, because its ``lock_edit`` and ``write`` report the lock.
+    """
+    return _existence(entity)
+
+
+def _existence(entity: Any) -> ReasonCollection:
+    entity_id = entity if isinstance(entity, str) else getattr(entity, "id", entity)
+    result = ReasonCollection()
+    if not isinstance(entity_id, str) or get(entity_id) is None:
+        result.reasons[str(entity_id)] = f"Entity {entity_id} does not exist."
     return result
 
 
@@ -478,6 +507,14 @@ def get_scenarios(
                 key=lambda s: (s.name or s.config_id, s.id), reverse=descending
             )
     return scenarios
+
+
+def get_cycles_scenarios() -> dict[Cycle | None, list[Scenario]]:
+    """Return every scenario grouped by cycle, oldest first, with None for no cycle."""
+    grouped: dict[Cycle | None, list[Scenario]] = {}
+    for scenario in get_scenarios():
+        grouped.setdefault(scenario.cycle, []).append(scenario)
+    return grouped
 
 
 def get_primary(cycle: Cycle) -> Scenario | None:

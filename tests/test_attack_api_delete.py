@@ -28,6 +28,37 @@ def add(left: int, right: int) -> int:
     return left + right
 
 
+# -- Taipy names -------------------------------------------------------------------------
+
+# Names in Taipy 4.1's public API (taipy.core), checked in its source.
+TAIPY_NAMES = [
+    (tp, "get_cycles_scenarios"),
+    (tp, "is_promotable"),
+    (tp, "is_readable"),
+    (tp, "is_editable"),
+    (tp, "is_deletable"),
+    (tp, "is_submittable"),
+    (tp, "exists"),
+    (tp.Scenario, "get_inputs"),
+    (tp.Scenario, "get_outputs"),
+    (tp.Scenario, "get_intermediate"),
+    (tp.Scenario, "is_ready_to_run"),
+    (tp.Sequence, "get_inputs"),
+    (tp.Sequence, "get_outputs"),
+    (tp.Sequence, "get_intermediate"),
+    (tp.Sequence, "is_ready_to_run"),
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name"),
+    TAIPY_NAMES,
+    ids=[f"{getattr(owner, '__name__', owner)}.{name}" for owner, name in TAIPY_NAMES],
+)
+def test_taipy_name_exists(owner: object, name: str) -> None:
+    assert hasattr(owner, name), f"{getattr(owner, '__name__', owner)} has no {name}"
+
+
 def chain_config(frequency: Frequency | None = None) -> tp.Scenario:
     """``first -> double -> middle -> add(middle, second) -> last``, plus ``notes``."""
     first = Config.configure_data_node("first")
@@ -44,6 +75,92 @@ def chain_config(frequency: Frequency | None = None) -> tp.Scenario:
         frequency=frequency,
         sequences={"front": [doubling]},
     )
+
+
+def config_ids(nodes: set[tp.DataNode]) -> list[str]:
+    return sorted(node.config_id for node in nodes)
+
+
+def test_scenario_inputs_outputs_intermediate() -> None:
+    scenario = tp.create_scenario(chain_config())
+
+    assert config_ids(scenario.get_inputs()) == ["first", "second"]
+    assert config_ids(scenario.get_outputs()) == ["last"]
+    assert config_ids(scenario.get_intermediate()) == ["middle"]
+
+
+def test_sequence_inputs_outputs_intermediate() -> None:
+    scenario = tp.create_scenario(chain_config())
+    front = scenario.sequences["front"]
+
+    assert config_ids(front.get_inputs()) == ["first"]
+    assert config_ids(front.get_outputs()) == ["middle"]
+    assert config_ids(front.get_intermediate()) == []
+
+
+def test_ready_to_run_names_unwritten_input() -> None:
+    scenario = tp.create_scenario(chain_config())
+
+    before = scenario.is_ready_to_run()
+    sequence_before = scenario.sequences["front"].is_ready_to_run()
+    scenario.first.write(5)
+
+    assert not before
+    assert scenario.first.id in before.reasons
+    assert "first" in str(before)
+    assert not sequence_before
+    assert scenario.is_ready_to_run()
+    assert scenario.data_nodes_being_edited() == set()
+    assert scenario.sequences["front"].is_ready_to_run()
+
+
+def test_cycles_scenarios_groups_by_cycle() -> None:
+    config = chain_config(Frequency.DAILY)
+    july_a = tp.create_scenario(config, creation_date=datetime(2024, 7, 1))
+    july_b = tp.create_scenario(config, creation_date=datetime(2024, 7, 1, 9))
+    august = tp.create_scenario(config, creation_date=datetime(2024, 8, 1))
+    free_input = Config.configure_data_node("free_input", default_data=1)
+    free_output = Config.configure_data_node("free_output")
+    free_task = Config.configure_task("free", double, free_input, free_output)
+    free = tp.create_scenario(Config.configure_scenario("free", [free_task]))
+
+    grouped = tp.get_cycles_scenarios()
+
+    assert set(grouped) == {july_a.cycle, august.cycle, None}
+    assert grouped[july_a.cycle] == [july_a, july_b]
+    assert grouped[august.cycle] == [august]
+    assert grouped[None] == [free]
+
+
+def test_is_promotable_reasons() -> None:
+    config = chain_config(Frequency.DAILY)
+    primary = tp.create_scenario(config, creation_date=datetime(2024, 7, 1))
+    other = tp.create_scenario(config, creation_date=datetime(2024, 7, 1, 9))
+    no_cycle = tp.create_scenario(Config.configure_scenario("plain", []))
+
+    assert tp.is_promotable(other)
+    assert tp.is_promotable(other.id)
+    assert not tp.is_promotable(primary)
+    assert "already the primary" in str(tp.is_promotable(primary))
+    assert not tp.is_promotable(no_cycle)
+    assert "no cycle" in str(tp.is_promotable(no_cycle))
+    assert "SCENARIO_missing" in str(tp.is_promotable("SCENARIO_missing"))
+
+
+def test_readable_editable_need_existing_entity() -> None:
+    scenario = tp.create_scenario(chain_config())
+    node_id = scenario.notes.id
+    tp.delete(node_id)
+
+    for check in (tp.is_readable, tp.is_editable):
+        assert check(scenario)
+        assert check(scenario.first.id)
+        assert check(scenario.sequences["front"])
+        assert not check(node_id)
+        assert node_id in str(check(node_id))
+
+
+# -- cycle deletion ----------------------------------------------------------------------
 
 
 def test_delete_cycle_deletes_cycle_nodes(engine: Path) -> None:
