@@ -383,13 +383,14 @@ def _job(job: Job | str) -> Job:
 
 
 def is_submittable(entity: Submittable | str) -> ReasonCollection:
-    """Check that every input of ``entity`` is written and not being edited.
+    """Check that every data node of ``entity`` exists and every input is readable.
 
     Returns
     -------
     ReasonCollection
         True when ``entity`` can run now; otherwise it names each data node in the
-        way ("my_input is not written.", "my_input is being edited.").
+        way ("my_input is not written.", "my_input is being edited.", "DATANODE_...
+        of task double does not exist.").
     """
     resolved = _resolve_submittable(entity)
     tasks = [resolved] if isinstance(resolved, Task) else list(resolved.tasks.values())
@@ -400,7 +401,15 @@ def is_submittable(entity: Submittable | str) -> ReasonCollection:
         for node in task.input.values()
         if node.id not in produced
     ]
-    return unready_inputs(inputs)
+    result = unready_inputs(inputs)
+    store = _runtime.store()
+    for task in tasks:
+        for node_id in [*task.input_ids, *task.output_ids]:
+            if store.get(node_id) is None:
+                result.reasons[node_id] = (
+                    f"{node_id} of task {task.config_id} does not exist."
+                )
+    return result
 
 
 def is_promotable(scenario: Scenario | str) -> ReasonCollection:

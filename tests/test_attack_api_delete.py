@@ -15,7 +15,7 @@ from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 
 import jupyter_scenarios as tp
 from jupyter_scenarios import Config, Frequency, Scope, Status
-from jupyter_scenarios.exceptions import JobNotDeletedException
+from jupyter_scenarios.exceptions import JobNotDeletedException, NonExistingDataNode
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -26,6 +26,15 @@ def double(value: int) -> int:
 
 def add(left: int, right: int) -> int:
     return left + right
+
+
+def remove_node_then_double(node_id: str) -> int:
+    # Removes the node from the store while this job runs, as a kernel that does
+    # not see the running job would.
+    from jupyter_scenarios import _runtime
+
+    _runtime.store().delete([node_id])
+    return 42
 
 
 # -- Taipy names -------------------------------------------------------------------------
@@ -276,3 +285,66 @@ def test_deletable_cycle_agrees_with_delete() -> None:
     assert tp.get_cycles() == []
     assert tp.get_data_nodes() == []
     assert tp.get_tasks() == []
+
+
+# -- submission of a task whose data node was deleted ----------------------------------
+
+
+def one_task_scenario() -> tp.Scenario:
+    number = Config.configure_data_node("number", default_data=21)
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("doubling", double, number, result)
+    return tp.create_scenario(Config.configure_scenario("lost", [task]))
+
+
+def test_deleted_output_fails_submission() -> None:
+    scenario = one_task_scenario()
+    output_id = scenario.result.id
+
+    tp.delete(output_id)
+    with pytest.raises(NonExistingDataNode) as raised:
+        scenario.submit(wait=True, timeout=60)
+
+    message = str(raised.value)
+    assert output_id in message, f"error does not name the data node: {message}"
+    assert "doubling" in message, f"error does not name the task: {message}"
+    assert tp.get_submissions() == []
+    assert tp.get_jobs() == []
+
+
+def test_deleted_input_fails_submission() -> None:
+    scenario = one_task_scenario()
+    input_id = scenario.number.id
+    task = scenario.doubling
+
+    tp.delete(input_id)
+
+    for entity in (scenario, task):
+        with pytest.raises(NonExistingDataNode) as raised:
+            tp.submit(entity)
+        assert input_id in str(raised.value)
+    assert tp.get_jobs() == []
+    assert not tp.is_submittable(scenario)
+    assert input_id in tp.is_submittable(scenario).reasons
+
+
+def test_output_deleted_while_running_fails_job() -> None:
+    target = Config.configure_data_node("target")
+    result = Config.configure_data_node("result")
+    task = Config.configure_task("removing", remove_node_then_double, target, result)
+    scenario = tp.create_scenario(Config.configure_scenario("vanishing", [task]))
+    result_id = scenario.result.id
+    result_path = scenario.result.path
+    scenario.target.write(result_id)
+
+    submission = scenario.submit(wait=True, timeout=60)
+
+    [job] = submission.jobs
+    assert job.status is Status.FAILED
+    assert result_id in (job.reason or ""), f"reason: {job.reason}"
+    assert tp.get(result_id) is None
+    assert not result_path.exists(), "the deleted node's file was written"
+    leftovers = [
+        path.name for path in result_path.parent.iterdir() if job.id in path.name
+    ]
+    assert leftovers == [], f"staging files left: {leftovers}"
