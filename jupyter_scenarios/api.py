@@ -1,4 +1,6 @@
-"""The Taipy-shaped functions: create, submit, get, tag, compare, cancel and delete.
+"""The Taipy-shaped functions: create, submit, check, get, tag, compare and cancel.
+
+Deletion lives in ``deletion``.
 
 Every function starts the runtime on first use (see ``_runtime``), so
 ``tp.Orchestrator().run()`` is optional in a notebook.
@@ -11,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from . import _runtime
@@ -24,12 +25,10 @@ from .enums import Frequency, Scope
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
     ConfigurationError,
-    JobNotDeletedException,
-    NonExistingEntity,
     NonExistingJob,
     NonExistingScenario,
-    SubmissionNotDeletedException,
 )
+from .reasons import ReasonCollection, unready_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -383,47 +382,84 @@ def _job(job: Job | str) -> Job:
     return found
 
 
-class ReasonCollection:
-    """Reasons that keep an entity from being submitted; true when there are none.
-
-    ``reasons`` maps each data node id to a sentence such as "my_input is not
-    written."; ``str()`` joins them.
-    """
-
-    def __init__(self) -> None:
-        self.reasons: dict[str, str] = {}
-
-    def __bool__(self) -> bool:
-        return not self.reasons
-
-    def __str__(self) -> str:
-        return " ".join(self.reasons.values())
-
-    def __repr__(self) -> str:
-        return f"ReasonCollection({self.reasons!r})"
-
-
 def is_submittable(entity: Submittable | str) -> ReasonCollection:
-    """Check that every input of ``entity`` is written and not being edited.
+    """Check that every data node of ``entity`` exists and every input is readable.
 
     Returns
     -------
     ReasonCollection
         True when ``entity`` can run now; otherwise it names each data node in the
-        way ("my_input is not written.", "my_input is being edited.").
+        way ("my_input is not written.", "my_input is being edited.", "DATANODE_...
+        of task double does not exist.").
     """
     resolved = _resolve_submittable(entity)
     tasks = [resolved] if isinstance(resolved, Task) else list(resolved.tasks.values())
     produced = {node_id for task in tasks for node_id in task.output_ids}
-    result = ReasonCollection()
+    inputs = [
+        node
+        for task in tasks
+        for node in task.input.values()
+        if node.id not in produced
+    ]
+    result = unready_inputs(inputs)
+    store = _runtime.store()
     for task in tasks:
-        for node in task.input.values():
-            if node.id in produced:
-                continue
-            if node.last_edit_date is None:
-                result.reasons[node.id] = f"{node.config_id} is not written."
-            elif node.edit_in_progress:
-                result.reasons[node.id] = f"{node.config_id} is being edited."
+        for node_id in [*task.input_ids, *task.output_ids]:
+            if store.get(node_id) is None:
+                result.reasons[node_id] = (
+                    f"{node_id} of task {task.config_id} does not exist."
+                )
+    return result
+
+
+def is_promotable(scenario: Scenario | str) -> ReasonCollection:
+    """Check that ``scenario`` can become the primary scenario of its cycle.
+
+    Returns
+    -------
+    ReasonCollection
+        True when ``scenario`` exists, belongs to a cycle and is not its primary
+        scenario already. Otherwise it names the condition that fails.
+    """
+    scenario_id = scenario if isinstance(scenario, str) else scenario.id
+    found = get(scenario_id)
+    result = ReasonCollection()
+    if not isinstance(found, Scenario):
+        result.reasons[scenario_id] = f"Scenario {scenario_id} does not exist."
+    elif found.cycle is None:
+        result.reasons[scenario_id] = (
+            f"Scenario {scenario_id} has no cycle, because its configuration has no "
+            "frequency."
+        )
+    elif found.is_primary:
+        result.reasons[scenario_id] = (
+            f"Scenario {scenario_id} is already the primary scenario of its cycle."
+        )
+    return result
+
+
+def is_readable(entity: Any) -> ReasonCollection:
+    """Check that ``entity`` (an entity or its id) exists, so it can be read.
+
+    The only check, as in Taipy 4's entity managers: there are no user permissions.
+    """
+    return _existence(entity)
+
+
+def is_editable(entity: Any) -> ReasonCollection:
+    """Check that ``entity`` (an entity or its id) exists, so it can be edited.
+
+    The only check, as in Taipy 4's entity managers. A data node locked by an edit
+    in progress still counts, because its ``lock_edit`` and ``write`` report the lock.
+    """
+    return _existence(entity)
+
+
+def _existence(entity: Any) -> ReasonCollection:
+    entity_id = entity if isinstance(entity, str) else getattr(entity, "id", entity)
+    result = ReasonCollection()
+    if not isinstance(entity_id, str) or get(entity_id) is None:
+        result.reasons[str(entity_id)] = f"Entity {entity_id} does not exist."
     return result
 
 
@@ -480,6 +516,14 @@ def get_scenarios(
                 key=lambda s: (s.name or s.config_id, s.id), reverse=descending
             )
     return scenarios
+
+
+def get_cycles_scenarios() -> dict[Cycle | None, list[Scenario]]:
+    """Return every scenario grouped by cycle, oldest first, with None for no cycle."""
+    grouped: dict[Cycle | None, list[Scenario]] = {}
+    for scenario in get_scenarios():
+        grouped.setdefault(scenario.cycle, []).append(scenario)
+    return grouped
 
 
 def get_primary(cycle: Cycle) -> Scenario | None:
@@ -686,167 +730,3 @@ def unsubscribe_scenario(
             del ALL_SCENARIO_SUBSCRIBERS[index]
             return
     raise ValueError(f"{callback!r} is not subscribed to all scenarios.")
-
-
-# -- deletion ----------------------------------------------------------------------------
-
-
-def is_deletable(entity: Any) -> bool:
-    """Return whether ``entity`` can be deleted now."""
-    if isinstance(entity, str):
-        entity = get(entity)
-    if isinstance(entity, (Scenario, Job, Submission)):
-        return entity.is_deletable()
-    return entity is not None
-
-
-def delete(entity_id: str) -> None:
-    """Delete an entity and what it owns.
-
-    Deleting a scenario deletes its own tasks and data nodes (not the shared CYCLE
-    and GLOBAL ones), their jobs and its submissions. Data files are deleted only
-    when they sit in the storage folder; files at a path you configured are kept.
-    """
-    entity = get(entity_id)
-    if entity is None:
-        raise NonExistingEntity(
-            f"Entity {entity_id!r} does not exist; nothing deleted."
-        )
-    if isinstance(entity, Scenario):
-        _delete_scenario(entity)
-    elif isinstance(entity, Sequence):
-        entity.scenario.remove_sequence(entity.name)
-    elif isinstance(entity, Job):
-        delete_job(entity)
-    elif isinstance(entity, Submission):
-        _delete_submission(entity)
-    elif isinstance(entity, Cycle):
-        for scenario in get_scenarios(entity):
-            _delete_scenario(scenario, check_primary=False)
-        _runtime.store().delete([entity.id])
-    else:
-        _check_no_unfinished_jobs(entity)
-        _delete_owned([entity.id])
-
-
-def _check_no_unfinished_jobs(entity: Task | DataNode) -> None:
-    # A task or data node that unfinished jobs still read or write cannot go.
-    task_ids = {entity.id} if isinstance(entity, Task) else set(entity.parent_ids)
-    for job in get_jobs():
-        if not job.is_finished() and job.task_id in task_ids:
-            raise JobNotDeletedException(
-                f"{type(entity).__name__} {entity.id!r} is used by job {job.id!r}, "
-                f"which is {job.status.name}; cancel it with tp.cancel_job() or wait "
-                "for it before deleting."
-            )
-
-
-def _delete_scenario(scenario: Scenario, check_primary: bool = True) -> None:
-    if check_primary and not scenario.is_deletable():
-        raise ConfigurationError(
-            f"Scenario {scenario.id!r} is the primary scenario of its cycle and other "
-            "scenarios share that cycle; make another one primary with "
-            "tp.set_primary() first."
-        )
-    children: list[Task | DataNode] = [
-        *scenario.tasks.values(),
-        *scenario.data_nodes.values(),
-    ]
-    owned = [entity.id for entity in children if entity.owner_id == scenario.id]
-    # A task submitted on its own has a submission of its own; its jobs still use
-    # the task and data nodes deleted below.
-    owned_ids = set(owned)
-    for submission in get_submissions():
-        if (
-            submission.entity_id == scenario.id
-            or submission.entity_id.endswith(scenario.id)
-            or submission.entity_id in owned_ids
-        ) and not submission.is_deletable():
-            raise SubmissionNotDeletedException(
-                f"Scenario {scenario.id!r} has an unfinished submission "
-                f"{submission.id!r}; cancel its jobs or wait for them first."
-            )
-    with _runtime.store().batch():
-        for submission in get_submissions():
-            if submission.entity_id == scenario.id or submission.entity_id.endswith(
-                scenario.id
-            ):
-                _delete_submission(submission)
-        _delete_owned(owned)
-        _runtime.store().delete([scenario.id])
-    bus.publish(Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario.id))
-
-
-def _delete_owned(entity_ids: list[str]) -> None:
-    store = _runtime.store()
-    doomed: list[str] = []
-    for entity_id in entity_ids:
-        entity = store.get(entity_id)
-        if isinstance(entity, Task):
-            doomed.extend(job.id for job in store.get_all("job", task_id=entity.id))
-        if isinstance(entity, DataNode):
-            _delete_data_file(entity)
-        doomed.append(entity_id)
-    store.delete(doomed)
-
-
-def _delete_data_file(node: DataNode) -> None:
-    store = _runtime.store()
-    try:
-        path = node.path
-    except ConfigurationError:
-        return
-    if node.storage_type == "in_memory" or (
-        path is not None and Path(path).resolve().is_relative_to(store.data_folder)
-    ):
-        node.backend.delete()
-
-
-def delete_job(job: Job, force: bool = False) -> None:
-    """Delete a finished job; an unfinished one needs ``force=True``."""
-    if not job.is_finished() and not force:
-        raise JobNotDeletedException(
-            f"Job {job.id!r} is {job.status.name} and cannot be deleted; cancel it "
-            "first or pass force=True."
-        )
-    job.log_path.unlink(missing_ok=True)
-    _runtime.store().delete([job.id])
-
-
-def delete_jobs() -> None:
-    """Delete every job."""
-    for job in get_jobs():
-        delete_job(job, force=True)
-
-
-def _delete_submission(submission: Submission) -> None:
-    if not submission.is_deletable():
-        raise SubmissionNotDeletedException(
-            f"Submission {submission.id!r} is {submission.submission_status.name} "
-            "and cannot be deleted; cancel its jobs or wait for them first."
-        )
-    store = _runtime.store()
-    for job in submission.jobs:
-        job.log_path.unlink(missing_ok=True)
-    store.delete([*submission.job_ids, submission.id])
-
-
-def clean_all_entities(version_number: str | None = None) -> bool:
-    """Delete every entity and every data file in the storage folder.
-
-    Running jobs are cancelled first. Files at paths you configured are kept.
-    Returns True when done.
-    """
-    if version_number not in (None, "all", ""):
-        logger.info("Versions are not tracked; deleting every entity")
-    store = _runtime.store()
-    scheduler = _runtime.orchestrator()
-    for job in get_jobs():
-        if not job.is_finished():
-            scheduler.cancel(job)
-    for node in get_data_nodes():
-        _delete_data_file(node)
-    for log in store.logs_folder.glob("*.log"):
-        log.unlink(missing_ok=True)
-    store.clear()
-    return True

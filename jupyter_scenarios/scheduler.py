@@ -66,6 +66,7 @@ from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
     ConfigurationError,
     ModeNotAvailable,
+    NonExistingDataNode,
     NonExistingTask,
     SubmissionTimeoutWarning,
 )
@@ -543,6 +544,19 @@ class Scheduler:
         return topological_order(tasks, entity.id)  # type: ignore[return-value]
 
     def _check_runnable(self, entity: Any, tasks: list[Task]) -> None:
+        for task in tasks:
+            for role, node_ids in (
+                ("input", task.input_ids),
+                ("output", task.output_ids),
+            ):
+                for node_id in node_ids:
+                    if self.store.get(node_id) is None:
+                        raise NonExistingDataNode(
+                            f"Data node {node_id!r}, an {role} of task "
+                            f"{task.config_id!r} ({task.id}) in {entity.id!r}, was "
+                            "deleted, so the task cannot run. Create a new scenario "
+                            "with tp.create_scenario() to run this task."
+                        )
         shares_memory = self.executor.shares_kernel_memory
         for task in tasks:
             for node in task.data_nodes.values():
@@ -1132,6 +1146,21 @@ class Scheduler:
             when = datetime.fromtimestamp(outcome.finished_at)
         if not result.ok:
             self._fail(job, result.errors, result.summary, when=when)
+            return
+        deleted = [
+            output.node_id
+            for output in result.outputs
+            if self.store.get(output.node_id) is None
+        ]
+        if deleted:
+            # Committing would write a file that no data node reads.
+            discard_staged(result.outputs)
+            reason = (
+                f"output data node {', '.join(deleted)} of task "
+                f"{job.task_config_id} was deleted while the job ran, so its result "
+                "was discarded"
+            )
+            self._fail(job, [reason + "\n"], reason, when=when)
             return
         try:
             written = self._commit_outputs(job, result)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from ..exceptions import NonExistingSequence
+from ..reasons import ReasonCollection, unready_inputs
 from ._base import Entity, from_iso, new_id, submit_entity, to_iso
 from ._values import PersistedProperties, decode_mapping, encode_mapping
 
@@ -34,7 +35,59 @@ def sequence_id(name: str, scenario_id: str) -> str:
     return f"{SEQUENCE_PREFIX}{name}_{scenario_id}"
 
 
-class Scenario(Entity):
+def _read_and_written(tasks: Iterable[Task]) -> tuple[set[DataNode], set[DataNode]]:
+    """Return the data nodes that ``tasks`` read and those that they write."""
+    read: set[DataNode] = set()
+    written: set[DataNode] = set()
+    for task in tasks:
+        read.update(task.input.values())
+        written.update(task.output.values())
+    return read, written
+
+
+class _TaskGraph:
+    """The data node roles of a scenario's or sequence's task graph, as in Taipy.
+
+    Additional data nodes belong to no task, so they have no role.
+    """
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        raise NotImplementedError
+
+    def get_inputs(self) -> set[DataNode]:
+        """Return the data nodes that some task reads and no task writes."""
+        read, written = _read_and_written(self.tasks.values())
+        return read - written
+
+    def get_outputs(self) -> set[DataNode]:
+        """Return the data nodes that some task writes and no task reads."""
+        read, written = _read_and_written(self.tasks.values())
+        return written - read
+
+    def get_intermediate(self) -> set[DataNode]:
+        """Return the data nodes that one task writes and another reads."""
+        read, written = _read_and_written(self.tasks.values())
+        return read & written
+
+    def is_ready_to_run(self) -> ReasonCollection:
+        """Check that every input (see ``get_inputs``) is written and not being edited.
+
+        Returns
+        -------
+        ReasonCollection
+            True when the tasks can run now; otherwise it names each input in the
+            way ("my_input is not written.", "my_input is being edited.").
+        """
+        return unready_inputs(self.get_inputs())
+
+    def data_nodes_being_edited(self) -> set[DataNode]:
+        """Return the data nodes of the tasks that are locked by an edit."""
+        read, written = _read_and_written(self.tasks.values())
+        return {node for node in read | written if node.edit_in_progress}
+
+
+class Scenario(_TaskGraph, Entity):
     """A set of tasks and data nodes created from a scenario configuration.
 
     Data nodes, tasks and sequences are also attributes named by their config id or
@@ -374,7 +427,7 @@ class Scenario(Entity):
         return scenario
 
 
-class Sequence:
+class Sequence(_TaskGraph):
     """A named subset of a scenario's tasks that can be submitted alone."""
 
     def __init__(self, scenario: Scenario, name: str) -> None:
