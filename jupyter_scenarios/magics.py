@@ -73,16 +73,50 @@ logger = logging.getLogger(__name__)
 
 _ARROW = re.compile(r"\s*->\s*")
 
+# Options whose values are Python source keep their quotes, because in
+# ``--default 'text'`` the quotes make a string literal.
+_PYTHON_SOURCE_OPTIONS = frozenset({"default", "property"})
+
 
 def _parse_args(magic: Any, line: str) -> Any:
+    """Parse a magic's line with its ``magic_arguments``, splitting it like a shell.
+
+    IPython's splitting keeps a quoted span with spaces as one word, quotes
+    included. The quotes are removed here from every value except Python source
+    ones, so that ``%export_config "my config.toml"`` names ``my config.toml``.
+    """
+    name = magic.__name__
     try:
-        return parse_argstring(magic, line)
-    except UsageError:
-        raise
+        args = parse_argstring(magic, line)
+    except ValueError as error:
+        # Raised by shlex, for example "No closing quotation".
+        raise UsageError(
+            f"Could not split %{name} {line.strip()}: {error}. Close every quote "
+            f"and run %{name}? for the options."
+        ) from None
+    except UsageError as error:
+        raise UsageError(
+            f"%{name} {line.strip()}: {error}. Quote a value that contains spaces "
+            f"and run %{name}? for the options."
+        ) from None
     except SystemExit:
         raise UsageError(
-            f"Could not parse {line!r}; run %{magic.__name__}? for the options."
+            f"Could not parse {line!r}; run %{name}? for the options."
         ) from None
+    for key, value in vars(args).items():
+        if key in _PYTHON_SOURCE_OPTIONS:
+            continue
+        if isinstance(value, str):
+            setattr(args, key, _unquote(value))
+        elif isinstance(value, list):
+            setattr(args, key, [_unquote(item) for item in value])
+    return args
+
+
+def _unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        return word[1:-1]
+    return word
 
 
 @magics_class
@@ -414,26 +448,38 @@ class ScenarioMagics(Magics):
                 cancelled += 1
         print(f"Cancelled {cancelled} job{'s' if cancelled != 1 else ''}.")
 
+    @magic_arguments()
+    @argument(
+        "entity",
+        nargs="?",
+        help="A scenario, sequence or task: a variable name or an id.",
+    )
     @line_magic
     def scenario_graph(self, line: str) -> Any:
         """Show a scenario's task graph, each task coloured by its latest job status.
 
         Example: ``%scenario_graph scenario_1``
         """
-        name = line.strip()
-        if not name:
+        args = _parse_args(self.scenario_graph, line)
+        if not args.entity:
             raise UsageError("Name a scenario: %scenario_graph scenario_1")
         from .widgets import GraphView
 
-        return GraphView(self._entity(name))
+        return GraphView(self._entity(args.entity))
 
+    @magic_arguments()
+    @argument(
+        "path",
+        nargs="?",
+        help="The TOML file to write. Quote a path that contains spaces.",
+    )
     @line_magic
     def export_config(self, line: str) -> None:
         """Write the configuration to a TOML file.
 
         Example: ``%export_config config.toml``
         """
-        path = line.strip()
+        path = _parse_args(self.export_config, line).path
         if not path:
             raise UsageError("Name the file: %export_config config.toml")
         try:

@@ -1,0 +1,84 @@
+"""Magics given a declared task in a pipeline, a value that is no entity, or quotes.
+
+Each test runs the magics in a real IPython kernel.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers.kernel import ExecutionResult, KernelSession
+from test_magics import SETUP_CELL, print_json, run_json
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def usage_error(result: ExecutionResult) -> str:
+    """Return the UsageError message of a failed cell, checking it has no traceback.
+
+    IPython prints a UsageError on stderr in place of a traceback.
+    """
+    assert result.status == "error", "the cell was accepted"
+    assert result.errors == [], "a traceback was shown instead of a UsageError"
+    assert "UsageError:" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
+    return result.stderr
+
+
+def test_export_config_quoted_path(kernel: KernelSession, tmp_path: Path) -> None:
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("%datanode my_input --default 21").check()
+
+    kernel.execute('%export_config "my config.toml"').check()
+    kernel.execute("%export_config 'single quoted.toml'").check()
+
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert "my config.toml" in names, f"files written: {names}"
+    assert "single quoted.toml" in names, f"files written: {names}"
+
+
+def test_unbalanced_quote_usage_error(kernel: KernelSession, tmp_path: Path) -> None:
+    kernel.execute(SETUP_CELL).check()
+
+    message = usage_error(kernel.execute('%export_config "my config.toml'))
+
+    assert "Close every quote" in message
+    assert list(tmp_path.glob("*.toml")) == []
+    datanode = usage_error(kernel.execute("%datanode x --default 'text"))
+    assert "Close every quote" in datanode
+
+
+def test_quoted_names_and_expressions(kernel: KernelSession) -> None:
+    # Quotes group a path with spaces. In a Python expression they stay.
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute(
+        "%datanode sales --storage 'csv' --path \"my data/sales.csv\"\n"
+        "%datanode label --default 'some text'\n"
+        "%datanode encoded --storage csv -p encoding='utf-8'\n"
+        "def double(nb):\n"
+        "    return nb * 2\n"
+    ).check()
+    kernel.execute(
+        "%%scenario my_scenario --sequence \"main=double\" --create 'scenario'\n"
+        "label -> double -> out"
+    ).check()
+
+    values = run_json(
+        kernel,
+        print_json(
+            "{'path': Config.data_nodes['sales'].default_path,"
+            " 'storage': Config.data_nodes['sales'].storage_type,"
+            " 'label': Config.data_nodes['label'].default_data,"
+            " 'encoding': Config.data_nodes['encoded'].properties['encoding'],"
+            " 'sequences': sorted(Config.scenarios['my_scenario'].sequences),"
+            " 'created': type(scenario).__name__}"
+        ),
+    )
+
+    assert values["path"] == "my data/sales.csv"
+    assert values["storage"] == "csv"
+    assert values["label"] == "some text"
+    assert values["encoding"] == "utf-8"
+    assert values["sequences"] == ["main"]
+    assert values["created"] == "Scenario"
