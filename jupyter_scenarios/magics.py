@@ -41,6 +41,7 @@ from . import _runtime, api
 from .config import Config
 from .config.sections import DataNodeConfig, TaskConfig
 from .config.templates import parse_timedelta
+from .entities import Job, Scenario, Sequence, Submission, Task
 from .enums import Frequency, Scope
 from .exceptions import ScenarioError
 
@@ -76,6 +77,8 @@ _ARROW = re.compile(r"\s*->\s*")
 # Options whose values are Python source keep their quotes, because in
 # ``--default 'text'`` the quotes make a string literal.
 _PYTHON_SOURCE_OPTIONS = frozenset({"default", "property"})
+
+_SUBMITTABLE = (Scenario, Sequence, Task)
 
 
 def _parse_args(magic: Any, line: str) -> Any:
@@ -402,7 +405,7 @@ class ScenarioMagics(Magics):
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
             )
-        entity = self._entity(args.entity)
+        entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
         return api.submit(
             entity, force=args.force, wait=args.wait, timeout=args.timeout
         )
@@ -439,8 +442,8 @@ class ScenarioMagics(Magics):
         if args.all:
             jobs = [job for job in api.get_jobs() if not job.is_finished()]
         for name in args.ids:
-            entity = self._entity(name)
-            jobs.extend(getattr(entity, "jobs", None) or [entity])
+            entity = self._entity(name, (Job, Submission), "a job or submission")
+            jobs.extend(entity.jobs if isinstance(entity, Submission) else [entity])
         cancelled = 0
         for job in jobs:
             if not job.is_finished():
@@ -463,9 +466,10 @@ class ScenarioMagics(Magics):
         args = _parse_args(self.scenario_graph, line)
         if not args.entity:
             raise UsageError("Name a scenario: %scenario_graph scenario_1")
+        entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
         from .widgets import GraphView
 
-        return GraphView(self._entity(args.entity))
+        return GraphView(entity)
 
     @magic_arguments()
     @argument(
@@ -657,18 +661,34 @@ class ScenarioMagics(Magics):
             )
         return function
 
-    def _entity(self, name: str) -> Any:
+    def _entity(self, name: str, kinds: tuple[type, ...], expected: str) -> Any:
+        """Return the entity that ``name`` refers to: a notebook variable or an id.
+
+        Raise a UsageError unless it is one of ``kinds``, which ``expected`` names.
+        """
         assert self.shell is not None
-        value = self.shell.user_ns.get(name)
-        if value is not None and not isinstance(value, str):
-            return value
-        found = api.get(value if isinstance(value, str) else name)
-        if found is None:
+        namespace = self.shell.user_ns
+        value = namespace.get(name)
+        if name in namespace and not isinstance(value, str):
+            entity = value
+        else:
+            entity = api.get(value if isinstance(value, str) else name)
+        if entity is None and isinstance(value, str):
+            raise UsageError(
+                f"{name!r} contains {value!r}, which is not the id of a stored entity; "
+                f"pass {expected}: a notebook variable holding one, or its id."
+            )
+        if entity is None and name not in namespace:
             raise UsageError(
                 f"{name!r} is neither a notebook variable nor the id of a stored "
-                "entity; pass a scenario, sequence, task, job or submission."
+                f"entity; pass {expected}: a notebook variable holding one, or its id."
             )
-        return found
+        if not isinstance(entity, kinds):
+            raise UsageError(
+                f"{name!r} is of type {type(entity).__name__}, not {expected}; pass "
+                f"{expected}: a notebook variable holding one, or its id."
+            )
+        return entity
 
 
 def load(ipython: Any) -> None:

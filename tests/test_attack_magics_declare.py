@@ -26,6 +26,59 @@ def usage_error(result: ExecutionResult) -> str:
     return result.stderr
 
 
+def test_submit_non_entity_usage_error(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+
+    result = kernel.execute("five = 5\n%submit five")
+
+    message = usage_error(result)
+    assert "'five'" in message
+    assert "int" in message
+    assert "a scenario, sequence or task" in message
+
+
+ENTITY_CASES = [
+    ("%submit nothing", "'nothing'", "NoneType"),
+    ("%submit text", "'text'", "'not an id'"),
+    ("%submit my_input_node", "'my_input_node'", "DataNode"),
+    ("%cancel five", "'five'", "a job or submission"),
+    ("%cancel scenario", "'scenario'", "Scenario"),
+    ("%scenario_graph five", "'five'", "a scenario, sequence or task"),
+    ("%scenario_graph submission_id", "'submission_id'", "Submission"),
+    ("%wait five", "five", "%wait?"),
+    ("%jobs five", "five", "no arguments"),
+]
+
+
+@pytest.mark.parametrize(
+    ("cell", "name", "detail"),
+    ENTITY_CASES,
+    ids=[cell.split()[0][1:] + "-" + cell.split()[1] for cell, _, _ in ENTITY_CASES],
+)
+def test_entity_magic_wrong_value(
+    kernel: KernelSession, cell: str, name: str, detail: str
+) -> None:
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute(
+        "def double(nb):\n    return nb * 2\n%datanode my_input --default 21\n"
+    ).check()
+    kernel.execute(
+        "%%scenario my_scenario --create scenario\nmy_input -> double -> out"
+    )
+    kernel.execute(
+        "five = 5\n"
+        "nothing = None\n"
+        "text = 'not an id'\n"
+        "my_input_node = scenario.my_input\n"
+        "submission_id = tp.submit(scenario, wait=True, timeout=60).id\n"
+    ).check()
+
+    message = usage_error(kernel.execute(cell))
+
+    assert name in message
+    assert detail in message
+
+
 def test_export_config_quoted_path(kernel: KernelSession, tmp_path: Path) -> None:
     kernel.execute(SETUP_CELL).check()
     kernel.execute("%datanode my_input --default 21").check()
