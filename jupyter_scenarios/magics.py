@@ -122,9 +122,45 @@ def _unquote(word: str) -> str:
     return word
 
 
+def _data_node_names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _wiring(inputs: list[str], task_id: str, outputs: list[str]) -> str:
+    return f"{', '.join(inputs)} -> {task_id} -> {', '.join(outputs)}"
+
+
+def _check_wiring(
+    declared: TaskConfig,
+    declared_by: str,
+    inputs: list[str],
+    outputs: list[str],
+    line_number: int,
+) -> None:
+    """Raise a UsageError unless a pipeline wires ``declared`` as it is declared."""
+    declared_inputs = [config.id for config in declared.input_configs]
+    declared_outputs = [config.id for config in declared.output_configs]
+    if inputs == declared_inputs and outputs == declared_outputs:
+        return
+    current = _wiring(declared_inputs, declared.id, declared_outputs)
+    requested = _wiring(inputs, declared.id, outputs)
+    raise UsageError(
+        f"Task {declared.id!r} on line {line_number} is wired as '{requested}', but "
+        f"{declared_by} declared it as '{current}'. Write '{current}' in the "
+        "pipeline, re-declare the task with the new inputs and outputs first, or "
+        "use a function of another name for this step."
+    )
+
+
 @magics_class
 class ScenarioMagics(Magics):
     """The jupyter_scenarios magics."""
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        # The task configurations that %%scenario pipelines declared, by id, so that
+        # a pipeline replaces its own declarations and keeps all others.
+        self._pipeline_tasks: dict[str, TaskConfig] = {}
 
     # -- settings ---------------------------------------------------------------------
 
@@ -327,6 +363,9 @@ class ScenarioMagics(Magics):
             %%scenario my_scenario
             my_input -> double -> intermediate -> add -> my_output
 
+        A task declared with %%task or Config.configure_task keeps its declaration
+        and settings, and the pipeline must give it the same inputs and outputs.
+
         Several inputs or outputs are separated by commas:
         ``a, b -> combine -> c``. Lines starting with ``#`` are comments.
         """
@@ -337,7 +376,7 @@ class ScenarioMagics(Magics):
             if not text:
                 continue
             if "->" in text:
-                for task in self._pipeline(text, number):
+                for task in self._pipeline(text, number, args.id, tasks):
                     tasks[task.id] = task
             else:
                 for name in (part.strip() for part in text.split(",")):
@@ -575,7 +614,17 @@ class ScenarioMagics(Magics):
             f"as 'my_input -> {name} -> my_output' using a function of the notebook."
         )
 
-    def _pipeline(self, text: str, line_number: int) -> list[TaskConfig]:
+    def _pipeline(
+        self,
+        text: str,
+        line_number: int,
+        scenario_id: str,
+        earlier: dict[str, TaskConfig],
+    ) -> list[TaskConfig]:
+        """Declare or reuse the tasks of one pipeline line of ``%%scenario``.
+
+        ``earlier`` maps the tasks of the cell's previous lines by id.
+        """
         steps = [step.strip() for step in _ARROW.split(text)]
         if len(steps) < 3 or len(steps) % 2 == 0:
             raise UsageError(
@@ -583,17 +632,50 @@ class ScenarioMagics(Magics):
                 "tasks in turn, starting and ending with data nodes, for example "
                 "'my_input -> double -> my_output'."
             )
-        tasks = []
+        tasks: list[TaskConfig] = []
         for position in range(1, len(steps), 2):
-            inputs = [
-                part.strip() for part in steps[position - 1].split(",") if part.strip()
-            ]
-            outputs = [
-                part.strip() for part in steps[position + 1].split(",") if part.strip()
-            ]
+            inputs = _data_node_names(steps[position - 1])
+            outputs = _data_node_names(steps[position + 1])
             name = steps[position]
-            tasks.append(self._pipeline_task(name, inputs, outputs, line_number))
+            kept = self._declaration_to_keep(name, scenario_id, earlier, tasks)
+            if kept is not None:
+                declared, declared_by = kept
+                _check_wiring(declared, declared_by, inputs, outputs, line_number)
+                tasks.append(declared)
+                continue
+            task = self._pipeline_task(name, inputs, outputs, line_number)
+            self._pipeline_tasks[name] = task
+            tasks.append(task)
         return tasks
+
+    def _declaration_to_keep(
+        self,
+        name: str,
+        scenario_id: str,
+        earlier: dict[str, TaskConfig],
+        on_this_line: list[TaskConfig],
+    ) -> tuple[TaskConfig, str] | None:
+        """Return the task ``name`` that a pipeline must reuse, and who declared it.
+
+        A task declared by ``%%task`` or ``Config.configure_task`` keeps its settings
+        (skippable, properties, function). A task that a pipeline declared is kept
+        while another scenario or this cell uses it. Otherwise re-running an edited
+        ``%%scenario`` cell re-wires the tasks its pipelines declared.
+        """
+        for task in on_this_line:
+            if task.id == name:
+                return task, "an earlier step of this line"
+        if name in earlier:
+            return earlier[name], "an earlier line of this cell"
+        declared = Config.tasks.get(name)
+        if declared is None or name == "default":
+            return None
+        if declared is not self._pipeline_tasks.get(name):
+            return declared, "%%task or Config.configure_task"
+        for scenario in Config.scenarios.values():
+            if scenario.id != scenario_id and declared in scenario.task_configs:
+                return declared, f"the pipeline of scenario {scenario.id!r}"
+        return None
 
     def _pipeline_task(
         self, name: str, inputs: list[str], outputs: list[str], line_number: int

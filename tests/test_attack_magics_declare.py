@@ -13,6 +13,18 @@ from test_magics import SETUP_CELL, print_json, run_json
 
 pytestmark = pytest.mark.timeout(300)
 
+DATA_NODES_CELL = """\
+%datanode my_input --default 21
+%datanode intermediate
+%datanode my_output
+"""
+
+SKIPPABLE_DOUBLE_CELL = """\
+%%task double --inputs my_input --outputs intermediate --skippable
+def double(nb):
+    return nb * 2
+"""
+
 
 def usage_error(result: ExecutionResult) -> str:
     """Return the UsageError message of a failed cell, checking it has no traceback.
@@ -24,6 +36,141 @@ def usage_error(result: ExecutionResult) -> str:
     assert "UsageError:" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
     return result.stderr
+
+
+def test_pipeline_keeps_task_skippable(kernel: KernelSession) -> None:
+    # The README's pattern: declare a task with %%task, then use it in a pipeline.
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("%datanode my_input --default 21").check()
+    kernel.execute(
+        "%%task double --inputs my_input --outputs intermediate --skippable\n"
+        "def double(nb):\n"
+        "    return nb * 2\n"
+    ).check()
+    kernel.execute("def add(nb):\n    return nb + 10\n").check()
+    kernel.execute(
+        "%%scenario my_scenario\nmy_input -> double -> intermediate -> add -> my_output\n"
+    ).check()
+
+    skippable = run_json(kernel, print_json("Config.tasks['double'].skippable"))
+
+    assert skippable is True, "the pipeline cell dropped --skippable from double"
+
+
+def test_pipeline_keeps_configure_task_settings(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute(DATA_NODES_CELL).check()
+    kernel.execute(
+        "def double(nb):\n"
+        "    return nb * 2\n"
+        "declared = Config.configure_task('double', double,"
+        " Config.data_nodes['my_input'], Config.data_nodes['intermediate'],"
+        " skippable=True, note='kept')\n"
+        "def add(nb):\n"
+        "    return nb + 10\n"
+    ).check()
+    kernel.execute(
+        "%%scenario my_scenario\nmy_input -> double -> intermediate -> add -> my_output"
+    ).check()
+
+    kept = run_json(
+        kernel,
+        print_json(
+            "{'same': Config.tasks['double'] is declared,"
+            " 'skippable': Config.tasks['double'].skippable,"
+            " 'properties': Config.tasks['double'].properties,"
+            " 'in_scenario': declared in Config.scenarios['my_scenario'].task_configs}"
+        ),
+    )
+
+    assert kept["same"] is True, "the pipeline replaced the declared task"
+    assert kept["skippable"] is True
+    assert kept["properties"] == {"note": "kept"}
+    assert kept["in_scenario"] is True
+
+
+def test_pipeline_keeps_task_function(kernel: KernelSession) -> None:
+    # The task runs a function named differently from the task.
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute(DATA_NODES_CELL).check()
+    kernel.execute(
+        "%%task double --inputs my_input --outputs my_output --function times_two\n"
+        "def times_two(nb):\n"
+        "    return nb * 2\n"
+    ).check()
+    kernel.execute("def double(nb):\n    return -1\n").check()
+    kernel.execute("%%scenario my_scenario\nmy_input -> double -> my_output").check()
+
+    name = run_json(kernel, print_json("Config.tasks['double'].function.__name__"))
+
+    assert name == "times_two"
+
+
+def test_pipeline_rewiring_declared_task_error(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute(DATA_NODES_CELL).check()
+    kernel.execute(SKIPPABLE_DOUBLE_CELL).check()
+
+    result = kernel.execute("%%scenario my_scenario\nmy_input -> double -> my_output")
+
+    message = usage_error(result)
+    assert "'double'" in message
+    assert "my_input -> double -> my_output" in message, "the pipeline's wiring"
+    assert "my_input -> double -> intermediate" in message, "the declared wiring"
+    assert "%%task" in message, "the message does not say who declared the task"
+    assert "re-declare" in message, "the message does not say what to do"
+    outputs = run_json(
+        kernel,
+        print_json(
+            "{'outputs': [dn.id for dn in Config.tasks['double'].output_configs],"
+            " 'skippable': Config.tasks['double'].skippable}"
+        ),
+    )
+    assert outputs == {"outputs": ["intermediate"], "skippable": True}
+
+
+def test_rerun_edited_pipeline_rewires_task(kernel: KernelSession) -> None:
+    # A task that the pipeline itself declared follows the edited cell.
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("def double(nb):\n    return nb * 2\n").check()
+    kernel.execute("%%scenario my_scenario\nmy_input -> double -> first").check()
+
+    kernel.execute("%%scenario my_scenario\nmy_input -> double -> second").check()
+
+    outputs = run_json(
+        kernel, print_json("[dn.id for dn in Config.tasks['double'].output_configs]")
+    )
+    assert outputs == ["second"]
+
+
+def test_pipeline_task_of_other_scenario_error(kernel: KernelSession) -> None:
+    # Re-wiring would change the first scenario's graph too.
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("def double(nb):\n    return nb * 2\n").check()
+    kernel.execute("%%scenario first\nmy_input -> double -> one").check()
+
+    result = kernel.execute("%%scenario second\nmy_input -> double -> two")
+
+    message = usage_error(result)
+    assert "scenario 'first'" in message
+    assert "my_input -> double -> one" in message
+    outputs = run_json(
+        kernel, print_json("[dn.id for dn in Config.tasks['double'].output_configs]")
+    )
+    assert outputs == ["one"]
+
+
+def test_pipeline_same_task_twice_error(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("def double(nb):\n    return nb * 2\n").check()
+
+    result = kernel.execute(
+        "%%scenario twice\nmy_input -> double -> one\nmy_input -> double -> two"
+    )
+
+    message = usage_error(result)
+    assert "line 2" in message
+    assert "an earlier line of this cell" in message
 
 
 def test_submit_non_entity_usage_error(kernel: KernelSession) -> None:
