@@ -41,6 +41,7 @@ from . import _runtime, api
 from .config import Config
 from .config.sections import DataNodeConfig, TaskConfig
 from .config.templates import parse_timedelta
+from .entities import Job, Scenario, Sequence, Submission, Task
 from .enums import Frequency, Scope
 from .exceptions import ScenarioError
 
@@ -73,21 +74,93 @@ logger = logging.getLogger(__name__)
 
 _ARROW = re.compile(r"\s*->\s*")
 
+# Options whose values are Python source keep their quotes, because in
+# ``--default 'text'`` the quotes make a string literal.
+_PYTHON_SOURCE_OPTIONS = frozenset({"default", "property"})
+
+_SUBMITTABLE = (Scenario, Sequence, Task)
+
 
 def _parse_args(magic: Any, line: str) -> Any:
+    """Parse a magic's line with its ``magic_arguments``, splitting it like a shell.
+
+    IPython's splitting keeps a quoted span with spaces as one word, quotes
+    included. The quotes are removed here from every value except Python source
+    ones, so that ``%export_config "my config.toml"`` names ``my config.toml``.
+    """
+    name = magic.__name__
     try:
-        return parse_argstring(magic, line)
-    except UsageError:
-        raise
+        args = parse_argstring(magic, line)
+    except ValueError as error:
+        # Raised by shlex, for example "No closing quotation".
+        raise UsageError(
+            f"Could not split %{name} {line.strip()}: {error}. Close every quote "
+            f"and run %{name}? for the options."
+        ) from None
+    except UsageError as error:
+        raise UsageError(
+            f"%{name} {line.strip()}: {error}. Quote a value that contains spaces "
+            f"and run %{name}? for the options."
+        ) from None
     except SystemExit:
         raise UsageError(
-            f"Could not parse {line!r}; run %{magic.__name__}? for the options."
+            f"Could not parse {line!r}; run %{name}? for the options."
         ) from None
+    for key, value in vars(args).items():
+        if key in _PYTHON_SOURCE_OPTIONS:
+            continue
+        if isinstance(value, str):
+            setattr(args, key, _unquote(value))
+        elif isinstance(value, list):
+            setattr(args, key, [_unquote(item) for item in value])
+    return args
+
+
+def _unquote(word: str) -> str:
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
+        return word[1:-1]
+    return word
+
+
+def _data_node_names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _wiring(inputs: list[str], task_id: str, outputs: list[str]) -> str:
+    return f"{', '.join(inputs)} -> {task_id} -> {', '.join(outputs)}"
+
+
+def _check_wiring(
+    declared: TaskConfig,
+    declared_by: str,
+    inputs: list[str],
+    outputs: list[str],
+    line_number: int,
+) -> None:
+    """Raise a UsageError unless a pipeline wires ``declared`` as it is declared."""
+    declared_inputs = [config.id for config in declared.input_configs]
+    declared_outputs = [config.id for config in declared.output_configs]
+    if inputs == declared_inputs and outputs == declared_outputs:
+        return
+    current = _wiring(declared_inputs, declared.id, declared_outputs)
+    requested = _wiring(inputs, declared.id, outputs)
+    raise UsageError(
+        f"Task {declared.id!r} on line {line_number} is wired as '{requested}', but "
+        f"{declared_by} declared it as '{current}'. Write '{current}' in the "
+        "pipeline, re-declare the task with the new inputs and outputs first, or "
+        "use a function of another name for this step."
+    )
 
 
 @magics_class
 class ScenarioMagics(Magics):
     """The jupyter_scenarios magics."""
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        # The task configurations that %%scenario pipelines declared, by id, so that
+        # a pipeline replaces its own declarations and keeps all others.
+        self._pipeline_tasks: dict[str, TaskConfig] = {}
 
     # -- settings ---------------------------------------------------------------------
 
@@ -290,6 +363,9 @@ class ScenarioMagics(Magics):
             %%scenario my_scenario
             my_input -> double -> intermediate -> add -> my_output
 
+        A task declared with %%task or Config.configure_task keeps its declaration
+        and settings, and the pipeline must give it the same inputs and outputs.
+
         Several inputs or outputs are separated by commas:
         ``a, b -> combine -> c``. Lines starting with ``#`` are comments.
         """
@@ -300,7 +376,7 @@ class ScenarioMagics(Magics):
             if not text:
                 continue
             if "->" in text:
-                for task in self._pipeline(text, number):
+                for task in self._pipeline(text, number, args.id, tasks):
                     tasks[task.id] = task
             else:
                 for name in (part.strip() for part in text.split(",")):
@@ -368,7 +444,7 @@ class ScenarioMagics(Magics):
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
             )
-        entity = self._entity(args.entity)
+        entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
         return api.submit(
             entity, force=args.force, wait=args.wait, timeout=args.timeout
         )
@@ -405,8 +481,8 @@ class ScenarioMagics(Magics):
         if args.all:
             jobs = [job for job in api.get_jobs() if not job.is_finished()]
         for name in args.ids:
-            entity = self._entity(name)
-            jobs.extend(getattr(entity, "jobs", None) or [entity])
+            entity = self._entity(name, (Job, Submission), "a job or submission")
+            jobs.extend(entity.jobs if isinstance(entity, Submission) else [entity])
         cancelled = 0
         for job in jobs:
             if not job.is_finished():
@@ -414,26 +490,39 @@ class ScenarioMagics(Magics):
                 cancelled += 1
         print(f"Cancelled {cancelled} job{'s' if cancelled != 1 else ''}.")
 
+    @magic_arguments()
+    @argument(
+        "entity",
+        nargs="?",
+        help="A scenario, sequence or task: a variable name or an id.",
+    )
     @line_magic
     def scenario_graph(self, line: str) -> Any:
         """Show a scenario's task graph, each task coloured by its latest job status.
 
         Example: ``%scenario_graph scenario_1``
         """
-        name = line.strip()
-        if not name:
+        args = _parse_args(self.scenario_graph, line)
+        if not args.entity:
             raise UsageError("Name a scenario: %scenario_graph scenario_1")
+        entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
         from .widgets import GraphView
 
-        return GraphView(self._entity(name))
+        return GraphView(entity)
 
+    @magic_arguments()
+    @argument(
+        "path",
+        nargs="?",
+        help="The TOML file to write. Quote a path that contains spaces.",
+    )
     @line_magic
     def export_config(self, line: str) -> None:
         """Write the configuration to a TOML file.
 
         Example: ``%export_config config.toml``
         """
-        path = line.strip()
+        path = _parse_args(self.export_config, line).path
         if not path:
             raise UsageError("Name the file: %export_config config.toml")
         try:
@@ -525,7 +614,17 @@ class ScenarioMagics(Magics):
             f"as 'my_input -> {name} -> my_output' using a function of the notebook."
         )
 
-    def _pipeline(self, text: str, line_number: int) -> list[TaskConfig]:
+    def _pipeline(
+        self,
+        text: str,
+        line_number: int,
+        scenario_id: str,
+        earlier: dict[str, TaskConfig],
+    ) -> list[TaskConfig]:
+        """Declare or reuse the tasks of one pipeline line of ``%%scenario``.
+
+        ``earlier`` maps the tasks of the cell's previous lines by id.
+        """
         steps = [step.strip() for step in _ARROW.split(text)]
         if len(steps) < 3 or len(steps) % 2 == 0:
             raise UsageError(
@@ -533,17 +632,50 @@ class ScenarioMagics(Magics):
                 "tasks in turn, starting and ending with data nodes, for example "
                 "'my_input -> double -> my_output'."
             )
-        tasks = []
+        tasks: list[TaskConfig] = []
         for position in range(1, len(steps), 2):
-            inputs = [
-                part.strip() for part in steps[position - 1].split(",") if part.strip()
-            ]
-            outputs = [
-                part.strip() for part in steps[position + 1].split(",") if part.strip()
-            ]
+            inputs = _data_node_names(steps[position - 1])
+            outputs = _data_node_names(steps[position + 1])
             name = steps[position]
-            tasks.append(self._pipeline_task(name, inputs, outputs, line_number))
+            kept = self._declaration_to_keep(name, scenario_id, earlier, tasks)
+            if kept is not None:
+                declared, declared_by = kept
+                _check_wiring(declared, declared_by, inputs, outputs, line_number)
+                tasks.append(declared)
+                continue
+            task = self._pipeline_task(name, inputs, outputs, line_number)
+            self._pipeline_tasks[name] = task
+            tasks.append(task)
         return tasks
+
+    def _declaration_to_keep(
+        self,
+        name: str,
+        scenario_id: str,
+        earlier: dict[str, TaskConfig],
+        on_this_line: list[TaskConfig],
+    ) -> tuple[TaskConfig, str] | None:
+        """Return the task ``name`` that a pipeline must reuse, and who declared it.
+
+        A task declared by ``%%task`` or ``Config.configure_task`` keeps its settings
+        (skippable, properties, function). A task that a pipeline declared is kept
+        while another scenario or this cell uses it. Otherwise re-running an edited
+        ``%%scenario`` cell re-wires the tasks its pipelines declared.
+        """
+        for task in on_this_line:
+            if task.id == name:
+                return task, "an earlier step of this line"
+        if name in earlier:
+            return earlier[name], "an earlier line of this cell"
+        declared = Config.tasks.get(name)
+        if declared is None or name == "default":
+            return None
+        if declared is not self._pipeline_tasks.get(name):
+            return declared, "%%task or Config.configure_task"
+        for scenario in Config.scenarios.values():
+            if scenario.id != scenario_id and declared in scenario.task_configs:
+                return declared, f"the pipeline of scenario {scenario.id!r}"
+        return None
 
     def _pipeline_task(
         self, name: str, inputs: list[str], outputs: list[str], line_number: int
@@ -611,18 +743,34 @@ class ScenarioMagics(Magics):
             )
         return function
 
-    def _entity(self, name: str) -> Any:
+    def _entity(self, name: str, kinds: tuple[type, ...], expected: str) -> Any:
+        """Return the entity that ``name`` refers to: a notebook variable or an id.
+
+        Raise a UsageError unless it is one of ``kinds``, which ``expected`` names.
+        """
         assert self.shell is not None
-        value = self.shell.user_ns.get(name)
-        if value is not None and not isinstance(value, str):
-            return value
-        found = api.get(value if isinstance(value, str) else name)
-        if found is None:
+        namespace = self.shell.user_ns
+        value = namespace.get(name)
+        if name in namespace and not isinstance(value, str):
+            entity = value
+        else:
+            entity = api.get(value if isinstance(value, str) else name)
+        if entity is None and isinstance(value, str):
+            raise UsageError(
+                f"{name!r} contains {value!r}, which is not the id of a stored entity; "
+                f"pass {expected}: a notebook variable holding one, or its id."
+            )
+        if entity is None and name not in namespace:
             raise UsageError(
                 f"{name!r} is neither a notebook variable nor the id of a stored "
-                "entity; pass a scenario, sequence, task, job or submission."
+                f"entity; pass {expected}: a notebook variable holding one, or its id."
             )
-        return found
+        if not isinstance(entity, kinds):
+            raise UsageError(
+                f"{name!r} is of type {type(entity).__name__}, not {expected}; pass "
+                f"{expected}: a notebook variable holding one, or its id."
+            )
+        return entity
 
 
 def load(ipython: Any) -> None:
