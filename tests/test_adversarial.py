@@ -15,7 +15,7 @@ from engine_fixtures import forkserver_started as forkserver_fixture  # noqa: F4
 from engine_fixtures import standalone as standalone_fixture  # noqa: F401 - fixture
 
 import jupyter_scenarios as tp
-from jupyter_scenarios import Config, Status
+from jupyter_scenarios import Config, Status, SubmissionTimeoutWarning
 from jupyter_scenarios.exceptions import (
     JobNotDeletedException,
     SubmissionNotDeletedException,
@@ -107,7 +107,10 @@ def test_wait_on_unwritable_input_warns(tmp_path: Path) -> None:
     task = Config.configure_task("needs", str, never, Config.configure_data_node("got"))
     scenario = tp.create_scenario(Config.configure_scenario("stuck", [task]))
 
-    with pytest.warns(UserWarning, match="never_written"):
+    with (
+        pytest.warns(UserWarning, match="never_written"),
+        pytest.warns(SubmissionTimeoutWarning, match="timed out after 0.2 s"),
+    ):
         submission = scenario.submit(wait=True, timeout=0.2)
 
     assert submission.jobs[0].status is Status.BLOCKED
