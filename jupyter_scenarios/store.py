@@ -527,11 +527,14 @@ class Store:
             if outer:
                 self._local.pinned = None
 
-    def refresh(self, entity: Any) -> None:
+    def refresh(self, entity: Any) -> bool:
         """Update ``entity``'s changing state from the database.
 
         Another process sharing the folder may have changed it. Skipped while any
         thread of this process has unsaved changes to the entity in a ``batch()``.
+        Returns False when the entity's row was read and is gone: this or another
+        process deleted it. True otherwise, without a read when no other connection
+        committed since the entity was last synced.
         """
         pinned: list[int | None] | None = getattr(self._local, "pinned", None)
         if (
@@ -542,13 +545,13 @@ class Store:
         ):
             # Checked in this round, and synced since. Without the lock: the
             # scheduler makes this call for every input and output of every job.
-            return
+            return True
         kind = kind_of(entity.id)
         if kind is None or self.closed:
-            return
+            return True
         with self._lock:
             if any(entity.id in batch for batch in self._open_batches):
-                return
+                return True
             if pinned is not None and pinned[0] is not None:
                 version = pinned[0]
             else:
@@ -559,13 +562,15 @@ class Store:
                 self._seen_version = version
                 self._synced.clear()
             elif entity.id in self._synced:
-                return  # no other connection committed since the entity was synced
+                return True  # no other connection committed since the entity was synced
             row = self._connection.execute(
                 f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
             ).fetchone()
-            if row is not None:
-                entity._refresh_doc(json.loads(row[0]))
-                self._synced.add(entity.id)
+            if row is None:
+                return False
+            entity._refresh_doc(json.loads(row[0]))
+            self._synced.add(entity.id)
+            return True
 
     def data_version(self) -> int | None:
         """Return SQLite's data_version, which changes when another connection

@@ -18,6 +18,9 @@ import pytest
 from engine_fixtures import REPO_ROOT, TESTS_DIR
 from engine_fixtures import engine as engine_fixture  # noqa: F401 - fixture
 
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config, Scope
+from jupyter_scenarios.exceptions import NonExistingDataNode
 from jupyter_scenarios.store import Store, StoreError
 
 pytestmark = pytest.mark.timeout(300)
@@ -185,3 +188,91 @@ def test_store_kept_locked_names_the_lock(
     assert "backup" not in message
     # The file still opens once the other process lets go.
     Store(tmp_path).close()
+
+
+@pytest.mark.usefixtures("engine")
+def test_write_deleted_node_raises() -> None:
+    # A kernel writes a data node object that another kernel deleted (or a variable
+    # kept after tp.delete). The write recreates the row and the file,
+    # so the deletion is undone without a word.
+    config = Config.configure_data_node("gone", scope=Scope.GLOBAL)
+    node = tp.create_global_data_node(config)
+    node.write(1)
+    path = node.path
+    tp.delete(node.id)
+
+    with pytest.raises(NonExistingDataNode):
+        node.write(2)
+
+    assert tp.get(node.id) is None, "the write brought the deleted data node back"
+    assert not path.exists(), "the write recreated the deleted node's file"
+
+
+SIGNAL_HELPERS = """
+import os
+config = Config.configure_data_node("shared", scope=Scope.GLOBAL)
+
+def wait_for(name):
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(SIGNALS, name)):
+        assert time.time() < deadline, f"timed out waiting for {name}"
+        time.sleep(0.05)
+
+def signal(name):
+    open(os.path.join(SIGNALS, name), "w").close()
+"""
+
+
+def test_other_kernel_write_respects_lock(tmp_path: Path) -> None:
+    # Kernel A locks a GLOBAL node for editor "alice". Kernel B loaded the node
+    # before that, and its write() checks the lock as B last read it, so B's value
+    # replaces alice's data and B's unlock drops her lock.
+    folder = tmp_path / "store"
+    signals = f"SIGNALS = {str(tmp_path)!r}\n" + SIGNAL_HELPERS
+    setup = (
+        signals
+        + """
+tp.create_global_data_node(config).write(0)
+tp.Orchestrator().stop()
+"""
+    )
+    finish(start_interpreter(setup, folder))
+    writer = (
+        signals
+        + """
+node = tp.create_global_data_node(config)
+node.read()
+signal("writer_loaded")
+wait_for("editor_locked")
+try:
+    node.write(99)
+    print("write accepted")
+except Exception as error:
+    print("write rejected", type(error).__name__)
+signal("writer_done")
+tp.Orchestrator().stop()
+"""
+    )
+    editor = (
+        signals
+        + """
+node = tp.create_global_data_node(config)
+wait_for("writer_loaded")
+node.lock_edit(editor_id="alice")
+signal("editor_locked")
+wait_for("writer_done")
+print(node.read(), node.edit_in_progress, node.editor_id)
+tp.Orchestrator().stop()
+"""
+    )
+    writer_process = start_interpreter(writer, folder)
+    editor_process = start_interpreter(editor, folder)
+    writer_output = finish(writer_process).split()
+    editor_output = finish(editor_process).split()
+
+    assert writer_output == ["write", "rejected", "DataNodeIsBeingEdited"], (
+        f"kernel B printed {writer_output}"
+    )
+    assert editor_output == ["0", "True", "alice"], (
+        f"value, edit_in_progress and editor after B's write: {editor_output}"
+    )

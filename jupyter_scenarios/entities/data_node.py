@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..enums import JoinOperator, Scope
 from ..events import Event, EventEntityType, EventOperation, bus
-from ..exceptions import DataNodeIsBeingEdited, NoData
+from ..exceptions import DataNodeIsBeingEdited, NoData, NonExistingDataNode
 from ._base import Entity, from_iso, from_seconds, new_id, to_iso, to_seconds
 from ._values import (
     PersistedProperties,
@@ -417,7 +417,24 @@ class DataNode(Entity):
 
     # -- locks ------------------------------------------------------------------------
 
+    def _refresh_before_edit(self) -> None:
+        """Read the stored lock, and raise if the node was deleted.
+
+        Another kernel sharing the storage folder may have locked or deleted the node
+        since this object last read its row. A write checked against the old lock
+        replaced a locked node's data and dropped the lock. A write to a deleted node
+        brought its row and file back.
+        """
+        if not self._store.refresh(self):
+            raise NonExistingDataNode(
+                f"Data node {self.id!r} ({self._config_id}) was deleted, in this "
+                "kernel or another one that shares the storage folder; nothing was "
+                "written. Find the current data nodes with tp.get_data_nodes(), or "
+                "create its scenario again."
+            )
+
     def _check_editor(self, editor_id: str | None) -> None:
+        self._refresh_before_edit()
         if (
             self._editor_id
             and editor_id != self._editor_id
@@ -437,6 +454,7 @@ class DataNode(Entity):
             self._editor_id = editor_id
             self._editor_expiration_date = datetime.now() + EDITOR_LOCK_DURATION
         else:
+            self._refresh_before_edit()
             self._editor_id = None
             self._editor_expiration_date = None
         self._edit_in_progress = True
