@@ -312,11 +312,12 @@ class DataNode(Entity):
         Parameters
         ----------
         data
-            A list of rows, a numpy array, a DataFrame or a dict of columns.
+            A list of rows, a numpy array, a DataFrame or a dict of columns. An excel
+            data node also takes a dict of such tables keyed by sheet name.
         columns
-            Names of the columns of the rows. For a DataFrame or a dict of columns,
-            the columns to keep, as ``pandas.DataFrame(data, columns=columns)`` does.
-            None writes ``data`` as write() does.
+            New names of the columns, in order. They replace the names that a
+            DataFrame or a dict of columns has, as in Taipy. None writes ``data`` as
+            write() does.
         job_id
             Id of the job that writes, recorded in the edit.
 
@@ -325,7 +326,8 @@ class DataNode(Entity):
         NotImplementedError
             If the storage type is not csv, excel or parquet.
         ValueError
-            If the rows have more or fewer values than ``columns`` has names.
+            If a table has more or fewer columns than ``columns`` has names. The
+            stored data is left unchanged.
         DataNodeIsBeingEdited
             If an editor holds the lock.
         """
@@ -365,6 +367,9 @@ class DataNode(Entity):
             If the data node was never written.
         NotImplementedError
             If the contents are not a table or a list.
+        TypeError
+            If the rows of a list are plain lists or tuples, which have no field
+            names, or if a condition cannot be applied to the stored values.
         """
         from ..storage._filter import filter_data
 

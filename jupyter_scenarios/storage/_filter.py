@@ -3,9 +3,10 @@
 A condition is a 3-tuple ``(key, value, Operator)``: the rows whose ``key`` compares
 to ``value`` by the operator match it. ``key`` is a column name for a DataFrame, a
 column number for a 2-D numpy array, and a dict key or an attribute name for the items
-of a list. Several conditions are joined with ``JoinOperator.AND`` (a row must match
-all of them) or ``JoinOperator.OR`` (any of them). The rows keep their stored order
-and, in a DataFrame, their index.
+of a list. A list of plain lists or tuples raises TypeError, because its rows have
+neither keys nor named fields. Several conditions are joined with ``JoinOperator.AND``
+(a row must match all of them) or ``JoinOperator.OR`` (any of them). The rows keep
+their stored order and, in a DataFrame, their index.
 
 pandas and numpy are imported only when the data is of their types.
 """
@@ -56,7 +57,8 @@ def filter_data(
     TypeError
         If a condition is not a ``(key, value, Operator)`` tuple, if
         ``join_operator`` is not a JoinOperator, or if a stored value cannot be
-        compared with the condition's value.
+        compared with the condition's value. Also if the rows of a list are plain
+        lists or tuples, or objects filtered by a key that is not a string.
     KeyError
         If a DataFrame has no column named by a condition.
     NotImplementedError
@@ -174,13 +176,31 @@ def _filter_list(
     for row in rows:
         results = []
         for condition in conditions:
-            name = condition[0]
-            if isinstance(row, Mapping):
-                stored = row.get(name)
-            else:
-                # A missing attribute compares as None, as in Taipy.
-                stored = getattr(row, name, None)
+            stored = _row_field(row, condition[0], key)
             results.append(bool(_compare(stored, condition, key, "the field")))
         if matches(results):
             matching_rows.append(row)
     return matching_rows
+
+
+def _row_field(row: Any, name: Any, key: str) -> Any:
+    """Return the field ``name`` of a row of a list: a dict key or an attribute."""
+    if isinstance(row, Mapping):
+        return row.get(name)
+    # A namedtuple has attributes, but a plain list or tuple has none to filter on.
+    if isinstance(row, (list, tuple)) and not hasattr(row, "_fields"):
+        raise TypeError(
+            f"Data node {key!r} contains a list whose rows are "
+            f"{type(row).__name__}s, such as {row!r}, so filter() cannot find the "
+            f"field {name!r} in them. filter() reads a list of dicts by key and a list "
+            "of objects by attribute name. Write the rows as a DataFrame or a 2-D "
+            "numpy array to filter by column number, or as dicts."
+        )
+    if not isinstance(name, str):
+        raise TypeError(
+            f"Data node {key!r} contains a list of {type(row).__name__} objects, "
+            f"whose fields filter() reads by attribute name, so the filter key "
+            f"{name!r} must be a string."
+        )
+    # A missing attribute compares as None, as in Taipy.
+    return getattr(row, name, None)

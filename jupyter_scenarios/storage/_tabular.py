@@ -192,21 +192,32 @@ def to_frame(data: Any, key: str, storage_type: str) -> Any:
 
 
 def to_frame_with_columns(
-    data: Any, columns: Sequence[Any] | None, key: str, storage_type: str
+    data: Any,
+    columns: Sequence[Any] | None,
+    key: str,
+    storage_type: str,
+    sheet: str | None = None,
 ) -> Any:
-    """Convert ``data`` to a DataFrame whose columns are ``columns``.
+    """Convert ``data`` to a DataFrame whose columns are named ``columns``.
 
-    As in ``pandas.DataFrame(data, columns=columns)``, ``columns`` names the columns of
-    rows (a list of rows, a numpy array) and selects the columns of a DataFrame or of
-    a dict of columns. None converts ``data`` as :func:`to_frame` does.
+    ``data`` is converted as :func:`to_frame` does, and then ``columns`` replaces the
+    names of its columns in order, as in Taipy. So ``columns`` renames the columns of
+    a DataFrame or of a dict of columns, and names those of a list of rows or a numpy
+    array. ``data`` itself is not changed. Empty ``data`` gives an empty table with
+    the columns ``columns``. None converts ``data`` as :func:`to_frame` does.
+
+    Parameters
+    ----------
+    sheet
+        Name of the Excel sheet that ``data`` goes to, for the error message.
 
     Raises
     ------
     TypeError
-        If ``columns`` is a single string instead of a list of names.
+        If ``columns`` is a single string instead of a list of names, or if pandas
+        cannot build a table from ``data``.
     ValueError
-        If pandas cannot build the table, for example because the rows have more or
-        fewer values than ``columns`` has names.
+        If ``columns`` has more or fewer names than the table has columns.
     """
     if columns is None:
         return to_frame(data, key, storage_type)
@@ -215,12 +226,15 @@ def to_frame_with_columns(
             f"Data node {key!r} received columns={columns!r}, which is not a list of "
             f"column names. Pass a list such as [{columns!r}]."
         )
-    pd = import_pandas(key, storage_type)
-    try:
-        return pd.DataFrame(data, columns=list(columns))
-    except (ValueError, TypeError) as error:
+    names = list(columns)
+    frame = to_frame(data, key, storage_type)
+    if frame.empty and len(frame.columns) == 0:
+        return frame.reindex(columns=names)
+    if len(names) != len(frame.columns):
+        where = f" for sheet {sheet!r}" if sheet is not None else ""
         raise ValueError(
-            f"Data node {key!r} (storage type {storage_type!r}) failed to build a "
-            f"table with the columns {list(columns)!r} from a {type(data).__name__}: "
-            f"{error}. Pass one column name per value of a row."
-        ) from error
+            f"Data node {key!r} received {len(names)} column names {names!r}{where}, "
+            f"but the table has {len(frame.columns)} columns. Pass one name per "
+            "column, in the order of the columns."
+        )
+    return frame.set_axis(names, axis="columns")

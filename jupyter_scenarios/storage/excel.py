@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +41,8 @@ class ExcelBackend(StorageBackend):
         backend.
 
     write() replaces the whole workbook. A dict is written as one sheet per key when
-    ``sheet_name`` is None or a list, or when all its values are DataFrames. Any other
+    ``sheet_name`` is None or a list, or when all its values are DataFrames or 2-D
+    numpy arrays. Any other
     value is written as one sheet, named by ``sheet_name`` or else ``"Sheet1"``.
     ``append`` adds rows at the end of a sheet and keeps the other sheets.
     """
@@ -118,15 +120,31 @@ class ExcelBackend(StorageBackend):
             self._write_sheets({self._sheet_for_table(None): table})
 
     def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
-        """Replace the workbook with the rows ``data``, whose columns ``columns`` names.
+        """Replace the workbook with ``data``, whose columns ``columns`` names.
 
-        ``columns`` names the columns of a list of rows or of a numpy array, and
-        selects the columns of a DataFrame, as ``pandas.DataFrame(data, columns=...)``
-        does. None writes ``data`` as write() does.
+        ``data`` is a table, or a dict of tables keyed by sheet name that write()
+        would write as one sheet per key, or a dict of DataFrames or 2-D numpy
+        arrays, as in Taipy. ``columns`` replaces the names of the columns of each
+        table in order. None writes ``data`` as write() does. Every table is
+        converted before the workbook is replaced, so an error leaves it unchanged.
+
+        Raises
+        ------
+        ValueError
+            If a table has more or fewer columns than ``columns`` has names.
         """
-        self.write(
-            _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
-        )
+        if self._is_sheet_dict(data):
+            frames = {}
+            for name, table in self._check_sheet_names(data).items():
+                frames[name] = _tabular.to_frame_with_columns(
+                    table, columns, self.key, self.storage_type, sheet=name
+                )
+            self._write_sheets(frames)
+        else:
+            frame = _tabular.to_frame_with_columns(
+                data, columns, self.key, self.storage_type
+            )
+            self._write_sheets({self._sheet_for_table(None): frame})
 
     def append(self, data: Any) -> None:
         """Add the rows of ``data`` at the end of a sheet, atomically.
@@ -169,18 +187,22 @@ class ExcelBackend(StorageBackend):
         if self.sheet_name is None or isinstance(self.sheet_name, list):
             return True
         pd = self._import_pandas()
-        return all(isinstance(value, pd.DataFrame) for value in data.values())
+        return all(_is_table(value, pd) for value in data.values())
 
-    def _frames_by_sheet(self, data: Mapping[Any, Any]) -> dict[str, Any]:
-        frames = {}
-        for name, table in data.items():
+    def _check_sheet_names(self, data: Mapping[Any, Any]) -> Mapping[str, Any]:
+        for name in data:
             if not isinstance(name, str):
                 raise TypeError(
                     f"Data node {self.key!r} received a dict of sheets with the key "
                     f"{name!r}, which is not a sheet name. Use strings as keys."
                 )
-            frames[name] = _tabular.to_frame(table, self.key, self.storage_type)
-        return frames
+        return data
+
+    def _frames_by_sheet(self, data: Mapping[Any, Any]) -> dict[str, Any]:
+        return {
+            name: _tabular.to_frame(table, self.key, self.storage_type)
+            for name, table in self._check_sheet_names(data).items()
+        }
 
     def _sheet_for_table(self, existing_sheets: list[str] | None) -> str:
         """Return the sheet that a single table goes to.
@@ -241,3 +263,11 @@ class ExcelBackend(StorageBackend):
                 frame.to_excel(
                     writer, sheet_name=name, index=False, header=self.has_header
                 )
+
+
+def _is_table(value: Any, pd: Any) -> bool:
+    """Return whether ``value`` is a DataFrame or a 2-D numpy array."""
+    if isinstance(value, pd.DataFrame):
+        return True
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(value, numpy.ndarray) and value.ndim == 2

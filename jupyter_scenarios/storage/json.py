@@ -3,6 +3,14 @@
 Besides the JSON types, the default encoder stores dates, datetimes, Enum members and
 dataclass instances, in the format of Taipy's JSON data node, and the default decoder
 reads them back.
+
+A file names the class of an Enum member or a dataclass instance by module and name.
+The decoder imports that module, as Taipy does, so that a kernel or worker that has not
+imported it yet can still read the value. Importing runs only the module's import-time
+code, and the module must be on ``sys.path``. The decoder accepts only an Enum
+subclass with the named member, or a dataclass, which it calls with the stored fields.
+Any other object raises ValueError, so a file cannot make a read call an arbitrary
+class such as ``subprocess.Popen`` or read out an attribute such as ``os.environ``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ _VALUE_KEY = "__value__"
 _DATETIME_TAG = "Datetime"
 _ENUM_PREFIX = "Enum-"
 _DATACLASS_PREFIX = "dataclass-"
+# Tag of a dict of the data whose keys are those of a tagged value. Taipy has no such
+# tag, and reads the object as it is.
+_ESCAPED_DICT_TAG = "escaped-dict"
 
 
 class JSONBackend(StorageBackend):
@@ -141,8 +152,19 @@ class DefaultJSONEncoder(json.JSONEncoder):
 
     Each such value becomes an object ``{"__type__": tag, "__value__": value}``, as
     Taipy's JSON data node writes it: a date or datetime in ISO 8601 format, an Enum
-    member by its value, a dataclass instance by ``dataclasses.asdict``.
+    member by its value, a dataclass instance by a dict of its fields. The field values
+    are encoded in turn, so a dataclass nested in a dataclass keeps its type, where
+    Taipy's ``dataclasses.asdict`` turns it into a plain dict.
+
+    A dict of the data whose keys are exactly ``"__type__"`` and ``"__value__"`` would
+    read back as a tagged value, so it is written as ``{"__type__": "escaped-dict",
+    "__value__": [[key, value], ...]}`` instead. Taipy has no such tag and reads that
+    object back as it is.
     """
+
+    def iterencode(self, o: Any, _one_shot: bool = False) -> Any:
+        # json.dumps() and json.dump() both go through iterencode().
+        return super().iterencode(_escape_tag_lookalikes(o), _one_shot)
 
     def default(self, o: Any) -> Any:
         if isinstance(o, enum.Enum):
@@ -159,17 +181,53 @@ class DefaultJSONEncoder(json.JSONEncoder):
             tag = (
                 f"{_DATACLASS_PREFIX}{data_class.__module__}-{data_class.__qualname__}"
             )
-            return {_TYPE_KEY: tag, _VALUE_KEY: dataclasses.asdict(o)}
+            # The encoder calls default() again for each field value of a type that
+            # JSON lacks, such as a nested dataclass.
+            fields = {
+                field.name: _escape_tag_lookalikes(getattr(o, field.name))
+                for field in dataclasses.fields(o)
+            }
+            return {_TYPE_KEY: tag, _VALUE_KEY: fields}
         return super().default(o)
+
+
+def _is_tag_lookalike(value: dict[Any, Any]) -> bool:
+    """Return whether the decoder would read the dict ``value`` as a tagged value."""
+    return set(value) == {_TYPE_KEY, _VALUE_KEY} and isinstance(value[_TYPE_KEY], str)
+
+
+def _escape_tag_lookalikes(value: Any, path_ids: frozenset[int] = frozenset()) -> Any:
+    """Return ``value`` with each dict that looks like a tagged value escaped.
+
+    Lists, tuples and dicts are copied only where something inside them changes.
+    ``path_ids`` holds the ids of the containers that enclose ``value``, so that a
+    circular reference is left for the encoder to report.
+    """
+    if not isinstance(value, (dict, list, tuple)) or id(value) in path_ids:
+        return value
+    inner_ids = path_ids | {id(value)}
+    if isinstance(value, dict):
+        escaped = {
+            key: _escape_tag_lookalikes(item, inner_ids) for key, item in value.items()
+        }
+        if _is_tag_lookalike(value):
+            return {_TYPE_KEY: _ESCAPED_DICT_TAG, _VALUE_KEY: list(escaped.items())}
+        changed = any(escaped[key] is not item for key, item in value.items())
+        return escaped if changed else value
+    items = [_escape_tag_lookalikes(item, inner_ids) for item in value]
+    if any(new is not old for new, old in zip(items, value)):
+        return items
+    return value
 
 
 class DefaultJSONDecoder(json.JSONDecoder):
     """JSON decoder that reads back what :class:`DefaultJSONEncoder` writes.
 
     A date written without a time reads as a ``datetime.date``, where Taipy returns a
-    ``datetime.datetime`` at midnight. Reading an Enum member or a dataclass instance
-    imports the module that the file names, and raises ValueError when the class
-    cannot be found there.
+    ``datetime.datetime`` at midnight. An Enum tag must name an :class:`enum.Enum`
+    subclass and one of its members, and a dataclass tag a dataclass, or the decoder
+    raises ValueError. Reading such a value imports the module that the tag names, as
+    Taipy does.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -178,7 +236,7 @@ class DefaultJSONDecoder(json.JSONDecoder):
 
 
 def _decode_tagged(source: dict[str, Any]) -> Any:
-    if set(source) != {_TYPE_KEY, _VALUE_KEY} or not isinstance(source[_TYPE_KEY], str):
+    if not _is_tag_lookalike(source):
         return source
     tag: str = source[_TYPE_KEY]
     value = source[_VALUE_KEY]
@@ -187,38 +245,107 @@ def _decode_tagged(source: dict[str, Any]) -> Any:
         if "T" not in value:
             return datetime.date.fromisoformat(value)
         return datetime.datetime.fromisoformat(value)
+    if tag == _ESCAPED_DICT_TAG:
+        return _decode_escaped_dict(value, tag)
     if tag.startswith(_ENUM_PREFIX):
-        module, qualname, name = tag[len(_ENUM_PREFIX) :].split("-", 2)
-        enum_class = _find_class(module, qualname, tag)
-        try:
-            return enum_class[name]
-        except KeyError:
-            raise ValueError(
-                f"The JSON object {source!r} names the member {name!r}, which "
-                f"{module}.{qualname} does not have. Add the member, or rewrite the "
-                "data node."
-            ) from None
+        return _decode_enum_member(tag, source)
     if tag.startswith(_DATACLASS_PREFIX):
-        module, qualname = tag[len(_DATACLASS_PREFIX) :].split("-", 1)
-        data_class = _find_class(module, qualname, tag)
-        try:
-            return data_class(**value)
-        except TypeError as error:
-            raise ValueError(
-                f"Failed to build {module}.{qualname} from the JSON object "
-                f"{source!r}: {error}. Make the dataclass's fields match the stored "
-                "ones, or rewrite the data node."
-            ) from error
+        return _decode_dataclass(tag, value)
     return source
 
 
-def _find_class(module_name: str, qualname: str, tag: str) -> Any:
-    """Import ``module_name`` and return its class ``qualname``."""
+def _decode_escaped_dict(pairs: Any, tag: str) -> dict[Any, Any]:
+    if not (
+        isinstance(pairs, list)
+        and all(isinstance(pair, list) and len(pair) == 2 for pair in pairs)
+    ):
+        raise ValueError(
+            f"The JSON object tagged {tag!r} contains {pairs!r}, which is not a list "
+            "of [key, value] pairs. Rewrite the data node."
+        )
+    return {key: item for key, item in pairs}
+
+
+def _decode_enum_member(tag: str, source: dict[str, Any]) -> enum.Enum:
+    parts = tag[len(_ENUM_PREFIX) :].split("-", 2)
+    if len(parts) != 3:
+        raise ValueError(
+            f"The JSON type tag {tag!r} does not have the form "
+            "'Enum-<module>-<class>-<member>'. Rewrite the data node."
+        )
+    module, qualname, name = parts
+    enum_class = _find_object(module, qualname, tag)
+    if not (isinstance(enum_class, type) and issubclass(enum_class, enum.Enum)):
+        # ValueError, as for any invalid content, so read() raises UnreadableDataError.
+        raise ValueError(  # noqa: TRY004
+            f"The JSON type tag {tag!r} names {module}.{qualname}, which is a "
+            f"{type(enum_class).__name__}, not an Enum class, so the value was not "
+            "read. Rewrite the data node, or check that the file was written by a "
+            "JSON data node."
+        )
+    try:
+        return enum_class[name]
+    except KeyError:
+        raise ValueError(
+            f"The JSON object {source!r} names the member {name!r}, which "
+            f"{module}.{qualname} does not have. Add the member, or rewrite the "
+            "data node."
+        ) from None
+
+
+def _decode_dataclass(tag: str, fields: Any) -> Any:
+    parts = tag[len(_DATACLASS_PREFIX) :].split("-", 1)
+    if len(parts) != 2:
+        raise ValueError(
+            f"The JSON type tag {tag!r} does not have the form "
+            "'dataclass-<module>-<class>'. Rewrite the data node."
+        )
+    module, qualname = parts
+
+    data_class = _find_object(module, qualname, tag)
+    # Only a dataclass is built, because a file naming any other callable, such as
+    # subprocess.Popen, would run it with arguments taken from the file.
+    if not (dataclasses.is_dataclass(data_class) and isinstance(data_class, type)):
+        raise ValueError(
+            f"The JSON type tag {tag!r} names {module}.{qualname}, which is not a "
+            "dataclass, so it was not called. Rewrite the data node, or check that "
+            "the file was written by a JSON data node."
+        )
+    if not isinstance(fields, dict):
+        raise ValueError(  # noqa: TRY004 - invalid file content
+            f"The JSON object tagged {tag!r} stores {fields!r} where a dict of the "
+            "fields of the dataclass is expected. Rewrite the data node."
+        )
+
+    # Fields with init=False are written, as Taipy does, but __init__ rejects them,
+    # so they are left out and __init__ or __post_init__ sets them.
+    init_names = {field.name for field in dataclasses.fields(data_class) if field.init}
+    other_names = {field.name for field in dataclasses.fields(data_class)} - init_names
+    arguments = {name: item for name, item in fields.items() if name not in other_names}
+
+    try:
+        return data_class(**arguments)
+    except TypeError as error:
+        raise ValueError(
+            f"Failed to build {module}.{qualname} from the JSON object tagged "
+            f"{tag!r}: {error}. Make the dataclass's fields match the stored ones "
+            f"{sorted(fields)}, or rewrite the data node."
+        ) from error
+
+
+def _find_object(module_name: str, qualname: str, tag: str) -> Any:
+    """Import ``module_name`` and return its attribute ``qualname``.
+
+    NOTE: Importing runs the module's import-time code, so a crafted file can make a
+    read import any module on ``sys.path``, such as a script in the working directory.
+    The decoder then calls only an Enum or a dataclass found there.
+    """
     try:
         found: Any = importlib.import_module(module_name)
         for part in qualname.split("."):
             found = getattr(found, part)
-    except (ImportError, AttributeError) as error:
+    except (ImportError, AttributeError, TypeError, ValueError) as error:
+        # import_module raises TypeError or ValueError for an empty or relative name.
         raise ValueError(
             f"The JSON type tag {tag!r} names the class {module_name}.{qualname}, "
             f"which cannot be found: {error}. Define the class at the top level of an "

@@ -121,9 +121,15 @@ class ParquetBackend(StorageBackend):
     def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
         """Replace the file with the rows ``data``, whose columns ``columns`` names.
 
-        ``columns`` names the columns of a list of rows or of a numpy array, and
-        selects the columns of a DataFrame, as ``pandas.DataFrame(data, columns=...)``
-        does. None writes ``data`` as write() does.
+        ``data`` is converted as write() converts it, and then ``columns`` replaces
+        the names of its columns in order, as in Taipy. None writes ``data`` as
+        write() does.
+
+        Raises
+        ------
+        ValueError
+            If the table has more or fewer columns than ``columns`` has names. The
+            file is left unchanged.
         """
         self.write(
             _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
