@@ -154,7 +154,7 @@ def test_submittable_names_missing_parts() -> None:
             tp.submit(entity)
 
 
-# -- is_deletable agrees with delete, kind by kind and state by state -------------------
+# -- is_deletable agrees with delete, kind by kind and state by state ------------------
 
 
 def table_scenario(name: str) -> tp.Scenario:
@@ -169,7 +169,7 @@ def table_scenario(name: str) -> tp.Scenario:
 
 
 def blocked_by(part: str) -> Callable[[tp.Scenario], tp.Submission | None]:
-    """Submit ``part`` of the scenario with "number" unwritten, so its job is BLOCKED."""
+    """Submit ``part`` with "number" unwritten, so that its job is BLOCKED."""
 
     def submit(scenario: tp.Scenario) -> tp.Submission:
         entity = {"scenario": scenario, "task": scenario.doubling}.get(
@@ -331,7 +331,7 @@ def test_deletable_agrees_while_job_runs(tmp_path: Path, status: Status) -> None
     holder_gate.touch()
 
 
-# -- nothing dangles in a fresh process ---------------------------------------------------
+# -- nothing dangles in a fresh process ------------------------------------------------
 
 SCOPED_SETUP = """
 def double(value):
