@@ -383,17 +383,28 @@ def _job(job: Job | str) -> Job:
 
 
 def is_submittable(entity: Submittable | str) -> ReasonCollection:
-    """Check that every data node of ``entity`` exists and every input is readable.
+    """Check that every task and data node of ``entity`` exists and inputs are ready.
 
     Returns
     -------
     ReasonCollection
-        True when ``entity`` can run now; otherwise it names each data node in the
-        way ("my_input is not written.", "my_input is being edited.", "DATANODE_...
-        of task double does not exist.").
+        True when ``entity`` can run now; otherwise it names each task or data node
+        in the way ("TASK_... of SCENARIO_... does not exist.", "my_input is not
+        written.", "my_input is being edited.", "DATANODE_... of task double does
+        not exist."). ``submit`` raises for a missing task or data node.
     """
     resolved = _resolve_submittable(entity)
-    tasks = [resolved] if isinstance(resolved, Task) else list(resolved.tasks.values())
+    store = _runtime.store()
+    result = ReasonCollection()
+    task_ids = [resolved.id] if isinstance(resolved, Task) else resolved.task_ids
+    tasks: list[Task] = []
+    for task_id in task_ids:
+        task = store.get(task_id)
+        if task is None:
+            result.reasons[task_id] = f"{task_id} of {resolved.id} does not exist."
+        else:
+            tasks.append(task)
+
     produced = {node_id for task in tasks for node_id in task.output_ids}
     inputs = [
         node
@@ -401,8 +412,7 @@ def is_submittable(entity: Submittable | str) -> ReasonCollection:
         for node in task.input.values()
         if node.id not in produced
     ]
-    result = unready_inputs(inputs)
-    store = _runtime.store()
+    result.reasons.update(unready_inputs(inputs).reasons)
     for task in tasks:
         for node_id in [*task.input_ids, *task.output_ids]:
             if store.get(node_id) is None:

@@ -1,10 +1,14 @@
 """Deletion: ``delete``, ``is_deletable``, ``delete_job(s)`` and ``clean_all_entities``.
 
 An entity goes with what it owns. A cycle owns its scenarios and its CYCLE-scoped tasks
-and data nodes. A scenario owns its SCENARIO-scoped tasks and data nodes and its
-submissions. A task owns its jobs. GLOBAL data nodes and tasks are never deleted with
-an owner. Each deletion removes its rows in one store transaction, then the data files
-and job logs of what it removed.
+and data nodes. A scenario owns its SCENARIO-scoped tasks and data nodes and the
+submissions of itself, its sequences and its tasks. A sequence owns its submissions.
+A task owns its jobs and every submission that contains one of them. GLOBAL data nodes
+and tasks are never deleted with an owner.
+
+``delete`` and ``is_deletable`` both build a ``_Deletion`` plan and check it, so they
+always agree. Each deletion removes its rows in one store transaction, then the data
+files and job logs of what it removed.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from . import _runtime
-from .api import get, get_data_nodes, get_jobs, get_scenarios, get_submissions
+from .api import get, get_data_nodes, get_jobs, get_scenarios
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
+from .entities.scenario import SEQUENCE_PREFIX
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
     ConfigurationError,
     JobNotDeletedException,
     NonExistingEntity,
+    ScenarioError,
     SubmissionNotDeletedException,
 )
 
@@ -30,18 +36,17 @@ logger = logging.getLogger(__name__)
 def is_deletable(entity: Any) -> bool:
     """Return whether ``tp.delete`` would delete ``entity`` now.
 
-    A primary scenario is deletable only when it is alone in its cycle. A task, data
-    node or cycle is not deletable while an unfinished job uses what it would delete.
+    It runs the check that ``delete`` runs. A primary scenario is deletable only
+    when it is alone in its cycle. Nothing is deletable while an unfinished job would
+    be deleted with it or reads or writes a data node deleted with it. An entity
+    that does not exist is not deletable.
     """
-    if isinstance(entity, str):
-        entity = get(entity)
-    if isinstance(entity, (Scenario, Job, Submission)):
-        return entity.is_deletable()
-    if isinstance(entity, Cycle):
-        return _cycle_blocker(entity) is None
-    if isinstance(entity, (Task, DataNode)):
-        return _unfinished_job_blocker(entity) is None
-    return entity is not None
+    if not isinstance(entity, str) and not isinstance(getattr(entity, "id", None), str):
+        return False
+    found = get(entity)
+    if found is None:
+        return False
+    return _plan(found).error is None
 
 
 def delete(entity_id: str) -> None:
@@ -49,138 +54,243 @@ def delete(entity_id: str) -> None:
 
     Deleting a cycle deletes its scenarios and its CYCLE-scoped tasks and data nodes.
     Deleting a scenario deletes its own tasks and data nodes (not the shared CYCLE
-    and GLOBAL ones), their jobs and its submissions. Data files are deleted only
-    when they sit in the storage folder; files at a path you configured are kept.
+    and GLOBAL ones), their jobs and the submissions of the scenario, its sequences
+    and its tasks. Deleting a task deletes its jobs and every submission that
+    contains one of them. Data files are deleted only when they sit in the storage
+    folder, so files at a path you configured are kept.
+
+    Raises
+    ------
+    NonExistingEntity
+        Nothing with ``entity_id`` exists.
+    ConfigurationError
+        The scenario is the primary one of a cycle that has other scenarios.
+    SubmissionNotDeletedException, JobNotDeletedException
+        An unfinished job is in the way; ``tp.is_deletable`` is false then.
     """
     entity = get(entity_id)
     if entity is None:
         raise NonExistingEntity(
             f"Entity {entity_id!r} does not exist; nothing deleted."
         )
-    if isinstance(entity, Scenario):
-        _delete_scenario(entity)
-    elif isinstance(entity, Sequence):
+    deletion = _plan(entity)
+    if deletion.error is not None:
+        raise deletion.error
+    deletion.run()
+
+    if isinstance(entity, Sequence):
         entity.scenario.remove_sequence(entity.name)
+    for scenario_id in deletion.scenario_ids:
+        bus.publish(
+            Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario_id)
+        )
+    if isinstance(entity, Cycle):
+        bus.publish(Event(EventEntityType.CYCLE, EventOperation.DELETION, entity.id))
+
+
+def _plan(entity: Any) -> _Deletion:
+    """Plan the deletion of ``entity``, with ``error`` set when it cannot run now."""
+    deletion = _Deletion()
+    if isinstance(entity, Scenario):
+        deletion.add_scenario(entity)
+    elif isinstance(entity, Sequence):
+        deletion.add_submissions_of(entity.id)
     elif isinstance(entity, Job):
-        delete_job(entity)
+        deletion.add_jobs([entity])
     elif isinstance(entity, Submission):
-        _delete_submission(entity)
+        deletion.add_submission(entity)
     elif isinstance(entity, Cycle):
-        _delete_cycle(entity)
-    else:
-        blocker = _unfinished_job_blocker(entity)
-        if blocker is not None:
-            raise JobNotDeletedException(blocker)
-        deletion = _Deletion()
+        for scenario in get_scenarios(entity):
+            deletion.add_scenario(scenario)
+        deletion.add_owned([*_cycle_owned_ids(entity), entity.id])
+    elif isinstance(entity, (Task, DataNode)):
         deletion.add_owned([entity.id])
-        deletion.run()
+    else:
+        raise TypeError(
+            f"Cannot delete {entity!r}: pass the id of a scenario, sequence, task, "
+            "data node, cycle, job or submission."
+        )
+
+    label = f"{type(entity).__name__} {entity.id!r}"
+    if isinstance(entity, Scenario) and _has_sibling_scenarios(entity):
+        deletion.error = ConfigurationError(
+            f"{label} is the primary scenario of its cycle and other scenarios share "
+            "that cycle; make another one primary with tp.set_primary() first."
+        )
+        return deletion
+    blocker = deletion.find_blocker()
+    if blocker is not None:
+        # A scenario, sequence or submission raises SubmissionNotDeletedException
+        # and any other entity JobNotDeletedException.
+        error_type: type[ScenarioError] = (
+            SubmissionNotDeletedException
+            if isinstance(entity, (Scenario, Sequence, Submission))
+            else JobNotDeletedException
+        )
+        deletion.error = error_type(
+            f"{label} cannot be deleted now, because {blocker}. Cancel the job with "
+            "tp.cancel_job() or wait for it to finish, then delete again."
+        )
+    return deletion
+
+
+def _has_sibling_scenarios(scenario: Scenario) -> bool:
+    if not scenario.is_primary or scenario.cycle is None:
+        return False
+    siblings = _runtime.store().get_all("scenario", cycle_id=scenario.cycle.id)
+    return len(siblings) > 1
 
 
 class _Deletion:
     """Rows to delete in one transaction, and the files that go once it committed.
 
     The files go after the rows, so that a failed transaction leaves every stored
-    entity with its data.
+    entity with its data. ``error`` is set when the deletion must not run now.
     """
 
     def __init__(self) -> None:
+        self.error: Exception | None = None
         # Ids in insertion order; a dict drops the repeats.
         self.ids: dict[str, None] = {}
-        self.nodes: list[DataNode] = []
-        self.jobs: list[Job] = []
+        self.nodes: dict[str, DataNode] = {}
+        self.jobs: dict[str, Job] = {}
+        self.submissions: dict[str, Submission] = {}
+        self.scenario_ids: list[str] = []
+        # Tasks and data nodes that may stay, and the parent ids that go: deleted
+        # scenarios, their sequences and deleted tasks.
+        self.kept_children: dict[str, Task | DataNode] = {}
+        self.gone_parent_ids: set[str] = set()
+
+    def add_scenario(self, scenario: Scenario) -> None:
+        """Add ``scenario`` with what it owns and the submissions of its parts."""
+        store = _runtime.store()
+        own_prefix = f"_{scenario.id}"
+        for submission in store.get_all("submission"):
+            entity_id = submission.entity_id
+            if entity_id == scenario.id or (
+                entity_id.startswith(SEQUENCE_PREFIX) and entity_id.endswith(own_prefix)
+            ):
+                self.add_submission(submission)
+        children: list[Task | DataNode] = []
+        for task_id in scenario.task_ids:
+            task = store.get(task_id)
+            if task is not None:
+                children.append(task)
+                children.extend(task.data_nodes.values())
+        children.extend(scenario.additional_data_nodes.values())
+        owned = []
+        for child in children:
+            if child.owner_id == scenario.id:
+                owned.append(child.id)
+            else:
+                self.kept_children[child.id] = child
+        self.add_owned([*owned, scenario.id])
+        self.scenario_ids.append(scenario.id)
+        self.gone_parent_ids.update(
+            sequence.id for sequence in scenario.sequences.values()
+        )
 
     def add_owned(self, entity_ids: list[str]) -> None:
-        """Add tasks (with their jobs) and data nodes (with their files)."""
+        """Add tasks (with their jobs and submissions) and data nodes (with files)."""
         store = _runtime.store()
         for entity_id in entity_ids:
             entity = store.get(entity_id)
             if isinstance(entity, Task):
-                self.add_jobs(store.get_all("job", task_id=entity.id))
+                self.add_task_runs(entity)
+                self.kept_children.update(
+                    (node.id, node) for node in entity.data_nodes.values()
+                )
             if isinstance(entity, DataNode):
-                self.nodes.append(entity)
+                self.nodes[entity.id] = entity
             self.ids[entity_id] = None
+            self.gone_parent_ids.add(entity_id)
+
+    def add_task_runs(self, task: Task) -> None:
+        """Add the jobs of ``task`` and every submission that contains one of them."""
+        store = _runtime.store()
+        jobs = store.get_all("job", task_id=task.id)
+        self.add_jobs(jobs)
+        for job in jobs:
+            submission = store.get(job.submit_id)
+            if submission is not None:
+                self.add_submission(submission)
+        self.add_submissions_of(task.id)
+
+    def add_submissions_of(self, entity_id: str) -> None:
+        for submission in _runtime.store().get_all("submission", entity_id=entity_id):
+            self.add_submission(submission)
 
     def add_jobs(self, jobs: list[Job]) -> None:
-        self.jobs.extend(jobs)
-        self.ids.update(dict.fromkeys(job.id for job in jobs))
+        for job in jobs:
+            self.jobs[job.id] = job
+            self.ids[job.id] = None
 
     def add_submission(self, submission: Submission) -> None:
         self.add_jobs(submission.jobs)
+        self.submissions[submission.id] = submission
         self.ids[submission.id] = None
+
+    def find_blocker(self) -> str | None:
+        """Return what keeps this deletion from running now, or None."""
+        for submission in self.submissions.values():
+            if not submission.is_deletable():
+                return (
+                    f"submission {submission.id!r} is "
+                    f"{submission.submission_status.name}"
+                    + _unfinished_job_clause(submission.jobs)
+                )
+        for job in self.jobs.values():
+            if not job.is_finished():
+                return f"job {job.id!r} of task {job.task_id!r} is {job.status.name}"
+        if self.nodes:
+            return self._node_user_blocker()
+        return None
+
+    def _node_user_blocker(self) -> str | None:
+        # A data node that an unfinished job reads or writes cannot go, whatever
+        # submission that job belongs to.
+        store = _runtime.store()
+        for job in get_jobs():
+            if job.is_finished():
+                continue
+            task = store.get(job.task_id)
+            if task is None:
+                continue
+            for node_id in [*task.input_ids, *task.output_ids]:
+                if node_id in self.nodes:
+                    return (
+                        f"data node {node_id!r} is used by job {job.id!r} of task "
+                        f"{task.id!r}, which is {job.status.name}"
+                    )
+        return None
 
     def run(self) -> None:
         _runtime.store().delete(list(self.ids))
-        for node in self.nodes:
+        for node in self.nodes.values():
             _delete_data_file(node)
-        for job in self.jobs:
+        for job in self.jobs.values():
             job.log_path.unlink(missing_ok=True)
+        self._forget_deleted_parents()
+
+    def _forget_deleted_parents(self) -> None:
+        # NOTE: this is a second transaction, after the deletion. If it fails, the
+        # kept entities still name deleted parents; readers skip missing parents.
+        store = _runtime.store()
+        with store.batch():
+            for child in self.kept_children.values():
+                if child.id in self.ids or not child.parent_ids & self.gone_parent_ids:
+                    continue
+                # Another process may have changed the row since it was loaded.
+                store.reload(child)
+                child._parent_ids -= self.gone_parent_ids
+                child._save()
 
 
-def _unfinished_job_blocker(entity: Task | DataNode) -> str | None:
-    # A task or data node that unfinished jobs still read or write cannot go.
-    task_ids = {entity.id} if isinstance(entity, Task) else set(entity.parent_ids)
-    for job in get_jobs():
-        if not job.is_finished() and job.task_id in task_ids:
-            return (
-                f"{type(entity).__name__} {entity.id!r} is used by job {job.id!r}, "
-                f"which is {job.status.name}; cancel it with tp.cancel_job() or wait "
-                "for it before deleting."
-            )
-    return None
-
-
-def _scenario_submissions(scenario: Scenario) -> list[Submission]:
-    """Return the submissions of ``scenario`` and of its sequences."""
-    return [
-        submission
-        for submission in get_submissions()
-        if submission.entity_id == scenario.id
-        or submission.entity_id.endswith(scenario.id)
-    ]
-
-
-def _scenario_owned_ids(scenario: Scenario) -> list[str]:
-    children: list[Task | DataNode] = [
-        *scenario.tasks.values(),
-        *scenario.data_nodes.values(),
-    ]
-    return [entity.id for entity in children if entity.owner_id == scenario.id]
-
-
-def _scenario_blocker(scenario: Scenario, owned_ids: set[str]) -> str | None:
-    # A task submitted on its own has a submission of its own; its jobs still use
-    # the task and data nodes that the deletion removes.
-    for submission in get_submissions():
-        if (
-            submission.entity_id == scenario.id
-            or submission.entity_id.endswith(scenario.id)
-            or submission.entity_id in owned_ids
-        ) and not submission.is_deletable():
-            return (
-                f"Scenario {scenario.id!r} has an unfinished submission "
-                f"{submission.id!r}; cancel its jobs or wait for them first."
-            )
-    return None
-
-
-def _delete_scenario(scenario: Scenario) -> None:
-    if not scenario.is_deletable():
-        raise ConfigurationError(
-            f"Scenario {scenario.id!r} is the primary scenario of its cycle and other "
-            "scenarios share that cycle; make another one primary with "
-            "tp.set_primary() first."
-        )
-    owned = _scenario_owned_ids(scenario)
-    blocker = _scenario_blocker(scenario, set(owned))
-    if blocker is not None:
-        raise SubmissionNotDeletedException(blocker)
-
-    deletion = _Deletion()
-    for submission in _scenario_submissions(scenario):
-        deletion.add_submission(submission)
-    deletion.add_owned([*owned, scenario.id])
-    deletion.run()
-    bus.publish(Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario.id))
+def _unfinished_job_clause(jobs: list[Job]) -> str:
+    for job in jobs:
+        if not job.is_finished():
+            return f": its job {job.id!r} of task {job.task_id!r} is {job.status.name}"
+    return ""
 
 
 def _cycle_owned_ids(cycle: Cycle) -> list[str]:
@@ -188,50 +298,6 @@ def _cycle_owned_ids(cycle: Cycle) -> list[str]:
     tasks = [task.id for task in store.get_all("task") if task.owner_id == cycle.id]
     nodes = [node.id for node in store.get_all("data_node", owner_id=cycle.id)]
     return tasks + nodes
-
-
-def _cycle_blocker(cycle: Cycle) -> str | None:
-    """Return why ``cycle`` cannot be deleted now, or None when it can."""
-    for scenario in get_scenarios(cycle):
-        blocker = _scenario_blocker(scenario, set(_scenario_owned_ids(scenario)))
-        if blocker is not None:
-            return blocker
-    owned = set(_cycle_owned_ids(cycle))
-    for job in get_jobs():
-        if not job.is_finished() and job.task_id in owned:
-            return (
-                f"Cycle {cycle.id!r} owns task {job.task_id!r}, whose job {job.id!r} "
-                f"is {job.status.name}; cancel it with tp.cancel_job() or wait for it "
-                "before deleting the cycle."
-            )
-    return None
-
-
-def _delete_cycle(cycle: Cycle) -> None:
-    blocker = _cycle_blocker(cycle)
-    if blocker is not None:
-        raise JobNotDeletedException(blocker)
-
-    # The primary flag does not hold a cycle's deletion back: every scenario goes.
-    scenarios = get_scenarios(cycle)
-    deletion = _Deletion()
-    for scenario in scenarios:
-        for submission in _scenario_submissions(scenario):
-            deletion.add_submission(submission)
-        deletion.add_owned([*_scenario_owned_ids(scenario), scenario.id])
-    owned = _cycle_owned_ids(cycle)
-    owned_set = set(owned)
-    for submission in get_submissions():
-        if submission.entity_id in owned_set:
-            deletion.add_submission(submission)
-    deletion.add_owned([*owned, cycle.id])
-    deletion.run()
-
-    for scenario in scenarios:
-        bus.publish(
-            Event(EventEntityType.SCENARIO, EventOperation.DELETION, scenario.id)
-        )
-    bus.publish(Event(EventEntityType.CYCLE, EventOperation.DELETION, cycle.id))
 
 
 def _delete_data_file(node: DataNode) -> None:
@@ -261,17 +327,6 @@ def delete_jobs() -> None:
     """Delete every job."""
     for job in get_jobs():
         delete_job(job, force=True)
-
-
-def _delete_submission(submission: Submission) -> None:
-    if not submission.is_deletable():
-        raise SubmissionNotDeletedException(
-            f"Submission {submission.id!r} is {submission.submission_status.name} "
-            "and cannot be deleted; cancel its jobs or wait for them first."
-        )
-    deletion = _Deletion()
-    deletion.add_submission(submission)
-    deletion.run()
 
 
 def clean_all_entities(version_number: str | None = None) -> bool:

@@ -747,7 +747,11 @@ def test_submission_finished_and_deletable(status: SubmissionStatus) -> None:
     assert submission.is_deletable() is (
         finished or status is SubmissionStatus.UNDEFINED
     )
-    assert tp.is_deletable(submission) is submission.is_deletable()
+    # Whatever its status, tp.delete would also delete the SUBMITTED job, so it
+    # raises and tp.is_deletable is false.
+    assert tp.is_deletable(submission) is False
+    with pytest.raises(SubmissionNotDeletedException):
+        tp.delete(submission.id)
 
 
 def test_submission_run_and_finish_times() -> None:

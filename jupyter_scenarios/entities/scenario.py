@@ -261,11 +261,13 @@ class Scenario(_TaskGraph, Entity):
         self._save()
 
     def is_deletable(self) -> bool:
-        """Return whether the scenario can be deleted (if primary, only alone in its cycle)."""
-        if not self._is_primary or self._cycle_id is None:
-            return True
-        others = self._store.get_all("scenario", cycle_id=self._cycle_id)
-        return len(others) <= 1
+        """Return whether ``tp.delete`` would delete the scenario now.
+
+        See ``jupyter_scenarios.is_deletable``, which this calls.
+        """
+        from ..deletion import is_deletable
+
+        return is_deletable(self)
 
     # -- sequences ----------------------------------------------------------------------
 
