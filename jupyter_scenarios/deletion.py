@@ -265,25 +265,32 @@ class _Deletion:
         return None
 
     def run(self) -> None:
-        _runtime.store().delete(list(self.ids))
+        # The kept entities that named a deleted parent are written in the deletion's
+        # transaction, so that no stored row names a deleted parent.
+        store = _runtime.store()
+        changed = self._without_gone_parents()
+        try:
+            store.delete(list(self.ids), then_write=changed)
+        except BaseException:
+            for child in changed:
+                store.reload(child)  # back to the stored parents, which still exist
+            raise
         for node in self.nodes.values():
             _delete_data_file(node)
         for job in self.jobs.values():
             job.log_path.unlink(missing_ok=True)
-        self._forget_deleted_parents()
 
-    def _forget_deleted_parents(self) -> None:
-        # NOTE: this is a second transaction, after the deletion. If it fails, the
-        # kept entities still name deleted parents; readers skip missing parents.
+    def _without_gone_parents(self) -> list[Any]:
         store = _runtime.store()
-        with store.batch():
-            for child in self.kept_children.values():
-                if child.id in self.ids or not child.parent_ids & self.gone_parent_ids:
-                    continue
-                # Another process may have changed the row since it was loaded.
-                store.reload(child)
-                child._parent_ids -= self.gone_parent_ids
-                child._save()
+        changed = []
+        for child in self.kept_children.values():
+            if child.id in self.ids or not child.parent_ids & self.gone_parent_ids:
+                continue
+            # Another process may have changed the row since it was loaded.
+            store.reload(child)
+            child._parent_ids -= self.gone_parent_ids
+            changed.append(child)
+        return changed
 
 
 def _unfinished_job_clause(jobs: list[Job]) -> str:

@@ -26,7 +26,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -351,37 +351,53 @@ class Store:
                 len(entities),
             )
             return []
-        skipped: list[tuple[Storable, Exception]] = []
         with self._transaction() as cursor:
-            # No other connection can commit during this transaction, so this shows
-            # whether rows may have changed since this process last read them.
-            (version,) = cursor.execute("PRAGMA data_version").fetchone()
-            rows: dict[str, list[list[str | None]]] = {}
-            for entity in entities:
-                kind = kind_of(entity.id)
-                if kind is None:
-                    raise ValueError(f"Entity id {entity.id!r} has no known prefix")
-                merge = getattr(entity, "_merge_stored", None)
-                if merge is not None and (
-                    version != self._seen_version or entity.id not in self._synced
-                ):
-                    stored = cursor.execute(
-                        f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
-                    ).fetchone()
-                    if stored is not None:
-                        merge(json.loads(stored[0]))
-                try:
-                    text, doc = entity._to_row()
-                    values: list[str | None] = [entity.id, text]
-                except Exception as error:
-                    if not skip_invalid:
-                        raise
-                    skipped.append((entity, error))
-                    continue
-                values += [_column_value(doc.get(column)) for column in KINDS[kind][1]]
-                rows.setdefault(kind, []).append(values)
-            for kind, kind_rows in rows.items():
-                cursor.executemany(_INSERT[kind], kind_rows)
+            skipped = self._write_rows(cursor, entities, skip_invalid)
+        self._mark_written(entities, skipped)
+        return skipped
+
+    def _write_rows(
+        self,
+        cursor: sqlite3.Cursor,
+        entities: list[Storable],
+        skip_invalid: bool,
+    ) -> list[tuple[Storable, Exception]]:
+        """Upsert the rows of ``entities`` within the open transaction of ``cursor``."""
+        skipped: list[tuple[Storable, Exception]] = []
+        # No other connection can commit during this transaction, so this shows
+        # whether rows may have changed since this process last read them.
+        (version,) = cursor.execute("PRAGMA data_version").fetchone()
+        rows: dict[str, list[list[str | None]]] = {}
+        for entity in entities:
+            kind = kind_of(entity.id)
+            if kind is None:
+                raise ValueError(f"Entity id {entity.id!r} has no known prefix")
+            merge = getattr(entity, "_merge_stored", None)
+            if merge is not None and (
+                version != self._seen_version or entity.id not in self._synced
+            ):
+                stored = cursor.execute(
+                    f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
+                ).fetchone()
+                if stored is not None:
+                    merge(json.loads(stored[0]))
+            try:
+                text, doc = entity._to_row()
+                values: list[str | None] = [entity.id, text]
+            except Exception as error:
+                if not skip_invalid:
+                    raise
+                skipped.append((entity, error))
+                continue
+            values += [_column_value(doc.get(column)) for column in KINDS[kind][1]]
+            rows.setdefault(kind, []).append(values)
+        for kind, kind_rows in rows.items():
+            cursor.executemany(_INSERT[kind], kind_rows)
+        return skipped
+
+    def _mark_written(
+        self, entities: list[Storable], skipped: list[tuple[Storable, Exception]]
+    ) -> None:
         left_out = {entity.id for entity, _ in skipped}
         with self._lock:
             # The rows now contain this process's state, whatever another process
@@ -389,7 +405,6 @@ class Store:
             self._synced.update(
                 entity.id for entity in entities if entity.id not in left_out
             )
-        return skipped
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -581,15 +596,26 @@ class Store:
             (version,) = self._connection.execute("PRAGMA data_version").fetchone()
         return int(version)
 
-    def delete(self, entity_ids: list[str]) -> None:
-        """Remove entities by id, from the database and the identity map."""
+    def delete(
+        self, entity_ids: list[str], *, then_write: Sequence[Storable] = ()
+    ) -> None:
+        """Remove entities by id, from the database and the identity map.
+
+        ``then_write`` holds entities to write in the same transaction, such as those
+        that kept a reference to a deleted one: a crash leaves both or neither.
+        """
         with self._transaction() as cursor:
             for entity_id in entity_ids:
                 kind = kind_of(entity_id)
                 if kind is not None:
                     cursor.execute(f"DELETE FROM {kind} WHERE id = ?", (entity_id,))
+            self._write_rows(cursor, list(then_write), skip_invalid=False)
+            # Still inside the transaction's lock, and only once every statement
+            # succeeded: a rolled-back deletion keeps the live objects.
+            for entity_id in entity_ids:
                 self._live.pop(entity_id, None)
                 self._synced.discard(entity_id)
+        self._mark_written(list(then_write), [])
 
     def clear(self) -> None:
         """Remove every entity."""

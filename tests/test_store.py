@@ -389,3 +389,26 @@ open({str(done)!r}, "w").write("done")
     assert len(tp.get(mine.id).edits) == 101
     assert len(tp.get(theirs.id).edits) == 100
     assert tp.get(theirs.id).read() == 99
+
+
+class _Unwritable:
+    """An entity whose document cannot be built."""
+
+    id = "TASK_unwritable"
+
+    def _to_row(self) -> tuple[str, dict[str, str]]:
+        raise TypeError("this document cannot be built")
+
+
+def test_delete_and_write_is_one_transaction(engine: Path) -> None:
+    # A deletion writes the entities that named a deleted parent in its own
+    # transaction: when that write fails, nothing is deleted either.
+    scenario = chain_scenario()
+    store = _runtime.store()
+    before = counts(engine)
+
+    with pytest.raises(TypeError, match="cannot be built"):
+        store.delete([scenario.id], then_write=[_Unwritable()])
+
+    assert counts(engine) == before
+    assert tp.get(scenario.id) is scenario
