@@ -233,7 +233,7 @@ class _Deletion:
     def find_blocker(self) -> str | None:
         """Return what keeps this deletion from running now, or None."""
         for submission in self.submissions.values():
-            if not submission.is_deletable():
+            if not submission._status_allows_deletion():
                 return (
                     f"submission {submission.id!r} is "
                     f"{submission.submission_status.name}"
@@ -326,8 +326,21 @@ def delete_job(job: Job, force: bool = False) -> None:
             f"Job {job.id!r} is {job.status.name} and cannot be deleted; cancel it "
             "first or pass force=True."
         )
+    store = _runtime.store()
+    # The submission stops naming the job in the same transaction.
+    submission = store.get(job.submit_id)
+    kept = []
+    if submission is not None and job.id in submission._job_ids:
+        submission._job_ids = [id_ for id_ in submission._job_ids if id_ != job.id]
+        submission._status_counts = None  # counted again from the jobs left
+        kept.append(submission)
+    try:
+        store.delete([job.id], then_write=kept)
+    except BaseException:
+        for entity in kept:
+            store.reload(entity)
+        raise
     job.log_path.unlink(missing_ok=True)
-    _runtime.store().delete([job.id])
 
 
 def delete_jobs() -> None:

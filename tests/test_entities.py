@@ -355,10 +355,15 @@ def test_delete_finished_job() -> None:
     scenario = two_step_scenario()
     job = scenario.submit().jobs[0]
 
+    submission = tp.get(job.submit_id)
     tp.delete_job(job)
 
     assert tp.get(job.id) is None
     assert job not in tp.get_jobs()
+    # The stored submission stops naming it too.
+    assert job.id not in submission._job_ids
+    _runtime.store().reload(submission)
+    assert job.id not in submission._job_ids
 
 
 @pytest.mark.parametrize("status", UNFINISHED)
@@ -744,12 +749,10 @@ def test_submission_finished_and_deletable(status: SubmissionStatus) -> None:
         SubmissionStatus.CANCELED,
     )
     assert submission.is_finished() is finished
-    assert submission.is_deletable() is (
-        finished or status is SubmissionStatus.UNDEFINED
-    )
     # Whatever its status, tp.delete would also delete the SUBMITTED job, so it
-    # raises and tp.is_deletable is false.
+    # raises, and both tp.is_deletable and the method say so.
     assert tp.is_deletable(submission) is False
+    assert submission.is_deletable() is False
     with pytest.raises(SubmissionNotDeletedException):
         tp.delete(submission.id)
 

@@ -189,6 +189,17 @@ class Submission(Entity):
         return self._status in FINISHED_SUBMISSION_STATUSES
 
     def is_deletable(self) -> bool:
+        """Return whether ``tp.delete`` would delete the submission now.
+
+        See ``jupyter_scenarios.is_deletable``, which this calls: a FAILED or
+        CANCELED submission can still have a running job.
+        """
+        from ..deletion import is_deletable
+
+        return is_deletable(self)
+
+    def _status_allows_deletion(self) -> bool:
+        # The deletion check starts here, then looks at the jobs themselves.
         return self.is_finished() or self._status is SubmissionStatus.UNDEFINED
 
     def _is_foreign(self) -> bool:
