@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as error:
         print(
             f"The demo needs nbformat, nbclient and nbconvert ({error}); install them "
-            "with pip install 'jupyter-scenarios[test]' or run make demo.",
+            "with pip install -e '.[test]' in the checkout, or run make demo.",
             file=sys.stderr,
         )
         return 2

@@ -556,7 +556,7 @@ def test_table_missing_pandas_names_install(
         backend.read()
     message = str(raised.value)
     assert repr(backend.key) in message
-    assert "pip install jupyter-scenarios[pandas]" in message
+    assert "pip install -e '.[pandas]'" in message
 
 
 @pytest.mark.parametrize("storage_type", TABLE_TYPES)

@@ -124,7 +124,7 @@ def _import_distributed() -> None:
         raise ModeNotAvailable(
             "Job execution mode 'dask' needs the distributed package, which cannot "
             f"be imported ({error}). Install it with "
-            "`pip install jupyter-scenarios[dask]`, or use standalone mode."
+            "`pip install -e '.[dask]'` in the jupyter-scenarios checkout (or `pip install distributed`), or use standalone mode."
         ) from error
 
 

@@ -14,7 +14,11 @@ from typing import Any
 
 from jupyter_scenarios.exceptions import ConfigurationError
 
-PANDAS_INSTALL_COMMAND = "pip install jupyter-scenarios[pandas]"
+# The package is installed from a checkout, so the extra is named with its path.
+PANDAS_INSTALL_COMMAND = (
+    "run `pip install -e '.[pandas]'` in the jupyter-scenarios checkout, or "
+    "`pip install pandas pyarrow openpyxl`"
+)
 
 #: Values of the ``exposed_type`` property other than a class.
 EXPOSED_TYPE_NAMES = ("pandas", "numpy")
@@ -40,8 +44,8 @@ def import_module(
     except ImportError as error:
         raise ImportError(
             f"Data node {key!r} uses storage type {storage_type!r}, which needs the "
-            f"{name!r} package, but importing it failed: {error}. Install it with "
-            f"`{install_command}`.",
+            f"{name!r} package, but importing it failed: {error}. To install it, "
+            f"{install_command}.",
             name=name,
         ) from error
 

@@ -21,7 +21,7 @@ _COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".zip", ".xz", ".zst", ".tar"})
 class CSVBackend(StorageBackend):
     """Store a data node's table in a CSV file.
 
-    It needs pandas (``pip install jupyter-scenarios[pandas]``). The backend reads
+    It needs pandas (the ``pandas`` extra). The backend reads
     these data node properties:
 
     ``has_header``

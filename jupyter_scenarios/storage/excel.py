@@ -26,7 +26,7 @@ _WORKBOOK_ERRORS: tuple[type[Exception], ...] = (
 class ExcelBackend(StorageBackend):
     """Store a data node's tables in the sheets of an Excel (xlsx) workbook.
 
-    It needs pandas and openpyxl (``pip install jupyter-scenarios[pandas]``). The
+    It needs pandas and openpyxl (the ``pandas`` extra). The
     backend reads these data node properties:
 
     ``sheet_name``

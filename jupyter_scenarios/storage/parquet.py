@@ -25,7 +25,7 @@ _PARQUET_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
 class ParquetBackend(StorageBackend):
     """Store a data node's table in a Parquet file.
 
-    It needs pandas and pyarrow (``pip install jupyter-scenarios[pandas]``), or
+    It needs pandas and pyarrow (the ``pandas`` extra), or
     fastparquet when ``engine`` is ``"fastparquet"``. The backend reads these data
     node properties:
 
