@@ -10,7 +10,7 @@ import dataclasses
 import importlib
 from collections.abc import Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyter_scenarios.exceptions import ConfigurationError
 
@@ -242,3 +242,28 @@ def to_frame_with_columns(
             "column, in the order of the columns."
         )
     return frame.set_axis(names, axis="columns")
+
+
+class OneTableColumnNames:
+    """``write_with_column_names`` for the backends whose write() stores one table."""
+
+    key: str
+    storage_type: ClassVar[str]
+
+    def write(self, data: Any) -> None:
+        raise NotImplementedError  # the backend's own write() comes first
+
+    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
+        """Replace the file with the rows ``data``, whose columns ``columns`` names.
+
+        ``data`` is converted as write() converts it, and then ``columns`` replaces
+        the names of its columns in order, as in Taipy. None writes ``data`` as
+        write() does.
+
+        Raises
+        ------
+        ValueError
+            If the table has more or fewer columns than ``columns`` has names. The
+            file is left unchanged.
+        """
+        self.write(to_frame_with_columns(data, columns, self.key, self.storage_type))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ _LINE_TERMINATOR = "\n"
 _COMPRESSED_SUFFIXES = frozenset({".gz", ".bz2", ".zip", ".xz", ".zst", ".tar"})
 
 
-class CSVBackend(StorageBackend):
+class CSVBackend(_tabular.OneTableColumnNames, StorageBackend):
     """Store a data node's table in a CSV file.
 
     It needs pandas (the ``pandas`` extra). The backend reads
@@ -83,23 +83,6 @@ class CSVBackend(StorageBackend):
         path = self._require_path()
         with atomic_path(path) as temp:
             self._write_rows(frame, temp, mode="w", header=self.has_header)
-
-    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
-        """Replace the file with the rows ``data``, whose columns ``columns`` names.
-
-        ``data`` is converted as write() converts it, and then ``columns`` replaces
-        the names of its columns in order, as in Taipy. None writes ``data`` as
-        write() does.
-
-        Raises
-        ------
-        ValueError
-            If the table has more or fewer columns than ``columns`` has names. The
-            file is left unchanged.
-        """
-        self.write(
-            _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
-        )
 
     def append(self, data: Any) -> None:
         """Add the rows of ``data`` at the end of the file, atomically.

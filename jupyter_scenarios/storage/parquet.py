@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ ENGINES = ("pyarrow", "fastparquet", "auto")
 _PARQUET_ERRORS: tuple[type[Exception], ...] = (ValueError, OSError)
 
 
-class ParquetBackend(StorageBackend):
+class ParquetBackend(_tabular.OneTableColumnNames, StorageBackend):
     """Store a data node's table in a Parquet file.
 
     It needs pandas and pyarrow (the ``pandas`` extra), or
@@ -117,23 +117,6 @@ class ParquetBackend(StorageBackend):
         """
         frame = _tabular.to_frame(data, self.key, self.storage_type)
         self._write_frame(frame)
-
-    def write_with_column_names(self, data: Any, columns: Sequence[Any] | None) -> None:
-        """Replace the file with the rows ``data``, whose columns ``columns`` names.
-
-        ``data`` is converted as write() converts it, and then ``columns`` replaces
-        the names of its columns in order, as in Taipy. None writes ``data`` as
-        write() does.
-
-        Raises
-        ------
-        ValueError
-            If the table has more or fewer columns than ``columns`` has names. The
-            file is left unchanged.
-        """
-        self.write(
-            _tabular.to_frame_with_columns(data, columns, self.key, self.storage_type)
-        )
 
     def append(self, data: Any) -> None:
         """Add the rows of ``data`` at the end of the table, atomically.
