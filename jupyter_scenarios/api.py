@@ -100,7 +100,8 @@ def create_scenario(
     store = _runtime.store()
     creation_date = creation_date or datetime.now()
 
-    with store.shared_creation(), store.batch():
+    # All or nothing: an interrupt halfway stores none of the new entities.
+    with store.shared_creation(), store.batch(all_or_nothing=True):
         cycle = (
             _cycle_for(section.frequency, creation_date) if section.frequency else None
         )
@@ -254,7 +255,7 @@ def create_global_data_node(config: DataNodeConfig) -> DataNode:
             "scope=Scope.GLOBAL, or create a scenario that holds it."
         )
     store = _runtime.store()
-    with store.shared_creation(), store.batch():
+    with store.shared_creation(), store.batch(all_or_nothing=True):
         return _data_node_for(config, None, None)
 
 

@@ -72,6 +72,7 @@ from .exceptions import (
 )
 from .executors._worker_main import SPILL_NAME, move_spill
 from .executors.base import Executor, JobOutcome
+from .executors.development import INTERRUPTED_REASON
 from .graph import topological_order
 from .store import Store, is_process_alive, process_identity
 from .worker import (
@@ -328,7 +329,13 @@ class Scheduler:
         # after it has started the first of them, and before submit returns (see
         # _run_manager). Any other caller writes them here.
         hand_over = self.is_asynchronous and not self._on_owner_thread()
-        with self.store.handover_batch() if hand_over else self.store.batch() as writes:
+        # An interrupt while the jobs are created stores none of them: stored jobs
+        # that the scheduler never got would stay SUBMITTED for good.
+        with (
+            self.store.handover_batch()
+            if hand_over
+            else self.store.batch(all_or_nothing=True) as writes
+        ):
             submission = self._create_submission(entity, properties)
             # Every task of a scenario or sequence belongs to its scenario.
             job_callbacks = (
@@ -371,7 +378,12 @@ class Scheduler:
                 scheduled.wait(SCHEDULE_WAIT_SECONDS)
         finally:
             if writes is not None and not scheduled.is_set():
-                self._write_unscheduled(submission, writes, posted)
+                if posted:
+                    self._write_unscheduled(submission, writes, posted)
+                else:
+                    # An exception or an interrupt came before the scheduler got the
+                    # jobs: store none of them.
+                    self.store.undo(writes)
         if wait:
             self.wait(submission, timeout)
             for wait_hook in list(self.wait_hooks):
@@ -707,11 +719,48 @@ class Scheduler:
                             command = self._commands.get_nowait()
                         except queue.Empty:
                             break
-                        with self._round():
-                            self._handle(command)
-                            self._dispatch()
+                        try:
+                            with self._round():
+                                self._handle(command)
+                                self._dispatch()
+                        except KeyboardInterrupt:
+                            self._settle_interrupted_drain()
+                            raise
             finally:
                 self._draining.active = False
+
+    def _settle_interrupted_drain(self) -> None:
+        """Settle what a kernel interrupt stopped in development mode.
+
+        The executor queued the interrupted job's outcome before the interrupt
+        reached here: apply it, and cancel the jobs that were about to run in this
+        call, so that none stays PENDING with nothing left to run it. BLOCKED jobs
+        stay BLOCKED, or become ABANDONED when they depended on the interrupted one.
+        """
+        while True:
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            with self._round():
+                self._handle(command)
+        with self._round():
+            # The interrupt may also have come between the executor's report and
+            # the job's settling; no job runs any more in this thread.
+            for job in list(self._running.values()):
+                self._running.pop(job.id, None)
+                self._staged.pop(job.id, None)
+                for node_id, writer in list(self._writing.items()):
+                    if writer == job.id:
+                        del self._writing[node_id]
+                if not job.is_finished():
+                    self._cancel_now(job, INTERRUPTED_REASON)
+            while self._ready:
+                job = self._ready.popleft()
+                if not job.is_finished():
+                    self._cancel_now(
+                        job, "cancelled: the kernel was interrupted before it ran"
+                    )
 
     def _run_manager(self) -> None:
         # One batch stays open while the thread runs: the changes of many commands
@@ -1130,7 +1179,9 @@ class Scheduler:
         if outcome.cancelled:
             if result is not None:
                 discard_staged(result.outputs)
-            if job.is_running():
+            if outcome.cancel_reason is not None:
+                reason = outcome.cancel_reason
+            elif job.is_running():
                 reason = "cancelled while running; its worker was stopped"
             else:
                 # It was queued behind a busy worker and never started.

@@ -407,17 +407,54 @@ class Store:
             )
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Group this thread's saves into one transaction written on exit."""
+    def batch(self, *, all_or_nothing: bool = False) -> Iterator[None]:
+        """Group this thread's saves into one transaction written on exit.
+
+        With ``all_or_nothing``, an exception (a kernel interrupt included) leaves the
+        store as it was: the saves are dropped, entities that were never stored leave
+        the identity map, and stored ones are read back. Inside another batch of this
+        thread, the saves join that batch and the outer one decides.
+        """
         pending = self._open_batch()
         if pending is None:
             yield
             return
         try:
             yield
-        finally:
+        except BaseException:
             self._local.pending = None
-            self._write_and_forget(pending)
+            if all_or_nothing:
+                self.undo(pending)
+            else:
+                self._write_and_forget(pending)
+            raise
+        self._local.pending = None
+        self._write_and_forget(pending)
+
+    def undo(self, pending: dict[str, Storable]) -> None:
+        """Drop the unwritten saves of a batch and put their entities back as stored.
+
+        An entity without a row leaves the identity map; one with a row is read
+        again. For a creation or a submission that an exception or an interrupt
+        stopped halfway, so that none of it is stored or half-applied in memory.
+        """
+        try:
+            with self._lock:
+                for entity in pending.values():
+                    kind = kind_of(entity.id)
+                    row = None
+                    if kind is not None and not self.closed:
+                        row = self._connection.execute(
+                            f"SELECT doc FROM {kind} WHERE id = ?", (entity.id,)
+                        ).fetchone()
+                    if row is None:
+                        if self._live.get(entity.id) is entity:
+                            del self._live[entity.id]
+                        self._synced.discard(entity.id)
+                    else:
+                        entity._load_doc(json.loads(row[0]))  # type: ignore[attr-defined]
+        finally:
+            self._forget_batch(pending)
 
     def _open_batch(self) -> dict[str, Storable] | None:
         """Start a batch for this thread and return its saves; None inside one."""
@@ -433,8 +470,9 @@ class Store:
     def handover_batch(self) -> Iterator[dict[str, Storable] | None]:
         """Group this thread's saves as ``batch()`` does, but do not write them.
 
-        Yields the saves, which the caller must pass to ``write_handed_over``; until
-        then ``refresh`` skips these entities, as it skips those of an open batch.
+        Yields the saves, which the caller must pass to ``write_handed_over`` or
+        ``undo``; until then ``refresh`` skips these entities, as it skips those of an
+        open batch. An exception in the block undoes them.
         Inside an open batch of this thread, the saves join that batch and this
         yields None.
         """
@@ -446,7 +484,7 @@ class Store:
             yield pending
         except BaseException:  # the caller will not hand them over
             self._local.pending = None
-            self._write_and_forget(pending)
+            self.undo(pending)
             raise
         self._local.pending = None
 

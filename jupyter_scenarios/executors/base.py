@@ -29,6 +29,9 @@ class JobOutcome:
     worker_pid: int | None = None
     #: time.time() when the job ended, if the executor knows it.
     finished_at: float | None = None
+    #: The reason to record for a cancelled job, when the executor knows better
+    #: than the scheduler's default.
+    cancel_reason: str | None = None
 
 
 # on_started(job_id, pid, started_at): started_at is the time.time() when the job

@@ -16,6 +16,9 @@ from typing import TextIO
 from ..worker import TaskRun, run_task
 from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
 
+#: Reason of a job that a kernel interrupt stopped in development mode.
+INTERRUPTED_REASON = "cancelled: the kernel was interrupted while the job ran"
+
 
 class _LazyLog:
     """A log file opened on the first write, so silent jobs create no file."""
@@ -77,6 +80,19 @@ class DevelopmentExecutor(Executor):
                 contextlib.redirect_stderr(tee_err),
             ):
                 result = run_task(run)
+        except KeyboardInterrupt:
+            # The user interrupted the kernel while the task ran. Report the job
+            # cancelled before the interrupt goes on, or it stays RUNNING for good.
+            self._on_finished(
+                JobOutcome(
+                    run.job_id,
+                    None,
+                    cancelled=True,
+                    worker_pid=os.getpid(),
+                    cancel_reason=INTERRUPTED_REASON,
+                )
+            )
+            raise
         finally:
             log.close()
         self._on_finished(JobOutcome(run.job_id, result, worker_pid=os.getpid()))
