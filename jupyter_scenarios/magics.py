@@ -23,8 +23,10 @@ would, so re-running a cell replaces the declaration. Bad input raises IPython's
 from __future__ import annotations
 
 import ast
+import enum
 import logging
 import re
+import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,17 +41,27 @@ from IPython.core.magic import (
 
 from . import _runtime, api
 from .config import Config
-from .config.sections import DataNodeConfig, TaskConfig
-from .config.templates import parse_timedelta
+from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
+from .config.templates import is_template, parse_timedelta
 from .entities import Job, Scenario, Sequence, Submission, Task
 from .enums import Frequency, Scope
 from .exceptions import ScenarioError
+from .magic_notes import (
+    count,
+    did_you_mean,
+    new_data_node_notes,
+    unfinished_jobs_summary,
+    unused_data_nodes,
+    unwritten_input_warnings,
+)
+from .storage import STORAGE_TYPES
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable
 
     _Function = TypeVar("_Function", bound=Callable[..., Any])
+    _Member = TypeVar("_Member", bound=enum.Enum)
 
     # IPython.core.magic_arguments has no annotations. Each of its decorators returns
     # the function it decorates. IPython types line_magic(function) as returning
@@ -116,6 +128,36 @@ def _parse_args(magic: Any, line: str) -> Any:
     return args
 
 
+def _member(
+    enum_class: type[_Member], option: str, typed: str | None
+) -> _Member | None:
+    """Return the member of ``enum_class`` named ``typed`` in any case, or None.
+
+    The error names the value as the user typed it.
+    """
+    if typed is None:
+        return None
+    try:
+        return enum_class[typed.upper()]
+    except KeyError:
+        names = [member.name for member in enum_class]
+        spelled = [name.lower() for name in names] if typed.islower() else names
+        raise UsageError(
+            f"{option} {typed!r} is not valid; give one of {', '.join(names)}, in "
+            f"any case.{did_you_mean(typed, spelled)}"
+        ) from None
+
+
+def _check_storage_option(typed: str | None) -> None:
+    if typed is None or typed in STORAGE_TYPES or is_template(typed):
+        return
+    names = ", ".join(repr(name) for name in STORAGE_TYPES)
+    raise UsageError(
+        f"--storage {typed!r} is not a storage type; give one of {names}."
+        f"{did_you_mean(typed, STORAGE_TYPES)}"
+    )
+
+
 def _unquote(word: str) -> str:
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
         return word[1:-1]
@@ -161,6 +203,9 @@ class ScenarioMagics(Magics):
         # The task configurations that %%scenario pipelines declared, by id, so that
         # a pipeline replaces its own declarations and keeps all others.
         self._pipeline_tasks: dict[str, TaskConfig] = {}
+        # The data node configurations that magics declared with default settings
+        # because a line named an undeclared data node, by id.
+        self._auto_declared: dict[str, DataNodeConfig] = {}
 
     # -- settings ---------------------------------------------------------------------
 
@@ -225,9 +270,7 @@ class ScenarioMagics(Magics):
     )
     @argument(
         "--scope",
-        type=str.upper,
-        choices=[scope.name for scope in Scope],
-        help="SCENARIO (default), CYCLE or GLOBAL.",
+        help="SCENARIO (default), CYCLE or GLOBAL, in any case.",
     )
     @argument(
         "--validity",
@@ -253,6 +296,8 @@ class ScenarioMagics(Magics):
             {"apple": 1.2, "pear": 0.8}
         """
         args = _parse_args(self.datanode, line)
+        _check_storage_option(args.storage)
+        scope = _member(Scope, "--scope", args.scope)
         properties: dict[str, Any] = {}
         if args.default is not None and cell is not None:
             raise UsageError(
@@ -269,7 +314,7 @@ class ScenarioMagics(Magics):
         return self._configure_data_node(
             args.id,
             storage_type=args.storage,
-            scope=Scope[args.scope] if args.scope else None,
+            scope=scope,
             validity_period=self._validity(args.validity),
             **properties,
         )
@@ -315,22 +360,27 @@ class ScenarioMagics(Magics):
         args = _parse_args(self.task, line)
         defined = self._run_cell_body(cell)
         function = self._pick_function(args.id, args.function, defined)
+        declared_before = set(Config.data_nodes)
+        candidates = unused_data_nodes(replaced_task=args.id)
         inputs = [self._data_node(name, "--inputs") for name in args.inputs]
         outputs = [self._data_node(name, "--outputs") for name in args.outputs]
         try:
-            return Config.configure_task(
+            config = Config.configure_task(
                 args.id, function, inputs, outputs, skippable=args.skippable
             )
         except ScenarioError as error:
             raise UsageError(str(error)) from None
+        new_names = [name for name in Config.data_nodes if name not in declared_before]
+        for note in new_data_node_notes(new_names, [config], candidates):
+            print(note)
+        return config
 
     @magic_arguments()
     @argument("id", help="Identifier of the scenario configuration.")
     @argument(
         "--frequency",
-        type=str.upper,
-        choices=[frequency.name for frequency in Frequency],
-        help="Group scenarios in cycles of this period.",
+        help="Group scenarios in cycles of this period: DAILY, WEEKLY, MONTHLY, "
+        "QUARTERLY or YEARLY, in any case.",
     )
     @argument(
         "--sequence",
@@ -370,6 +420,9 @@ class ScenarioMagics(Magics):
         ``a, b -> combine -> c``. Lines starting with ``#`` are comments.
         """
         args = _parse_args(self.scenario, line)
+        frequency = _member(Frequency, "--frequency", args.frequency)
+        declared_before = set(Config.data_nodes)
+        candidates = unused_data_nodes()
         tasks: dict[str, TaskConfig] = {}
         for number, raw in enumerate(cell.splitlines(), start=1):
             text = raw.split("#", 1)[0].strip()
@@ -406,11 +459,12 @@ class ScenarioMagics(Magics):
                 args.id,
                 task_configs=list(tasks.values()),
                 additional_data_node_configs=additional,
-                frequency=Frequency[args.frequency] if args.frequency else None,
+                frequency=frequency,
                 sequences=sequences,
             )
         except ScenarioError as error:
             raise UsageError(str(error)) from None
+        self._report_new_data_nodes(config, declared_before, candidates)
         if args.create:
             if not args.create.isidentifier():
                 raise UsageError(
@@ -488,7 +542,7 @@ class ScenarioMagics(Magics):
             if not job.is_finished():
                 api.cancel_job(job)
                 cancelled += 1
-        print(f"Cancelled {cancelled} job{'s' if cancelled != 1 else ''}.")
+        print(f"Cancelled {count(cancelled, 'job')}.")
 
     @magic_arguments()
     @argument(
@@ -545,8 +599,24 @@ class ScenarioMagics(Magics):
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
             )
-        if not api.wait_all(timeout=args.timeout):
-            print(f"Some jobs are still running after {args.timeout:g} s.")
+        if api.wait_all(timeout=args.timeout):
+            return
+        # In development mode wait_all returns False at once when BLOCKED jobs wait
+        # for inputs that no job writes, so it did not wait for the timeout.
+        timed_out = args.timeout is not None and _runtime.orchestrator().is_asynchronous
+        waited = f" after {args.timeout:g} s" if timed_out else ""
+        unfinished = [job for job in api.get_jobs() if not job.is_finished()]
+        summary = unfinished_jobs_summary(unfinished)
+        if summary:
+            print(
+                f"Stopped waiting{waited}: {summary}. Run %jobs to see the jobs, or "
+                "%cancel --all to cancel every unfinished job."
+            )
+        else:
+            print(
+                f"Stopped waiting{waited}: every job has finished, but not every "
+                "final status is stored yet. Run %wait again."
+            )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -591,6 +661,7 @@ class ScenarioMagics(Magics):
             raise UsageError(str(error)) from None
 
     def _data_node(self, name: str, where: str) -> DataNodeConfig:
+        """Return the data node configuration ``name``, declaring it if need be."""
         name = name.strip().rstrip(",")
         known = Config.data_nodes
         if name in known:
@@ -600,7 +671,32 @@ class ScenarioMagics(Magics):
                 f"{where} {name!r} is not a valid data node id; use a Python "
                 "identifier such as my_input."
             )
-        return self._configure_data_node(name)
+        config = self._configure_data_node(name)
+        self._auto_declared[name] = config
+        return config
+
+    def _report_new_data_nodes(
+        self, scenario: ScenarioConfig, declared_before: set[str], candidates: set[str]
+    ) -> None:
+        """Print what a user of ``%%scenario`` may have mistyped.
+
+        A warning on stderr for each input that no task of ``scenario`` writes and
+        that has no data, and a note on stdout for each other data node that the cell
+        declared and whose name is near one of ``candidates``.
+        """
+        warnings = unwritten_input_warnings(scenario, self._auto_declared)
+        for message in warnings.values():
+            print(message, file=sys.stderr)
+        new_names = [
+            name
+            for name in Config.data_nodes
+            if name not in declared_before and name not in warnings
+        ]
+        notes = new_data_node_notes(
+            new_names, scenario.task_configs, candidates, scenario.id
+        )
+        for note in notes:
+            print(note)
 
     def _declared_task(self, name: str, line_number: int | None) -> TaskConfig:
         known = Config.tasks
