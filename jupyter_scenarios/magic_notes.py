@@ -1,7 +1,7 @@
 """Notes and warnings that the magics print about names a user may have mistyped.
 
 ``%%task`` and ``%%scenario`` declare, with default settings, each data node that they
-name and nobody declared yet. That saves a ``%datanode`` line for an intermediate
+name and that is not declared yet. That saves a ``%datanode`` line for an intermediate
 result, but a misspelt name creates a data node that no task writes, and the job
 reading it stays BLOCKED. The functions here find the declared name the user may have
 meant and word the messages; the magics decide when to print them.

@@ -477,10 +477,12 @@ class Scheduler:
                     f"its {len(submission.job_ids)} jobs have finished, but their "
                     "final statuses are not stored yet"
                 )
-            shown = reported_timeout if reported_timeout is not None else timeout
+            named_timeout = (
+                reported_timeout if reported_timeout is not None else timeout
+            )
             message = (
-                f"Waiting for submission {submission.id} timed out after {shown:g} s; "
-                f"{state}: wait again with submission.wait() or look at tp.get_jobs()."
+                f"Waiting for submission {submission.id} timed out after "
+                f"{named_timeout:g} s; {state}: wait again with submission.wait() or look at tp.get_jobs()."
             )
             logger.warning("%s", message)
             # Also a Python warning, which notebooks and scripts show even when
