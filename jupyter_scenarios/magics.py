@@ -23,12 +23,11 @@ would, so re-running a cell replaces the declaration. Bad input raises IPython's
 from __future__ import annotations
 
 import ast
-import enum
 import logging
 import re
 import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import (
@@ -42,126 +41,29 @@ from IPython.core.magic import (
 from . import _runtime, api
 from .config import Config
 from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
-from .config.templates import is_template, parse_timedelta
+from .config.templates import parse_timedelta
 from .entities import Job, Scenario, Sequence, Submission, Task
 from .enums import Frequency, Scope
 from .exceptions import ScenarioError
 from .magic_notes import (
     count,
-    did_you_mean,
     new_data_node_notes,
     unfinished_jobs_summary,
     unused_data_nodes,
     unwritten_input_warnings,
 )
-from .storage import STORAGE_TYPES
+from .magic_parsing import check_storage_option, enum_option, parse_args
 
 if TYPE_CHECKING:
-    import argparse
-    from collections.abc import Callable
-
-    _Function = TypeVar("_Function", bound=Callable[..., Any])
-    _Member = TypeVar("_Member", bound=enum.Enum)
-
-    # IPython.core.magic_arguments has no annotations. Each of its decorators returns
-    # the function it decorates. IPython types line_magic(function) as returning
-    # "function or decorator" although it returns the function, so these decorators
-    # accept that union too.
-    def magic_arguments(
-        name: str | None = None,
-    ) -> Callable[[_Function | Callable[[_Function], _Function]], _Function]: ...
-
-    def argument(
-        *args: Any, **kwargs: Any
-    ) -> Callable[[_Function | Callable[[_Function], _Function]], _Function]: ...
-
-    def parse_argstring(
-        magic_func: Callable[..., Any], argstring: str, *, partial: bool = False
-    ) -> argparse.Namespace: ...
-
+    from .magic_parsing import argument, magic_arguments
 else:
-    from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+    from IPython.core.magic_arguments import argument, magic_arguments
 
 logger = logging.getLogger(__name__)
 
 _ARROW = re.compile(r"\s*->\s*")
 
-# Options whose values are Python source keep their quotes, because in
-# ``--default 'text'`` the quotes make a string literal.
-_PYTHON_SOURCE_OPTIONS = frozenset({"default", "property"})
-
 _SUBMITTABLE = (Scenario, Sequence, Task)
-
-
-def _parse_args(magic: Any, line: str) -> Any:
-    """Parse a magic's line with its ``magic_arguments``, splitting it like a shell.
-
-    IPython's splitting keeps a quoted span with spaces as one word, quotes
-    included. The quotes are removed here from every value except Python source
-    ones, so that ``%export_config "my config.toml"`` names ``my config.toml``.
-    """
-    name = magic.__name__
-    try:
-        args = parse_argstring(magic, line)
-    except ValueError as error:
-        # Raised by shlex, for example "No closing quotation".
-        raise UsageError(
-            f"Could not split %{name} {line.strip()}: {error}. Close every quote "
-            f"and run %{name}? for the options."
-        ) from None
-    except UsageError as error:
-        raise UsageError(
-            f"%{name} {line.strip()}: {error}. Quote a value that contains spaces "
-            f"and run %{name}? for the options."
-        ) from None
-    except SystemExit:
-        raise UsageError(
-            f"Could not parse {line!r}; run %{name}? for the options."
-        ) from None
-    for key, value in vars(args).items():
-        if key in _PYTHON_SOURCE_OPTIONS:
-            continue
-        if isinstance(value, str):
-            setattr(args, key, _unquote(value))
-        elif isinstance(value, list):
-            setattr(args, key, [_unquote(item) for item in value])
-    return args
-
-
-def _member(
-    enum_class: type[_Member], option: str, typed: str | None
-) -> _Member | None:
-    """Return the member of ``enum_class`` named ``typed`` in any case, or None.
-
-    The error names the value as the user typed it.
-    """
-    if typed is None:
-        return None
-    try:
-        return enum_class[typed.upper()]
-    except KeyError:
-        names = [member.name for member in enum_class]
-        spelled = [name.lower() for name in names] if typed.islower() else names
-        raise UsageError(
-            f"{option} {typed!r} is not valid; give one of {', '.join(names)}, in "
-            f"any case.{did_you_mean(typed, spelled)}"
-        ) from None
-
-
-def _check_storage_option(typed: str | None) -> None:
-    if typed is None or typed in STORAGE_TYPES or is_template(typed):
-        return
-    names = ", ".join(repr(name) for name in STORAGE_TYPES)
-    raise UsageError(
-        f"--storage {typed!r} is not a storage type; give one of {names}."
-        f"{did_you_mean(typed, STORAGE_TYPES)}"
-    )
-
-
-def _unquote(word: str) -> str:
-    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
-        return word[1:-1]
-    return word
 
 
 def _data_node_names(text: str) -> list[str]:
@@ -232,7 +134,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%scenario_config --mode standalone --workers 2``
         """
-        args = _parse_args(self.scenario_config, line)
+        args = parse_args(self.scenario_config, line)
         if args.workers is not None and args.workers < 1:
             raise UsageError(
                 f"--workers {args.workers} is not valid; give a number of at least 1."
@@ -295,9 +197,9 @@ class ScenarioMagics(Magics):
             %%datanode prices --storage pickle
             {"apple": 1.2, "pear": 0.8}
         """
-        args = _parse_args(self.datanode, line)
-        _check_storage_option(args.storage)
-        scope = _member(Scope, "--scope", args.scope)
+        args = parse_args(self.datanode, line)
+        check_storage_option(args.storage)
+        scope = enum_option(Scope, "--scope", args.scope)
         properties: dict[str, Any] = {}
         if args.default is not None and cell is not None:
             raise UsageError(
@@ -357,7 +259,7 @@ class ScenarioMagics(Magics):
             def double(nb):
                 return nb * 2
         """
-        args = _parse_args(self.task, line)
+        args = parse_args(self.task, line)
         defined = self._run_cell_body(cell)
         function = self._pick_function(args.id, args.function, defined)
         declared_before = set(Config.data_nodes)
@@ -419,8 +321,8 @@ class ScenarioMagics(Magics):
         Several inputs or outputs are separated by commas:
         ``a, b -> combine -> c``. Lines starting with ``#`` are comments.
         """
-        args = _parse_args(self.scenario, line)
-        frequency = _member(Frequency, "--frequency", args.frequency)
+        args = parse_args(self.scenario, line)
+        frequency = enum_option(Frequency, "--frequency", args.frequency)
         declared_before = set(Config.data_nodes)
         candidates = unused_data_nodes()
         tasks: dict[str, TaskConfig] = {}
@@ -493,7 +395,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%submit scenario_1 --wait --timeout 5``
         """
-        args = _parse_args(self.submit, line)
+        args = parse_args(self.submit, line)
         if args.timeout is not None and args.timeout < 0:
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
@@ -528,7 +430,7 @@ class ScenarioMagics(Magics):
 
         Examples: ``%cancel JOB_add_...``, ``%cancel submission``, ``%cancel --all``
         """
-        args = _parse_args(self.cancel, line)
+        args = parse_args(self.cancel, line)
         if not args.ids and not args.all:
             raise UsageError("Name jobs or submissions to cancel, or pass --all.")
         jobs = []
@@ -556,7 +458,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%scenario_graph scenario_1``
         """
-        args = _parse_args(self.scenario_graph, line)
+        args = parse_args(self.scenario_graph, line)
         if not args.entity:
             raise UsageError("Name a scenario: %scenario_graph scenario_1")
         entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
@@ -576,7 +478,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%export_config config.toml``
         """
-        path = _parse_args(self.export_config, line).path
+        path = parse_args(self.export_config, line).path
         if not path:
             raise UsageError("Name the file: %export_config config.toml")
         try:
@@ -594,7 +496,7 @@ class ScenarioMagics(Magics):
         Put ``%wait`` in a notebook's last cell so that a headless run (nbconvert,
         nbclient) stores the widgets' final state.
         """
-        args = _parse_args(self.wait, line)
+        args = parse_args(self.wait, line)
         if args.timeout is not None and args.timeout < 0:
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
