@@ -70,41 +70,48 @@ def _settings(config: DataNodeConfig) -> str:
     return settings
 
 
-def _role(name: str, tasks: Iterable[TaskConfig], scenario_id: str | None) -> str:
+def _role(name: str, tasks: list[TaskConfig], scenario: ScenarioConfig | None) -> str:
     """Describe what the data node ``name`` is to ``tasks``: 'an input of task 'f''."""
     for task in tasks:
         if name in (config.id for config in task.input_configs):
             return f"an input of task {task.id!r}"
         if name in (config.id for config in task.output_configs):
             return f"an output of task {task.id!r}"
-    if scenario_id is not None:
-        return f"an additional data node of scenario {scenario_id!r}"
+    if scenario is not None:
+        return f"an additional data node of scenario {scenario.id!r}"
     return "a data node"
 
 
 def new_data_node_notes(
     new_names: Iterable[str],
-    tasks: Iterable[TaskConfig],
     candidates: set[str],
-    scenario_id: str | None = None,
+    tasks: Iterable[TaskConfig],
+    scenario: ScenarioConfig | None = None,
 ) -> list[str]:
     """Word a note for each data node in ``new_names`` whose name is near a candidate.
 
-    ``new_names`` are the data nodes that a magic declared with default settings, and
-    ``candidates`` the declared, unused names the user may have meant. A new name
-    near none of them is a new data node, as the README's Magics section promises,
-    so it gets no note.
+    ``new_names`` are the data nodes that a magic declared with default settings for
+    ``tasks``, or for ``scenario`` and its tasks. ``candidates`` are the declared,
+    unused names the user may have meant, less those that ``tasks`` and ``scenario``
+    use. A new name near none of them is a new data node, as the README's Magics
+    section promises, so it gets no note.
     """
     tasks = list(tasks)
     new_names = list(new_names)
+    used = set(new_names)
+    for task in tasks:
+        used.update(config.id for config in task.input_configs)
+        used.update(config.id for config in task.output_configs)
+    if scenario is not None:
+        used.update(config.id for config in scenario.additional_data_node_configs)
     notes = []
     for name in new_names:
-        hint = did_you_mean(name, candidates - set(new_names))
+        hint = did_you_mean(name, candidates - used)
         if not hint:
             continue
         config = Config.data_nodes[name]
         notes.append(
-            f"Data node {name!r}, {_role(name, tasks, scenario_id)}, was not "
+            f"Data node {name!r}, {_role(name, tasks, scenario)}, was not "
             f"declared, so it is declared now with default settings: "
             f"{_settings(config)}.{hint} If so, fix the name and run the cell again."
         )

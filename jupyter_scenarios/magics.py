@@ -273,7 +273,7 @@ class ScenarioMagics(Magics):
         except ScenarioError as error:
             raise UsageError(str(error)) from None
         new_names = [name for name in Config.data_nodes if name not in declared_before]
-        for note in new_data_node_notes(new_names, [config], candidates):
+        for note in new_data_node_notes(new_names, candidates, [config]):
             print(note)
         return config
 
@@ -595,7 +595,7 @@ class ScenarioMagics(Magics):
             if name not in declared_before and name not in warnings
         ]
         notes = new_data_node_notes(
-            new_names, scenario.task_configs, candidates, scenario.id
+            new_names, candidates, scenario.task_configs, scenario
         )
         for note in notes:
             print(note)

@@ -93,6 +93,21 @@ def test_used_name_is_not_suggested(kernel: KernelSession) -> None:
     assert_quiet(result, cell)
 
 
+def test_name_near_own_input_is_quiet(kernel: KernelSession) -> None:
+    # Notebook 05: readings is near raw_readings, which the same task reads.
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("%datanode raw_readings --default [1,2]").check()
+
+    cell = (
+        "%%task clean --inputs raw_readings --outputs readings\n"
+        "def clean(values):\n"
+        "    return values\n"
+    )
+    result = kernel.execute(cell).check()
+
+    assert_quiet(result, cell)
+
+
 def test_scenario_warns_unwritten_input(kernel: KernelSession) -> None:
     kernel.execute(SETUP_CELL).check()
     kernel.execute("%datanode my_input --default 21").check()
