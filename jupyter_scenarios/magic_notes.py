@@ -88,7 +88,7 @@ def new_data_node_notes(
     tasks: Iterable[TaskConfig],
     scenario: ScenarioConfig | None = None,
 ) -> list[str]:
-    """Word a note for each data node in ``new_names`` whose name is near a candidate.
+    """Return a note for each data node in ``new_names`` whose name is near a candidate.
 
     ``new_names`` are the data nodes that a magic declared with default settings for
     ``tasks``, or for ``scenario`` and its tasks. ``candidates`` are the declared,
@@ -121,7 +121,7 @@ def new_data_node_notes(
 def unwritten_input_warnings(
     scenario: ScenarioConfig, auto_declared: Mapping[str, DataNodeConfig]
 ) -> dict[str, str]:
-    """Word a warning for each input of ``scenario`` that stays empty, by data node id.
+    """Return a warning for each input of ``scenario`` that stays empty, by data node id.
 
     Such an input was declared by a magic with default settings (``auto_declared``
     maps those declarations by id), has no default data, and no task of the scenario
