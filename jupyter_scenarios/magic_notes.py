@@ -27,7 +27,7 @@ def count(number: int, noun: str) -> str:
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:
-    """Return ``" Did you mean 'name'?"`` for the candidate closest to ``word``, or ``""``.
+    """Return ``" Did you mean 'name'?"`` for the candidate nearest ``word``, or ``""``.
 
     ``difflib.get_close_matches`` picks it, with its default cutoff of 0.6.
     """
@@ -121,7 +121,7 @@ def new_data_node_notes(
 def unwritten_input_warnings(
     scenario: ScenarioConfig, auto_declared: Mapping[str, DataNodeConfig]
 ) -> dict[str, str]:
-    """Return a warning for each input of ``scenario`` that stays empty, by data node id.
+    """Return a warning for each input of ``scenario`` that stays empty, by node id.
 
     Such an input was declared by a magic with default settings (``auto_declared``
     maps those declarations by id), has no default data, and no task of the scenario
