@@ -354,7 +354,8 @@ def wait_all(timeout: float | None = None) -> bool:
         ):
             continue
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        finished = scheduler.wait(submission, remaining) and finished
+        waited = scheduler.wait(submission, remaining, reported_timeout=timeout)
+        finished = waited and finished
     if "jupyter_scenarios.widgets" in sys.modules:
         from .widgets import refresh_all_widgets
 

@@ -25,8 +25,9 @@ from __future__ import annotations
 import ast
 import logging
 import re
+import sys
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import (
@@ -39,87 +40,30 @@ from IPython.core.magic import (
 
 from . import _runtime, api
 from .config import Config
-from .config.sections import DataNodeConfig, TaskConfig
+from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
 from .config.templates import parse_timedelta
 from .entities import Job, Scenario, Sequence, Submission, Task
 from .enums import Frequency, Scope
 from .exceptions import ScenarioError
+from .magic_notes import (
+    count,
+    new_data_node_notes,
+    unfinished_jobs_summary,
+    unused_data_nodes,
+    unwritten_input_warnings,
+)
+from .magic_parsing import check_storage_option, enum_option, parse_args
 
 if TYPE_CHECKING:
-    import argparse
-    from collections.abc import Callable
-
-    _Function = TypeVar("_Function", bound=Callable[..., Any])
-
-    # IPython.core.magic_arguments has no annotations. Each of its decorators returns
-    # the function it decorates. IPython types line_magic(function) as returning
-    # "function or decorator" although it returns the function, so these decorators
-    # accept that union too.
-    def magic_arguments(
-        name: str | None = None,
-    ) -> Callable[[_Function | Callable[[_Function], _Function]], _Function]: ...
-
-    def argument(
-        *args: Any, **kwargs: Any
-    ) -> Callable[[_Function | Callable[[_Function], _Function]], _Function]: ...
-
-    def parse_argstring(
-        magic_func: Callable[..., Any], argstring: str, *, partial: bool = False
-    ) -> argparse.Namespace: ...
-
+    from .magic_parsing import argument, magic_arguments
 else:
-    from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+    from IPython.core.magic_arguments import argument, magic_arguments
 
 logger = logging.getLogger(__name__)
 
 _ARROW = re.compile(r"\s*->\s*")
 
-# Options whose values are Python source keep their quotes, because in
-# ``--default 'text'`` the quotes make a string literal.
-_PYTHON_SOURCE_OPTIONS = frozenset({"default", "property"})
-
 _SUBMITTABLE = (Scenario, Sequence, Task)
-
-
-def _parse_args(magic: Any, line: str) -> Any:
-    """Parse a magic's line with its ``magic_arguments``, splitting it like a shell.
-
-    IPython's splitting keeps a quoted span with spaces as one word, quotes
-    included. The quotes are removed here from every value except Python source
-    ones, so that ``%export_config "my config.toml"`` names ``my config.toml``.
-    """
-    name = magic.__name__
-    try:
-        args = parse_argstring(magic, line)
-    except ValueError as error:
-        # Raised by shlex, for example "No closing quotation".
-        raise UsageError(
-            f"Could not split %{name} {line.strip()}: {error}. Close every quote "
-            f"and run %{name}? for the options."
-        ) from None
-    except UsageError as error:
-        raise UsageError(
-            f"%{name} {line.strip()}: {error}. Quote a value that contains spaces "
-            f"and run %{name}? for the options."
-        ) from None
-    except SystemExit:
-        raise UsageError(
-            f"Could not parse {line!r}; run %{name}? for the options."
-        ) from None
-    for key, value in vars(args).items():
-        if key in _PYTHON_SOURCE_OPTIONS:
-            continue
-        if isinstance(value, str):
-            setattr(args, key, _unquote(value))
-        elif isinstance(value, list):
-            setattr(args, key, [_unquote(item) for item in value])
-    return args
-
-
-def _unquote(word: str) -> str:
-    if len(word) >= 2 and word[0] == word[-1] and word[0] in "'\"":
-        return word[1:-1]
-    return word
 
 
 def _data_node_names(text: str) -> list[str]:
@@ -161,6 +105,9 @@ class ScenarioMagics(Magics):
         # The task configurations that %%scenario pipelines declared, by id, so that
         # a pipeline replaces its own declarations and keeps all others.
         self._pipeline_tasks: dict[str, TaskConfig] = {}
+        # The data node configurations that magics declared with default settings
+        # because a line named an undeclared data node, by id.
+        self._auto_declared: dict[str, DataNodeConfig] = {}
 
     # -- settings ---------------------------------------------------------------------
 
@@ -187,7 +134,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%scenario_config --mode standalone --workers 2``
         """
-        args = _parse_args(self.scenario_config, line)
+        args = parse_args(self.scenario_config, line)
         if args.workers is not None and args.workers < 1:
             raise UsageError(
                 f"--workers {args.workers} is not valid; give a number of at least 1."
@@ -225,9 +172,7 @@ class ScenarioMagics(Magics):
     )
     @argument(
         "--scope",
-        type=str.upper,
-        choices=[scope.name for scope in Scope],
-        help="SCENARIO (default), CYCLE or GLOBAL.",
+        help="SCENARIO (default), CYCLE or GLOBAL, in any case.",
     )
     @argument(
         "--validity",
@@ -252,7 +197,9 @@ class ScenarioMagics(Magics):
             %%datanode prices --storage pickle
             {"apple": 1.2, "pear": 0.8}
         """
-        args = _parse_args(self.datanode, line)
+        args = parse_args(self.datanode, line)
+        check_storage_option(args.storage)
+        scope = enum_option(Scope, "--scope", args.scope)
         properties: dict[str, Any] = {}
         if args.default is not None and cell is not None:
             raise UsageError(
@@ -269,7 +216,7 @@ class ScenarioMagics(Magics):
         return self._configure_data_node(
             args.id,
             storage_type=args.storage,
-            scope=Scope[args.scope] if args.scope else None,
+            scope=scope,
             validity_period=self._validity(args.validity),
             **properties,
         )
@@ -312,25 +259,30 @@ class ScenarioMagics(Magics):
             def double(nb):
                 return nb * 2
         """
-        args = _parse_args(self.task, line)
+        args = parse_args(self.task, line)
         defined = self._run_cell_body(cell)
         function = self._pick_function(args.id, args.function, defined)
+        declared_before = set(Config.data_nodes)
+        candidates = unused_data_nodes(replaced_task=args.id)
         inputs = [self._data_node(name, "--inputs") for name in args.inputs]
         outputs = [self._data_node(name, "--outputs") for name in args.outputs]
         try:
-            return Config.configure_task(
+            config = Config.configure_task(
                 args.id, function, inputs, outputs, skippable=args.skippable
             )
         except ScenarioError as error:
             raise UsageError(str(error)) from None
+        new_names = [name for name in Config.data_nodes if name not in declared_before]
+        for note in new_data_node_notes(new_names, candidates, [config]):
+            print(note)
+        return config
 
     @magic_arguments()
     @argument("id", help="Identifier of the scenario configuration.")
     @argument(
         "--frequency",
-        type=str.upper,
-        choices=[frequency.name for frequency in Frequency],
-        help="Group scenarios in cycles of this period.",
+        help="Group scenarios in cycles of this period: DAILY, WEEKLY, MONTHLY, "
+        "QUARTERLY or YEARLY, in any case.",
     )
     @argument(
         "--sequence",
@@ -369,7 +321,10 @@ class ScenarioMagics(Magics):
         Several inputs or outputs are separated by commas:
         ``a, b -> combine -> c``. Lines starting with ``#`` are comments.
         """
-        args = _parse_args(self.scenario, line)
+        args = parse_args(self.scenario, line)
+        frequency = enum_option(Frequency, "--frequency", args.frequency)
+        declared_before = set(Config.data_nodes)
+        candidates = unused_data_nodes()
         tasks: dict[str, TaskConfig] = {}
         for number, raw in enumerate(cell.splitlines(), start=1):
             text = raw.split("#", 1)[0].strip()
@@ -406,11 +361,12 @@ class ScenarioMagics(Magics):
                 args.id,
                 task_configs=list(tasks.values()),
                 additional_data_node_configs=additional,
-                frequency=Frequency[args.frequency] if args.frequency else None,
+                frequency=frequency,
                 sequences=sequences,
             )
         except ScenarioError as error:
             raise UsageError(str(error)) from None
+        self._report_new_data_nodes(config, declared_before, candidates)
         if args.create:
             if not args.create.isidentifier():
                 raise UsageError(
@@ -439,7 +395,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%submit scenario_1 --wait --timeout 5``
         """
-        args = _parse_args(self.submit, line)
+        args = parse_args(self.submit, line)
         if args.timeout is not None and args.timeout < 0:
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
@@ -474,7 +430,7 @@ class ScenarioMagics(Magics):
 
         Examples: ``%cancel JOB_add_...``, ``%cancel submission``, ``%cancel --all``
         """
-        args = _parse_args(self.cancel, line)
+        args = parse_args(self.cancel, line)
         if not args.ids and not args.all:
             raise UsageError("Name jobs or submissions to cancel, or pass --all.")
         jobs = []
@@ -488,7 +444,7 @@ class ScenarioMagics(Magics):
             if not job.is_finished():
                 api.cancel_job(job)
                 cancelled += 1
-        print(f"Cancelled {cancelled} job{'s' if cancelled != 1 else ''}.")
+        print(f"Cancelled {count(cancelled, 'job')}.")
 
     @magic_arguments()
     @argument(
@@ -502,7 +458,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%scenario_graph scenario_1``
         """
-        args = _parse_args(self.scenario_graph, line)
+        args = parse_args(self.scenario_graph, line)
         if not args.entity:
             raise UsageError("Name a scenario: %scenario_graph scenario_1")
         entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
@@ -522,7 +478,7 @@ class ScenarioMagics(Magics):
 
         Example: ``%export_config config.toml``
         """
-        path = _parse_args(self.export_config, line).path
+        path = parse_args(self.export_config, line).path
         if not path:
             raise UsageError("Name the file: %export_config config.toml")
         try:
@@ -540,13 +496,29 @@ class ScenarioMagics(Magics):
         Put ``%wait`` in a notebook's last cell so that a headless run (nbconvert,
         nbclient) stores the widgets' final state.
         """
-        args = _parse_args(self.wait, line)
+        args = parse_args(self.wait, line)
         if args.timeout is not None and args.timeout < 0:
             raise UsageError(
                 f"--timeout {args.timeout} is negative; give seconds >= 0."
             )
-        if not api.wait_all(timeout=args.timeout):
-            print(f"Some jobs are still running after {args.timeout:g} s.")
+        if api.wait_all(timeout=args.timeout):
+            return
+        # In development mode wait_all returns False at once when BLOCKED jobs wait
+        # for inputs that no job writes, so it did not wait for the timeout.
+        timed_out = args.timeout is not None and _runtime.orchestrator().is_asynchronous
+        waited = f" after {args.timeout:g} s" if timed_out else ""
+        unfinished = [job for job in api.get_jobs() if not job.is_finished()]
+        summary = unfinished_jobs_summary(unfinished)
+        if summary:
+            print(
+                f"Stopped waiting{waited}: {summary}. Run %jobs to see the jobs, or "
+                "%cancel --all to cancel every unfinished job."
+            )
+        else:
+            print(
+                f"Stopped waiting{waited}: every job has finished, but not every "
+                "final status is stored yet. Run %wait again."
+            )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -591,6 +563,7 @@ class ScenarioMagics(Magics):
             raise UsageError(str(error)) from None
 
     def _data_node(self, name: str, where: str) -> DataNodeConfig:
+        """Return the data node configuration ``name``, declaring it if need be."""
         name = name.strip().rstrip(",")
         known = Config.data_nodes
         if name in known:
@@ -600,7 +573,32 @@ class ScenarioMagics(Magics):
                 f"{where} {name!r} is not a valid data node id; use a Python "
                 "identifier such as my_input."
             )
-        return self._configure_data_node(name)
+        config = self._configure_data_node(name)
+        self._auto_declared[name] = config
+        return config
+
+    def _report_new_data_nodes(
+        self, scenario: ScenarioConfig, declared_before: set[str], candidates: set[str]
+    ) -> None:
+        """Print what a user of ``%%scenario`` may have mistyped.
+
+        A warning on stderr for each input that no task of ``scenario`` writes and
+        that has no data, and a note on stdout for each other data node that the cell
+        declared and whose name is near one of ``candidates``.
+        """
+        warnings = unwritten_input_warnings(scenario, self._auto_declared)
+        for message in warnings.values():
+            print(message, file=sys.stderr)
+        new_names = [
+            name
+            for name in Config.data_nodes
+            if name not in declared_before and name not in warnings
+        ]
+        notes = new_data_node_notes(
+            new_names, candidates, scenario.task_configs, scenario
+        )
+        for note in notes:
+            print(note)
 
     def _declared_task(self, name: str, line_number: int | None) -> TaskConfig:
         known = Config.tasks

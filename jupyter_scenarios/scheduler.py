@@ -415,20 +415,35 @@ class Scheduler:
                 submission.id,
             )
 
-    def wait(self, submission: Submission, timeout: float | None = None) -> bool:
+    def wait(
+        self,
+        submission: Submission,
+        timeout: float | None = None,
+        *,
+        reported_timeout: float | None = None,
+    ) -> bool:
         """Block until every job of ``submission`` ends or ``timeout`` seconds pass.
 
         Returns whether it finished. A timeout logs a warning naming the submission
         and the jobs still unfinished. An interrupt (the kernel's stop button) stops
         the waiting, not the jobs, and the error message states that.
+
+        ``reported_timeout`` is the timeout that the warning names in place of
+        ``timeout``: ``wait_all`` passes what its caller gave, and the time left of
+        it as ``timeout``.
         """
         if not self.is_asynchronous and not submission.is_finished():
             # Development mode ran every runnable job before submit returned. The
             # rest is BLOCKED on inputs only a person can write, so a wait never ends.
             blocked = [job for job in submission.jobs if job.is_blocked()]
             if blocked:
+                jobs = (
+                    "1 BLOCKED job"
+                    if len(blocked) == 1
+                    else f"{len(blocked)} BLOCKED jobs"
+                )
                 warnings.warn(
-                    f"Submission {submission.id} has {len(blocked)} BLOCKED jobs "
+                    f"Submission {submission.id} has {jobs} "
                     f"({', '.join(job.task_config_id for job in blocked[:5])}) waiting "
                     "for inputs that are not written; write those data nodes and the "
                     "jobs run.",
@@ -444,10 +459,15 @@ class Scheduler:
             unfinished_ids = [
                 job.id for job in submission.jobs if not job.is_finished()
             ]
+            unfinished_jobs = (
+                "1 unfinished job keeps"
+                if len(unfinished_ids) == 1
+                else f"{len(unfinished_ids)} unfinished jobs keep"
+            )
             raise _WaitInterrupted(
                 f"Stopped waiting for submission {submission.id}; its "
-                f"{len(unfinished_ids)} unfinished jobs keep running. Cancel them with "
-                "tp.cancel_job(job) or %cancel if they should stop."
+                f"{unfinished_jobs} running. Cancel them with tp.cancel_job(job) or "
+                "%cancel if they should stop."
             ) from None
         if not finished:
             unfinished = [job for job in submission.jobs if not job.is_finished()]
@@ -455,19 +475,26 @@ class Scheduler:
                 listed = ", ".join(
                     f"{job.id} {job.status.name}" for job in unfinished[:5]
                 )
+                total = len(submission.job_ids)
+                verb = "is" if len(unfinished) == 1 else "are"
                 state = (
-                    f"{len(unfinished)} of {len(submission.job_ids)} jobs are not "
-                    f"finished ({listed}). They keep running"
+                    f"{len(unfinished)} of {total} job{'' if total == 1 else 's'} "
+                    f"{verb} not finished ({listed}). They keep running"
                 )
+            elif len(submission.job_ids) == 1:
+                # Finished in memory; the scheduler thread has not written it yet.
+                state = "its job has finished, but its final status is not stored yet"
             else:
-                # Finished in memory; the scheduler thread has not written them yet.
                 state = (
                     f"its {len(submission.job_ids)} jobs have finished, but their "
                     "final statuses are not stored yet"
                 )
+            named_timeout = (
+                reported_timeout if reported_timeout is not None else timeout
+            )
             message = (
-                f"Waiting for submission {submission.id} timed out after {timeout:g} s; "
-                f"{state}: wait again with submission.wait() or look at tp.get_jobs()."
+                f"Waiting for submission {submission.id} timed out after "
+                f"{named_timeout:g} s; {state}: wait again with submission.wait() or look at tp.get_jobs()."
             )
             logger.warning("%s", message)
             # Also a Python warning, which notebooks and scripts show even when
@@ -501,8 +528,9 @@ class Scheduler:
         if stuck:
             message = (
                 f"Submission {submission.id} waits for data nodes that none of its "
-                f"jobs will write ({', '.join(stuck[:5])}); write them, or interrupt "
-                "the wait. Without a timeout it waits until they are written."
+                f"jobs will write ({', '.join(stuck[:5])}); write them, cancel its jobs "
+                "(%cancel --all in a notebook, tp.cancel_job(job) in Python), or "
+                "interrupt the wait. Without a timeout it waits until they are written."
             )
             logger.warning("%s", message)
             warnings.warn(message, stacklevel=_caller_level())

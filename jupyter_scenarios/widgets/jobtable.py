@@ -358,7 +358,7 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         self._forget_tails({job.id for job in shown})
 
         counts = collections.Counter(statuses)
-        note = f"{len(jobs):,} jobs: {format_counts(counts)}."
+        note = f"{len(jobs):,} job{'' if len(jobs) == 1 else 's'}: {format_counts(counts)}."
         hidden = len(jobs) - len(shown)
         if hidden:
             note += (
