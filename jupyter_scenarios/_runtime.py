@@ -97,11 +97,25 @@ def start(force_restart: bool = False) -> Scheduler:
             _state.store = None
             store.close()
             raise
+        _remove_leftover_files(store)
         _install_widgets_in_kernel()
         if not _state.atexit_registered:
             atexit.register(_stop_at_exit)
             _state.atexit_registered = True
         return scheduler
+
+
+def _remove_leftover_files(store: Store) -> None:
+    # Files that an interrupted deletion or a killed write left in the data folder.
+    from .deletion import remove_leftover_files
+
+    try:
+        removed = remove_leftover_files(store)
+    except OSError:
+        logger.exception("Could not look for leftover files in %s", store.data_folder)
+        return
+    if removed:
+        logger.info("Removed %d leftover files from %s", removed, store.data_folder)
 
 
 def _install_widgets_in_kernel() -> None:

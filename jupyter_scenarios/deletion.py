@@ -13,7 +13,9 @@ files and job logs of what it removed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from .exceptions import (
     ScenarioError,
     SubmissionNotDeletedException,
 )
+from .storage.atomic import remove_abandoned_temp_files
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -319,6 +323,36 @@ def _delete_data_file(node: DataNode) -> None:
         node.backend.delete()
 
 
+def remove_leftover_files(store: Store) -> int:
+    """Remove the files in the data folder that no stored data node uses.
+
+    Deleting entities removes rows first and files after, so an interrupt or a crash
+    in between leaves the files of deleted data nodes. A write killed midway leaves
+    its temporary file. Both are removed here; returns how many. The shared-creation
+    lock keeps out kernels that create data nodes, whose default data is written
+    just before their rows.
+    """
+    removed = remove_abandoned_temp_files(store.data_folder)
+    with store.shared_creation():
+        stored = store.ids("data_node")
+        try:
+            entries = list(os.scandir(store.data_folder))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            node_id = entry.name.split(".", 1)[0]
+            if (
+                not entry.name.startswith(DataNode._ID_PREFIX)
+                or node_id in stored
+                or not entry.is_file(follow_symlinks=False)
+            ):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 def delete_job(job: Job, force: bool = False) -> None:
     """Delete a finished job; an unfinished one needs ``force=True``."""
     if not job.is_finished() and not force:
@@ -329,15 +363,15 @@ def delete_job(job: Job, force: bool = False) -> None:
     store = _runtime.store()
     # The submission stops naming the job in the same transaction.
     submission = store.get(job.submit_id)
-    kept = []
+    rewritten = []
     if submission is not None and job.id in submission._job_ids:
         submission._job_ids = [id_ for id_ in submission._job_ids if id_ != job.id]
         submission._status_counts = None  # counted again from the jobs left
-        kept.append(submission)
+        rewritten.append(submission)
     try:
-        store.delete([job.id], then_write=kept)
+        store.delete([job.id], then_write=rewritten)
     except BaseException:
-        for entity in kept:
+        for entity in rewritten:
             store.reload(entity)
         raise
     job.log_path.unlink(missing_ok=True)
@@ -367,4 +401,5 @@ def clean_all_entities(version_number: str | None = None) -> bool:
     for log in store.logs_folder.glob("*.log"):
         log.unlink(missing_ok=True)
     store.clear()
+    remove_leftover_files(store)
     return True

@@ -304,6 +304,16 @@ class Store:
                 )
             return result
 
+    def ids(self, kind: str) -> set[str]:
+        """Return the ids of every stored entity of ``kind``, without loading them."""
+        if kind not in KINDS:
+            raise ValueError(
+                f"{kind!r} is not an entity kind; use one of {list(KINDS)}"
+            )
+        with self._lock:
+            rows = self._connection.execute(f"SELECT id FROM {kind}").fetchall()
+        return {entity_id for (entity_id,) in rows}
+
     def exists(self, entity_id: str) -> bool:
         """Return whether an entity with ``entity_id`` is stored."""
         return self.get(entity_id) is not None

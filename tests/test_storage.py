@@ -1333,3 +1333,26 @@ def test_staging_path_keeps_the_suffixes(final: str, expected: str) -> None:
 
     assert staging_path(final, "J") == expected
     assert staging_path(Path(final), "J") == expected
+
+
+def test_abandoned_temp_files_removed_live_kept(tmp_path: Path) -> None:
+    # A killed writer leaves its temporary file unlocked; a running writer holds a
+    # lock on its own until it renames it.
+    from jupyter_scenarios.storage.atomic import remove_abandoned_temp_files
+
+    abandoned = tmp_path / ".DATANODE_a_1.csv.0123456789abcdef.tmp.csv"
+    abandoned.write_text("half")
+    other = tmp_path / ".notes.tmp"
+    other.write_text("not ours")
+    target = tmp_path / "DATANODE_b_2.p"
+
+    with atomic_path(target) as live:
+        live.write_bytes(b"new")
+        removed = remove_abandoned_temp_files(tmp_path)
+        live_exists = live.exists()
+
+    assert removed == 1
+    assert not abandoned.exists()
+    assert live_exists, "the running writer's temporary file was removed"
+    assert target.read_bytes() == b"new"
+    assert other.read_text() == "not ours"

@@ -13,16 +13,31 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 _TEMP_NAME_ATTEMPTS = 100
 
 
-def _create_temp_file(target: Path) -> Path:
-    """Create an empty, hidden temporary file next to ``target`` and return its path.
+# A temporary file's name: a dot, the target's name, 16 hex digits, ".tmp" and the
+# target's last suffixes.
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{16}\.tmp(\.[^.]*){0,2}$")
+
+
+def _create_temp_file(target: Path) -> tuple[Path, int]:
+    """Create an empty, hidden temporary file next to ``target``.
+
+    Returns its path and an open descriptor that holds an exclusive ``flock`` on it
+    until the caller closes it. A process that dies mid-write drops the lock, so
+    ``remove_abandoned_temp_files`` can lock the file and knows it is left over.
 
     The temporary name ends with the target's last two suffixes (such as ``.csv.gz``
     or ``.tar.gz``), so that pandas and other writers that infer a format or a
@@ -38,8 +53,9 @@ def _create_temp_file(target: Path) -> Path:
             fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             continue
-        os.close(fd)
-        return temp
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        return temp, fd
     raise FileExistsError(
         f"Failed to create a temporary file next to {target} after "
         f"{_TEMP_NAME_ATTEMPTS} attempts because every random name was taken. "
@@ -141,7 +157,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         target_mode: int | None = stat.S_IMODE(os.stat(target).st_mode)
     except FileNotFoundError:
         target_mode = None
-    temp = _create_temp_file(target)
+    temp, lock = _create_temp_file(target)
     try:
         yield temp
         _fsync_file(temp)
@@ -152,7 +168,44 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(lock)
     _fsync_folder(target.parent)
+
+
+def remove_abandoned_temp_files(folder: Path) -> int:
+    """Remove the temporary files in ``folder`` whose writer died; return how many.
+
+    A writer holds a lock on its temporary file until it renames or removes it, so
+    a file that can be locked was left by a process killed mid-write. Files of
+    writers that still run, in any process, are kept. Without ``fcntl`` (Windows)
+    nothing is removed.
+    """
+    if fcntl is None:
+        return 0
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if not _TEMP_NAME.match(entry.name) or not entry.is_file(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # its writer still runs
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed += 1
+        finally:
+            os.close(fd)
+    return removed
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
