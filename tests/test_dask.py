@@ -357,7 +357,7 @@ def test_stop_cancels_running_job(dask_mode: None) -> None:
 def test_missing_distributed_names_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)
 
-    with pytest.raises(ModeNotAvailable, match=r"jupyter-scenarios\[dask\]"):
+    with pytest.raises(ModeNotAvailable, match=r"pip install -e '\.\[dask\]'"):
         dask_executor.DaskExecutor(address=None, n_workers=2)
 
 
