@@ -31,8 +31,21 @@ while True:
     scenario.table.write(frame)
 """
 
+# The chain start -> slow -> middle -> follow -> end, for scripts and kernel cells
+# that define the functions slow and follow first.
+SLOW_CHAIN = """
+start = Config.configure_data_node("start", default_data=1)
+middle = Config.configure_data_node("middle")
+end = Config.configure_data_node("end")
+tasks = [
+    Config.configure_task("slow", slow, start, middle),
+    Config.configure_task("follow", follow, middle, end),
+]
+scenario = tp.create_scenario(Config.configure_scenario("chain", tasks))
+"""
 
-def test_killed_write_leaves_temp_file(tmp_path: Path) -> None:
+
+def test_killed_write_temp_file_removed(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     marker = tmp_path / "written"
     process = start_python(
@@ -77,7 +90,7 @@ tp.Orchestrator().stop()
     assert leftovers == [], "a killed write left its temporary file for good"
 
 
-def test_interrupted_creation_keeps_orphan_nodes(tmp_path: Path) -> None:
+def test_interrupted_creation_stores_nothing(tmp_path: Path) -> None:
     output = run_python(
         f"""
 import json, threading, _thread
@@ -108,7 +121,7 @@ tp.Orchestrator().stop()
     assert state["data_nodes"] == 0, "an interrupted creation stored part of it"
 
 
-def test_development_interrupt_hangs_stop(tmp_path: Path) -> None:
+def test_development_interrupt_settles_job(tmp_path: Path) -> None:
     output = run_python(
         f"""
 import json, os, threading, time, _thread
@@ -126,15 +139,7 @@ def follow(value):
 
 
 Config.configure_core(storage_folder={str(tmp_path / "storage")!r})
-start = Config.configure_data_node("start", default_data=1)
-middle = Config.configure_data_node("middle")
-end = Config.configure_data_node("end")
-tasks = [
-    Config.configure_task("slow", slow, start, middle),
-    Config.configure_task("follow", follow, middle, end),
-]
-scenario = tp.create_scenario(Config.configure_scenario("chain", tasks))
-# SIGINT, as the kernel's interrupt button sends, while the slow job runs.
+{SLOW_CHAIN}# SIGINT, as the kernel's interrupt button sends, while the slow job runs.
 threading.Timer(0.5, _thread.interrupt_main).start()
 try:
     scenario.submit(wait=True)
@@ -167,7 +172,7 @@ os._exit(0)
     assert state["end"] == 20
 
 
-def test_interrupted_submit_strands_jobs(tmp_path: Path) -> None:
+def test_interrupted_submit_stores_nothing(tmp_path: Path) -> None:
     output = run_python(
         f"""
 import collections, json, threading, time, _thread
@@ -213,7 +218,7 @@ tp.Orchestrator().stop(wait=False)
     assert state["deletable"] is True
 
 
-def test_interrupted_delete_orphans_files(tmp_path: Path) -> None:
+def test_interrupted_delete_files_removed(tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     output = run_python(
         f"""
@@ -250,7 +255,8 @@ tp.Orchestrator().stop()
     )
 
 
-DEVELOPMENT_SETUP = f"""\
+DEVELOPMENT_SETUP = (
+    f"""\
 import sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 import json, time
@@ -268,17 +274,9 @@ def slow(value):
 
 def follow(value):
     return value * 10
-
-
-start = Config.configure_data_node("start", default_data=1)
-middle = Config.configure_data_node("middle")
-end = Config.configure_data_node("end")
-tasks = [
-    Config.configure_task("slow", slow, start, middle),
-    Config.configure_task("follow", follow, middle, end),
-]
-scenario = tp.create_scenario(Config.configure_scenario("chain", tasks))
 """
+    + SLOW_CHAIN
+)
 
 
 def test_kernel_interrupt_development_job(

@@ -750,7 +750,7 @@ def test_submission_finished_and_deletable(status: SubmissionStatus) -> None:
     )
     assert submission.is_finished() is finished
     # Whatever its status, tp.delete would also delete the SUBMITTED job, so it
-    # raises, and both tp.is_deletable and the method say so.
+    # raises, and both tp.is_deletable and the method return False.
     assert tp.is_deletable(submission) is False
     assert submission.is_deletable() is False
     with pytest.raises(SubmissionNotDeletedException):

@@ -29,8 +29,8 @@ class JobOutcome:
     worker_pid: int | None = None
     #: time.time() when the job ended, if the executor knows it.
     finished_at: float | None = None
-    #: The reason to record for a cancelled job, when the executor knows better
-    #: than the scheduler's default.
+    #: The reason to record for a cancelled job, in place of the scheduler's default
+    #: (which assumes a worker was stopped).
     cancel_reason: str | None = None
 
 
