@@ -756,7 +756,9 @@ def test_done_read_before_death_mid_message_counts(tmp_path: Path) -> None:
     # DONE(a) is whole in the pipe before the death, so "a" completed, and "b",
     # which the worker was running, fails without running again.
     marker = tmp_path / "b-runs"
-    pool, recorder = make_blocking_pool(1, {"a": 1.0}, {})
+    # Held 3 s: with 1 s, "b" completed in one CI run in three, probably because the
+    # pool thread read again before "b" died and so got its whole value.
+    pool, recorder = make_blocking_pool(1, {"a": 3.0}, {})
     try:
         pool.submit("a", pow, (2, 3), None)
         pool.submit("b", return_big_then_die, (str(marker), 50, 0.3), None)

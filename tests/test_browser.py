@@ -319,9 +319,12 @@ def test_cancel_button_stops_running_job(
     button.click()
     cancelled = wait_for_rows(
         page,
+        # The status and the button are separate widgets, so the page may show
+        # CANCELED one update before the button goes: wait for both.
         lambda rows: any(
             r["job_id"] == job_id
             and r["status"] == "CANCELED"
+            and r["button"] is None
             and not r["in_progress_widget"]
             for r in rows
         ),
