@@ -52,6 +52,7 @@ from jupyter_scenarios.widgets import (
     uninstall_auto_display,
 )
 from jupyter_scenarios.widgets.jobtable import read_output_tail
+from jupyter_scenarios.widgets.progress import TABLE_DELAY_SECONDS
 from jupyter_scenarios.widgets.refresh import THREAD_NAME, timer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -399,6 +400,35 @@ def test_reprs_carry_final_state() -> None:
     assert "<table" in bundle["text/html"]
     assert "doubling 21" in bundle["text/html"]
     assert bundle[WIDGET_VIEW_MIMETYPE]["model_id"] == progress.model_id
+
+
+@pytest.mark.usefixtures("engine")
+def test_progress_adds_its_table_later() -> None:
+    submission = tp.submit(blocked_scenario())
+    progress = SubmissionProgress(submission)
+    started = time.monotonic()
+
+    # Only the bar line at first; the HTML form lists the jobs all the same.
+    assert progress.children == (progress.children[0],)
+    assert progress.children[0].children == (progress.bar, progress.label)
+    assert progress._html_repr().count("BLOCKED") >= 2
+
+    wait_until(lambda: len(progress.children) == 2, "the timer to add the table")
+    assert time.monotonic() - started >= TABLE_DELAY_SECONDS
+    assert progress.children[1] is progress.details
+    assert progress.details.children == (progress.table,)
+    assert len(row_html(progress.table)) == 2
+
+
+@pytest.mark.usefixtures("engine")
+def test_progress_table_made_on_first_use() -> None:
+    progress = SubmissionProgress(tp.submit(blocked_scenario()))
+
+    table = progress.table  # before the timer's delay has passed
+
+    assert progress.children[1].children == (table,)
+    assert progress.details.titles == ("Jobs (2)",)
+    assert all("BLOCKED" in row for row in row_html(table))
 
 
 @pytest.mark.usefixtures("engine")
@@ -770,6 +800,87 @@ def test_kernel_widgets_update_from_thread(
             timeout=60,
         ).check()
         assert final.stdout == "True\nTrue\n"
+
+
+# The models a submit may open in the kernel: the bar line, not the job table.
+BAR_LINE_MODELS = {
+    "VBoxModel",
+    "HBoxModel",
+    "IntProgressModel",
+    "ProgressStyleModel",
+    "HTMLModel",
+    "HTMLStyleModel",
+    "LayoutModel",
+}
+
+
+def referenced_models(state: dict[str, Any]) -> set[str]:
+    """Return the model ids that a widget state refers to."""
+    found: set[str] = set()
+    for value in state.values():
+        values = value if isinstance(value, (list, tuple)) else [value]
+        found.update(
+            item.removeprefix("IPY_MODEL_")
+            for item in values
+            if isinstance(item, str) and item.startswith("IPY_MODEL_")
+        )
+    return found
+
+
+def model_tree(kernel: KernelSession, root: str) -> set[str]:
+    """Return ``root`` and every model it refers to, directly or not."""
+    tree, todo = set(), [root]
+    while todo:
+        model_id = todo.pop()
+        if model_id not in tree:
+            tree.add(model_id)
+            todo.extend(referenced_models(kernel.widget_states[model_id]))
+    return tree
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("kernel_path")
+def test_kernel_submit_opens_bar_then_table(
+    tmp_path: Path, jupyter_dirs: JupyterDirs
+) -> None:
+    with kernel_session(tmp_path, dirs=jupyter_dirs) as kernel:
+        setup = NOTEBOOK_SETUP.format(seconds=3.0, storage=str(tmp_path / "store"))
+        kernel.execute(setup, timeout=60).check()
+
+        result = kernel.execute(
+            "running = tp.submit(tp.create_scenario(scenario_config))"
+        ).check()
+        opened = [
+            message["content"]["data"]["state"]["_model_name"]
+            for message in result.comm_messages
+            if message["msg_type"] == "comm_open"
+        ]
+        assert set(opened) <= BAR_LINE_MODELS, opened
+        root = result.display_data[0][WIDGET_VIEW_MIMETYPE]["model_id"]
+
+        # The timer adds the table, with a row and a Cancel button per job.
+        def table_added() -> bool:
+            kernel.collect(0.2)
+            return len(kernel.widget_states[root]["children"]) == 2
+
+        wait_until(table_added, "the timer to add the job table")
+        tree = model_tree(kernel, root)
+        names = [kernel.widget_states[model_id]["_model_name"] for model_id in tree]
+        assert names.count("AccordionModel") == 1
+        assert names.count("ButtonModel") == 2
+
+        # A resend covers every model of the tree, layouts and styles included:
+        # a headless run may have missed their opening.
+        resend = kernel.execute("print(refresh_all_widgets(timeout=60))", timeout=90)
+        assert resend.check().stdout == "True\n"
+        updated = {
+            message["content"]["comm_id"]
+            for message in resend.comm_messages
+            if message["msg_type"] == "comm_msg"
+            and "_model_name" in message["content"]["data"].get("state", {})
+        }
+        assert model_tree(kernel, root) <= updated
+        kernel.execute("tp.Orchestrator().stop()", timeout=60).check()
 
 
 BROWSER_SETUP = """\

@@ -88,7 +88,7 @@ class _SubmissionJobs:
         self.submission = submission
         # Resolved on the creating thread, once: the list never changes after submit.
         self._jobs = submission.jobs
-        self._label = submitted_label(submission.entity_id, api.get)
+        self.label = submitted_label(submission.entity_id, api.get)
 
     def routing_key(self) -> str | None:
         return self.submission.id
@@ -100,7 +100,7 @@ class _SubmissionJobs:
         return self._jobs
 
     def scenario_label(self, job: Job) -> str:
-        return self._label
+        return self.label
 
 
 class _StoreJobs:
@@ -255,19 +255,17 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         *,
         max_rows: int | None = None,
         follow: bool = True,
+        _listing: JobListing | None = None,
     ) -> None:
-        self._source: _SubmissionJobs | _StoreJobs = (
-            _SubmissionJobs(submission) if submission is not None else _StoreJobs()
-        )
-        capacity = settings.max_rows if max_rows is None else max_rows
-        if capacity < 1:
-            raise ValueError(f"max_rows must be at least 1, got {capacity}.")
-        if submission is not None:
-            capacity = min(capacity, max(1, len(submission.job_ids)))
-        self.max_rows = capacity
+        # _listing: made by SubmissionProgress on the submitting thread, which then
+        # builds this table on the timer thread (see SubmissionProgress.table).
+        if _listing is None:
+            _listing = JobListing(submission, max_rows=max_rows)
+        self._listing = _listing
+        self.max_rows = _listing.capacity
 
         shared = _SharedParts()
-        self._rows = [_Row(shared, self._cancel_row) for _ in range(capacity)]
+        self._rows = [_Row(shared, self._cancel_row) for _ in range(self.max_rows)]
         header_html = widgets.HTML(
             jobs_header_html(), layout=shared.cell_layout, style=shared.html_style
         )
@@ -284,9 +282,6 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         for row in self._rows:
             owned.extend(row.widgets())
         self._init_live(owned)
-        # Last lines of each shown job's log, with the log's size and modification
-        # time when read; guarded by the redraw lock.
-        self._log_tails: dict[str, tuple[int, int, str]] = {}
         # Written under the redraw lock; read without it by the timer thread, which
         # only needs a recent value.
         self._has_unfinished = False
@@ -300,32 +295,30 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     # -- Refreshable ---------------------------------------------------------------------
 
     def _routing_key(self) -> str | None:
-        return self._source.routing_key()
+        return self._listing.source.routing_key()
 
     def _accepts_event(self, event: Event) -> bool:
-        return self._source.accepts(event)
+        return self._listing.source.accepts(event)
 
     def _is_live(self) -> bool:
         if self._closed:
             return False
         # A submission's table is done once its jobs are; the store-wide table
         # follows new submissions until it is closed.
-        return isinstance(self._source, _StoreJobs) or self._has_unfinished
+        return isinstance(self._listing.source, _StoreJobs) or self._has_unfinished
 
     def _needs_clock(self) -> bool:
         return self._has_unfinished
 
     def _wait(self, deadline: float | None) -> bool:
-        with self._redraw_lock:
-            jobs = list(self._source.jobs())
-        return wait_for_jobs(jobs, deadline)
+        return wait_for_jobs(self._listing.jobs(), deadline)
 
     def _redraw(self) -> None:
         with self._redraw_lock:
             if self._closed:
                 return
             self.redraws += 1
-            shown, rows, note, unfinished = self._collect()
+            shown, rows, note, unfinished = self._listing.collect()
             for widget_row, job, row in zip(self._rows, shown, rows):
                 widget_row.show(job, row)
             used = tuple(widget_row.box for widget_row in self._rows[: len(shown)])
@@ -336,23 +329,97 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     # -- reprs ------------------------------------------------------------------------
 
     def _text_repr(self) -> str:
-        with self._redraw_lock:
-            _, rows, note, _ = self._collect()
-        return jobs_table_text(rows, note)
+        return self._listing.text()
 
     def _html_repr(self) -> str:
+        return self._listing.html()
+
+    # -- cancelling (kernel main thread, on a click) -----------------------------------------
+
+    def _cancel_row(self, row: _Row) -> None:
         with self._redraw_lock:
-            _, rows, note, _ = self._collect()
+            job = row.job
+            if job is None or job.status not in CANCELLABLE_STATUSES:
+                return
+            assign(row.button, description="Cancelling", disabled=True)
+        try:
+            api.cancel_job(job)
+        except Exception:
+            logger.exception("Cancelling job %s from the job table failed", job.id)
+        # A job that could not be cancelled gets its button back at once.
+        self._redraw()
+
+
+# -- what to show ------------------------------------------------------------------------
+
+
+class JobListing:
+    """Which jobs a table lists, in which order, and what each row says.
+
+    The part of a ``JobTable`` that needs no widget: its text and HTML forms come
+    from here too, so a ``SubmissionProgress`` can show them before its table's
+    widgets exist. Safe to call from any thread.
+
+    Parameters
+    ----------
+    submission
+        List the jobs of this submission; without it, every job in the store.
+    max_rows
+        Rows listed at most; ``settings.max_rows`` by default.
+    """
+
+    def __init__(
+        self, submission: Submission | None = None, *, max_rows: int | None = None
+    ) -> None:
+        capacity = settings.max_rows if max_rows is None else max_rows
+        if capacity < 1:
+            raise ValueError(f"max_rows must be at least 1, got {capacity}.")
+        if submission is not None:
+            capacity = min(capacity, max(1, len(submission.job_ids)))
+        #: Rows listed at most.
+        self.capacity = capacity
+        self.source: _SubmissionJobs | _StoreJobs
+        if submission is not None:
+            self.source = _SubmissionJobs(submission)
+            #: The submitted entity's label, or its id if it is gone; empty when
+            #: the listing is of every job.
+            self.title = self.source.label
+        else:
+            self.source = _StoreJobs()
+            self.title = ""
+        # Guards _log_tails and the source's job list. Taken by the thread that
+        # redraws the table and by the threads that ask for its text or HTML.
+        self._lock = threading.Lock()
+        # Last lines of each listed job's log, with the log's size and modification
+        # time when read.
+        self._log_tails: dict[str, tuple[int, int, str]] = {}
+
+    def jobs(self) -> list[Job]:
+        """Return every job the listing chooses from, listed or not."""
+        with self._lock:
+            return list(self.source.jobs())
+
+    def text(self) -> str:
+        """Return the listing as plain-text lines."""
+        _, rows, note, _ = self.collect()
+        return jobs_table_text(rows, note)
+
+    def html(self) -> str:
+        """Return the listing as an HTML table."""
+        _, rows, note, _ = self.collect()
         return jobs_table_html(rows, note)
 
-    # -- what to show -----------------------------------------------------------------
+    def collect(self) -> tuple[list[Job], list[JobRow], str, bool]:
+        """Return the jobs listed, their rows, the note and whether any job is unfinished."""
+        with self._lock:
+            return self._collect()
 
     def _collect(self) -> tuple[list[Job], list[JobRow], str, bool]:
-        """Choose the jobs to show and describe them; caller holds the redraw lock."""
-        jobs = self._source.jobs()
+        # Caller holds _lock.
+        jobs = self.source.jobs()
         # Read each status once, so that the rows and counts of one redraw agree.
         statuses = [job.status for job in jobs]
-        indices = _select(jobs, statuses, self.max_rows)
+        indices = _select(jobs, statuses, self.capacity)
         shown = [jobs[index] for index in indices]
         rows = [self._describe(jobs[index], statuses[index]) for index in indices]
         self._forget_tails({job.id for job in shown})
@@ -374,7 +441,7 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         return JobRow(
             job_id=job.id,
             task_config_id=job.task_config_id,
-            scenario=self._source.scenario_label(job),
+            scenario=self.source.scenario_label(job),
             status=status,
             started=job.run_at,
             duration=job.execution_duration,
@@ -400,21 +467,6 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     def _forget_tails(self, shown_ids: set[str]) -> None:
         for job_id in [job_id for job_id in self._log_tails if job_id not in shown_ids]:
             del self._log_tails[job_id]
-
-    # -- cancelling (kernel main thread, on a click) -----------------------------------------
-
-    def _cancel_row(self, row: _Row) -> None:
-        with self._redraw_lock:
-            job = row.job
-            if job is None or job.status not in CANCELLABLE_STATUSES:
-                return
-            assign(row.button, description="Cancelling", disabled=True)
-        try:
-            api.cancel_job(job)
-        except Exception:
-            logger.exception("Cancelling job %s from the job table failed", job.id)
-        # A job that could not be cancelled gets its button back at once.
-        self._redraw()
 
 
 def _error_of(job: Job, status: Status) -> tuple[str, str]:

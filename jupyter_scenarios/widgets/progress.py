@@ -8,14 +8,13 @@ from datetime import datetime
 
 import ipywidgets as widgets
 
-from .. import api
 from ..entities import Job, Submission
 from ..entities.submission import FINISHED_SUBMISSION_STATUSES, derive_status
 from ..enums import FINAL_STATUSES, Status, SubmissionStatus
 from ..events import Event
 from ._live import LiveWidgetMixin
-from .jobtable import JobTable, submitted_label
-from .refresh import assign, timer, wait_for_jobs
+from .jobtable import JobListing, JobTable
+from .refresh import Pacer, assign, timer, wait_for_jobs
 from .render import ProgressSnapshot, progress_html, progress_label_html, progress_text
 
 # Submission statuses that can still change. Once every job is final, the
@@ -33,6 +32,12 @@ _UNFINISHED_SUBMISSION_STATUSES = frozenset(
 #: Failed jobs listed under the progress line in the text form, at most.
 TEXT_FAILURES_SHOWN = 5
 
+#: Seconds after its creation before the timer adds a progress widget's job table,
+#: unless the submission finishes first. Each row takes the kernel's interpreter for
+#: about 2 ms (measured on a 2-core machine), so the wait keeps that work away from
+#: the code that follows ``submit()``, such as a second ``submit()`` in the cell.
+TABLE_DELAY_SECONDS = 0.5
+
 
 class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     """Live progress of one submission: jobs finished, elapsed time and outcome.
@@ -45,6 +50,12 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     Displayed in a notebook, the widget updates itself while the kernel is idle and
     while another cell runs. Its text and HTML forms (for nbconvert, GitHub and
     terminal IPython) are replaced by the final ones when the submission finishes.
+
+    Creating it makes only the bar and its label, so that ``submit()`` returns
+    quickly. Each widget costs about a millisecond in a kernel, and a table of 50
+    rows has more than 150 widgets. The timer thread adds the collapsed job table
+    ``TABLE_DELAY_SECONDS`` later, or when the submission finishes; reading
+    ``table`` or ``details`` adds it at once.
 
     Parameters
     ----------
@@ -60,40 +71,79 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         Jobs finished (``value``) out of all jobs (``max``).
     label : ipywidgets.HTML
         Scenario, counts, status and elapsed time.
-    table : JobTable
-        The jobs of the submission.
-    details : ipywidgets.Accordion
-        The collapsible section that contains ``table``.
     """
 
     def __init__(self, submission: Submission, *, max_rows: int | None = None) -> None:
         self.submission = submission
-        # Resolved once on this thread; the list does not change after submit.
-        self._jobs: list[Job] = submission.jobs
+        # Made on this thread: it resolves the jobs and the submitted entity, which
+        # the timer thread must not do through the public API.
+        self._listing = JobListing(submission, max_rows=max_rows)
+        # The list does not change after submit.
+        self._jobs: list[Job] = self._listing.jobs()
+        self._title = self._listing.title
         total = len(self._jobs)
 
+        snapshot = self.snapshot()
+        # One layout for every part that needs no layout of its own: each default
+        # layout would be one more widget to open.
+        self._plain_layout = widgets.Layout()
         self.bar = widgets.IntProgress(
-            min=0, max=total, value=0, layout=widgets.Layout(width="240px")
+            min=0,
+            max=total,
+            value=snapshot.finished,
+            bar_style=snapshot.bar_style,
+            layout=widgets.Layout(width="240px"),
         )
-        self.label = widgets.HTML()
-        line = widgets.HBox((self.bar, self.label))
-        self.table = JobTable(submission, max_rows=max_rows, follow=False)
-        self.details = widgets.Accordion(
-            children=(self.table,), titles=(f"Jobs ({total})",), selected_index=None
+        self.label = widgets.HTML(
+            progress_label_html(snapshot), layout=self._plain_layout
         )
-        super().__init__(children=(line, self.details))
-        self._title = submitted_label(submission.entity_id, api.get)
+        self._line = widgets.HBox((self.bar, self.label), layout=self._plain_layout)
+        super().__init__(children=(self._line,), layout=self._plain_layout)
 
-        self._init_live([self.bar, self.label, line, self.table, self.details])
+        # Both built by _add_table, under the redraw lock.
+        self._table: JobTable | None = None
+        self._details: widgets.Accordion | None = None
+        self._table_due = time.monotonic() + TABLE_DELAY_SECONDS
+        self._init_live([self.bar, self.label, self._line, self._plain_layout])
         # Both written under the redraw lock; the timer thread reads them without it
         # and only needs a recent value.
         self._final = False
         self._running_clock = True
         # Follow events before the first redraw, so that no change falls between.
         timer.register(self)
-        self._redraw()
+        self._redraw(add_table=False)
         if self._final:
+            self._add_table()
             timer.unregister(self)
+
+    @property
+    def table(self) -> JobTable:
+        """The ``JobTable`` of the submission's jobs, made on first use."""
+        return self._add_table()[0]
+
+    @property
+    def details(self) -> widgets.Accordion:
+        """The collapsible section that contains ``table``, made on first use."""
+        return self._add_table()[1]
+
+    def _add_table(self) -> tuple[JobTable, widgets.Accordion]:
+        with self._redraw_lock:
+            if self._table is None or self._details is None:
+                table = JobTable(follow=False, _listing=self._listing)
+                details = widgets.Accordion(
+                    children=(table,),
+                    titles=(f"Jobs ({len(self._jobs)})",),
+                    selected_index=None,
+                    layout=self._plain_layout,
+                )
+                self._owned.extend([table, details])
+                self._table, self._details = table, details
+                if self._closed:
+                    table.close()
+                    details.close()
+                else:
+                    self.children = (self._line, details)
+            return self._table, self._details
 
     # -- Refreshable ---------------------------------------------------------------------
 
@@ -124,7 +174,7 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
             return self.submission.wait(remaining)
         return True
 
-    def _redraw(self) -> None:
+    def _redraw(self, *, add_table: bool = True) -> None:
         became_final = False
         with self._redraw_lock:
             if self._closed:
@@ -138,12 +188,21 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
                 bar_style=snapshot.bar_style,
             )
             assign(self.label, value=progress_label_html(snapshot))
-            self.table._redraw()
+            table = self._table
+            if table is not None:
+                table._redraw()
+            elif add_table and (snapshot.final or time.monotonic() >= self._table_due):
+                self._add_table()  # a new table draws itself
             self._running_clock = not snapshot.final
             if snapshot.final and not self._final:
                 self._final = became_final = True
         if became_final:
             self._update_displays()
+
+    def _resend(self, pacer: Pacer) -> None:
+        # A headless run keeps only the state that was sent, so send the table too.
+        self._add_table()
+        super()._resend(pacer)
 
     # -- state -----------------------------------------------------------------------
 
@@ -187,5 +246,5 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     def _html_repr(self) -> str:
         with self._redraw_lock:
             snapshot = self.snapshot()
-            table = self.table._html_repr()
+            table = self._listing.html()
         return progress_html(snapshot, table)
