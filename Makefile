@@ -9,6 +9,12 @@ LINT_STAMP := $(VENV)/.installed-lint-tools
 CHROMIUM := /usr/bin/chromium
 TESTS ?= tests
 PYTEST_ARGS ?=
+# pyproject.toml allows ipykernel 6.25 and later. ipykernel 7 changed how messages
+# sent from threads get their parent header and how comm messages are handled, and
+# the widgets rely on both, so the kernel tests also run on the last ipykernel 6.
+VENV6 := .venv-ipykernel6
+VENV6_STAMP := $(VENV6)/.installed-from-pyproject
+KERNEL6_TESTS ?= tests/test_widgets.py tests/test_infrastructure.py tests/test_kernel_interrupt.py
 LAB_PORT ?= 8888
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -18,7 +24,7 @@ ifeq ($(shell id -u),0)
 ALLOW_ROOT := --ServerApp.allow_root=True
 endif
 
-.PHONY: venv demo test chromium lab bench lint clean
+.PHONY: venv demo test test-ipykernel6 chromium lab bench lint clean
 
 venv: $(VENV_STAMP)
 
@@ -55,6 +61,16 @@ test: venv chromium
 	fi; \
 	exit $$status
 
+$(VENV6_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV6)
+	$(VENV6)/bin/python -m pip install -e '.[test]' 'ipykernel<7'
+	touch $@
+
+# The kernel tests, without the browser ones, in a second environment with ipykernel 6.
+test-ipykernel6: $(VENV6_STAMP)
+	$(VENV6)/bin/python -m pytest -p no:cacheprovider -ra -m "not browser" \
+		$(KERNEL6_TESTS) $(PYTEST_ARGS)
+
 lab: venv
 	$(VENV_PY) -m jupyterlab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
 		--ServerApp.root_dir=notebooks $(ALLOW_ROOT) \
@@ -83,5 +99,5 @@ lint: $(LINT_STAMP)
 	$(VENV)/bin/mypy jupyter_scenarios
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info test-artifacts .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV6) build dist *.egg-info test-artifacts .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.git/*' -exec rm -rf {} +
