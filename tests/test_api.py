@@ -116,6 +116,41 @@ def test_unknown_mode_names_it() -> None:
         Config.configure_job_executions(mode="turbo")
 
 
+@pytest.mark.parametrize("workers", ["two", "", 2.5, 0, True])
+def test_invalid_worker_count_names_it(workers: Any) -> None:
+    before = Config.job_config
+
+    with pytest.raises(ConfigurationError) as raised:
+        Config.configure_job_executions(mode="standalone", max_nb_of_workers=workers)
+
+    assert f"got {workers!r}." in str(raised.value)
+    assert "max_nb_of_workers=2" in str(raised.value)
+    assert Config.job_config is before
+
+
+@pytest.mark.parametrize("workers", [3, "3", "ENV[TEST_API_WORKERS]"])
+def test_worker_count_forms_accepted(
+    workers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_API_WORKERS", "3")
+
+    Config.configure_job_executions(mode="standalone", max_nb_of_workers=workers)
+
+    assert Config.job_config.max_nb_of_workers == 3
+
+
+def test_worker_count_from_environment_names_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TEST_API_WORKERS", "two")
+    Config.configure_job_executions(
+        mode="standalone", max_nb_of_workers="ENV[TEST_API_WORKERS]"
+    )
+
+    with pytest.raises(ConfigurationError, match="'two' is not a whole number"):
+        tp.Orchestrator().run()
+
+
 def test_unknown_job_id_names_it() -> None:
     with pytest.raises(NonExistingJob, match="JOB_missing_0"):
         tp.cancel_job("JOB_missing_0")

@@ -593,10 +593,11 @@ class Config(metaclass=_ConfigMeta):
             if max_nb_of_workers is not None
             else current._max_nb_of_workers
         )
-        if isinstance(workers, int) and (isinstance(workers, bool) or workers < 1):
+        if not _is_worker_count(workers):
             raise ConfigurationError(
                 f"max_nb_of_workers must be a whole number of at least 1, got "
-                f"{workers!r}."
+                f"{workers!r}. Give the number of worker processes, for example "
+                "max_nb_of_workers=2, or an ENV[NAME] template."
             )
         section = JobConfig(chosen, workers, **{**current._properties, **properties})
         registry.update(lambda layer: setattr(layer, "job_config", section))
@@ -733,3 +734,22 @@ def _relink_task(layer: ConfigLayer, section: TaskConfig) -> None:
             scenario.sequences[name] = [
                 section if t.id == section.id else t for t in tasks
             ]
+
+
+def _is_worker_count(value: Any) -> bool:
+    """Return whether ``value`` can be ``max_nb_of_workers``, or may be once resolved.
+
+    Valid values are None (the default), an int of at least 1 and a string of such
+    an int, as TOML files and environment variables give. An ``ENV[NAME]`` template
+    is valid too: it is read when the orchestrator starts.
+    """
+    if value is None:
+        return True
+    if isinstance(value, str):
+        if value.startswith("ENV["):
+            return True
+        try:
+            value = int(value.strip())
+        except ValueError:
+            return False
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1

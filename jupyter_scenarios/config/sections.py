@@ -440,7 +440,13 @@ class JobConfig(Section):
         )
         if value is None:
             return 2
-        return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                f"JOB.max_nb_of_workers = {value!r} is not a whole number. Set it to "
+                "the number of worker processes, for example 2."
+            ) from None
 
     @max_nb_of_workers.setter
     def max_nb_of_workers(self, value: int) -> None:
