@@ -31,8 +31,18 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 
     ``difflib.get_close_matches`` picks it, with its default cutoff of 0.6.
     """
+    match = _nearest(word, candidates)
+    return f" Did you mean {match!r}?" if match is not None else ""
+
+
+def _nearest(word: str, candidates: Iterable[str]) -> str | None:
     matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1)
-    return f" Did you mean {matches[0]!r}?" if matches else ""
+    return matches[0] if matches else None
+
+
+def _similarity(word: str, candidate: str) -> float:
+    # The score get_close_matches ranks by.
+    return difflib.SequenceMatcher(None, word, candidate).ratio()
 
 
 def unused_data_nodes(replaced_task: str | None = None) -> set[str]:
@@ -90,6 +100,8 @@ def new_data_node_notes(
 ) -> list[str]:
     """Return a note for each data node in ``new_names`` whose name is near a candidate.
 
+    A candidate near several new names is suggested for the nearest one only.
+
     ``new_names`` are the data nodes that a magic declared with default settings for
     ``tasks``, or for ``scenario`` and its tasks. ``candidates`` are the declared,
     unused names the user may have meant, less those that ``tasks`` and ``scenario``
@@ -104,16 +116,27 @@ def new_data_node_notes(
         used.update(config.id for config in task.output_configs)
     if scenario is not None:
         used.update(config.id for config in scenario.additional_data_node_configs)
-    notes = []
+    # Each candidate is suggested once, for the new name nearest it. With an input
+    # misspelt as my_inptu, the new output my_output is near my_input too, but it
+    # is a new name, not a second typo.
+    nearest: dict[str, str] = {}
     for name in new_names:
-        hint = did_you_mean(name, candidates - used)
-        if not hint:
+        match = _nearest(name, candidates - used)
+        if match is None:
             continue
+        chosen = nearest.get(match)
+        if chosen is None or _similarity(name, match) > _similarity(chosen, match):
+            nearest[match] = name
+    notes = []
+    for match, name in sorted(
+        nearest.items(), key=lambda item: new_names.index(item[1])
+    ):
         config = Config.data_nodes[name]
         notes.append(
             f"Data node {name!r}, {_role(name, tasks, scenario)}, was not "
             f"declared, so it is declared now with default settings: "
-            f"{_settings(config)}.{hint} If so, fix the name and run the cell again."
+            f"{_settings(config)}. Did you mean {match!r}? If so, fix the name and "
+            "run the cell again."
         )
     return notes
 

@@ -62,6 +62,20 @@ def test_task_input_typo_suggests_name(kernel: KernelSession) -> None:
     assert declared is True, "the note replaced the declaration"
 
 
+def test_suggestion_goes_to_nearest_name(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+    kernel.execute("%datanode my_input --default 21").check()
+
+    result = kernel.execute(
+        DOUBLE_TASK_CELL.replace("my_input", "my_inptu").format(output="my_output")
+    ).check()
+
+    # my_output is near my_input too, but my_inptu is nearer: one note, for it.
+    assert result.stdout.count("Did you mean 'my_input'?") == 1, result.stdout
+    assert "'my_inptu'" in result.stdout, result.stdout
+    assert "'my_output'" not in result.stdout, result.stdout
+
+
 def test_task_output_typo_suggests_name(kernel: KernelSession) -> None:
     kernel.execute(SETUP_CELL).check()
     kernel.execute("%datanode my_input --default 21\n%datanode result").check()
