@@ -25,8 +25,10 @@ executed notebook.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import sys
 import threading
 import time
 import weakref
@@ -277,7 +279,7 @@ class RefreshTimer:
             if tick:
                 last_clock = now
             for widget in targets:
-                self.redraw(widget)
+                _context_for_redraw().run(self.redraw, widget)
 
             next_pass = time.monotonic() + 1.0 / settings.max_redraws_per_second
             with self._lock:
@@ -319,6 +321,36 @@ class RefreshTimer:
                 self._wake.set()
                 self._turn_done.wait(remaining)
         return True
+
+
+def _context_for_redraw() -> contextvars.Context:
+    """Return a context in which the kernel's parent header stays the current one.
+
+    ipykernel sends a thread's messages with the parent header of the latest
+    request, and nbclient keeps only those whose parent is the cell that runs. When
+    one cell ends and the next starts during a redraw (building a job table takes
+    long), the messages sent between the two cells are lost, and the later ones,
+    which refer to the widgets those opened, are kept. With one parent header for
+    the whole redraw, nbclient keeps only the messages sent before that cell's end,
+    and each of them refers only to widgets opened before it.
+    """
+    context = contextvars.copy_context()
+    # A kernel has imported IPython already; a plain script pays for no import here.
+    if "IPython" not in sys.modules:
+        return context
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if kernel is None:
+        return context
+    # ipykernel 7.4 keeps the shell's parent header in this context variable.
+    # NOTE: only ipykernel 7.4 was checked. A kernel without this variable sends a
+    # redraw's messages under whichever parent header is current, so a cell that
+    # starts during a redraw can leave dangling model references in a headless run.
+    parent_header = getattr(kernel, "_shell_parent", None)
+    if isinstance(parent_header, contextvars.ContextVar):
+        context.run(parent_header.set, kernel.get_parent("shell"))
+    return context
 
 
 def _routing_key_of(event: Event) -> str | None:
