@@ -20,6 +20,15 @@ from helpers.kernel import (
     run_cells,
     stored_widget_models,
 )
+from test_widgets import (  # noqa: F401 (pytest finds fixtures by name)
+    blocked_scenario,
+    engine,
+    widgets_closed,
+)
+
+import jupyter_scenarios as tp
+from jupyter_scenarios.widgets import SubmissionProgress
+from jupyter_scenarios.widgets._live import WIDGET_VIEW_MIMETYPE
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -261,3 +270,15 @@ def test_saved_state_after_refresh_complete(
         and model["state"]["children"][1].removeprefix("IPY_MODEL_") in accordions
     ]
     assert len(roots) == 3
+
+
+@pytest.mark.usefixtures("engine")
+def test_closed_progress_shows_text() -> None:
+    progress = SubmissionProgress(tp.submit(blocked_scenario()))
+    progress.close()
+
+    bundle = progress._repr_mimebundle_()
+    assert WIDGET_VIEW_MIMETYPE not in bundle
+    assert "0/2 BLOCKED" in bundle["text/plain"]
+    assert bundle["text/html"].count("BLOCKED") >= 2
+    progress._ipython_display_()  # outside a kernel it prints the text form

@@ -183,5 +183,8 @@ class LiveWidgetMixin:
                 part.close()
         layout_and_style = _parts(self)[1:]
         super().close()  # type: ignore[misc]
+        # ipywidgets 8.1's close() sets _repr_mimebundle_ to None on the instance,
+        # which would hide this class's text and HTML forms of a closed widget.
+        vars(self).pop("_repr_mimebundle_", None)
         for part in layout_and_style:
             part.close()
