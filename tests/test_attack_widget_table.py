@@ -16,6 +16,7 @@ import pytest
 from helpers.kernel import (
     JupyterDirs,
     KernelSession,
+    cell_stdout,
     kernel_session,
     run_cells,
     stored_widget_models,
@@ -253,7 +254,7 @@ def test_saved_state_after_refresh_complete(
 
     models = stored_widget_models(notebook)
     assert dangling_references(models) == {}
-    assert notebook.cells[4].outputs[0]["text"] == "False\n"
+    assert cell_stdout(notebook.cells[4]) == "False\n"
     bars = [
         model["state"]
         for model in stored_widget_models(notebook, "IntProgressModel").values()
