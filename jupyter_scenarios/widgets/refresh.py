@@ -344,9 +344,10 @@ def _context_for_redraw() -> contextvars.Context:
     if kernel is None:
         return context
     # ipykernel 7.4 keeps the shell's parent header in this context variable.
-    # NOTE: only ipykernel 7.4 was checked. A kernel without this variable sends a
-    # redraw's messages under whichever parent header is current, so a cell that
-    # starts during a redraw can leave dangling model references in a headless run.
+    # NOTE: ipykernel 7.4 has this variable and 6.31 does not. There a redraw's
+    # messages go under whichever parent header is current, so a cell that starts
+    # during a redraw can leave dangling model references in a headless run that
+    # does not end with refresh_all_widgets() or %wait.
     parent_header = getattr(kernel, "_shell_parent", None)
     if isinstance(parent_header, contextvars.ContextVar):
         context.run(parent_header.set, kernel.get_parent("shell"))
