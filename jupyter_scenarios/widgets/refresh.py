@@ -344,7 +344,7 @@ def _context_for_redraw() -> contextvars.Context:
     if kernel is None:
         return context
     # ipykernel 7.4 keeps the shell's parent header in this context variable.
-    # NOTE: ipykernel 7.4 has this variable and 6.31 does not. There a redraw's
+    # NOTE: ipykernel 6.31 has no such variable. There a redraw's
     # messages go under whichever parent header is current, so a cell that starts
     # during a redraw can leave dangling model references in a headless run that
     # does not end with refresh_all_widgets() or %wait.
