@@ -221,10 +221,13 @@ def stop(wait: bool = True, timeout: float | None = None) -> None:
 def _stop_at_exit() -> None:
     scheduler = _state.scheduler
     if scheduler is not None and scheduler._running:
+        count = len(scheduler._running)
         logger.warning(
-            "The process is exiting with %d running jobs; they are cancelled and "
-            "their workers stopped.",
-            len(scheduler._running),
+            "The process is exiting with %d running %s; %s cancelled and %s stopped.",
+            count,
+            "job" if count == 1 else "jobs",
+            "it is" if count == 1 else "they are",
+            "its worker" if count == 1 else "their workers",
         )
     stop(wait=False)
 

@@ -193,7 +193,10 @@ def test_exit_cancels_running_job(engine: Path, tmp_path: Path) -> None:
     assert scenario.waited.edit_in_progress is False
     assert scenario.after.edit_in_progress is False
     assert tp.get(state["submission"]).submission_status is SubmissionStatus.CANCELED
-    assert "running jobs" in log.read_text()
+    assert (
+        "exiting with 1 running job; it is cancelled and its worker stopped"
+        in log.read_text()
+    )
 
 
 def test_live_kernel_jobs_left_alone(engine: Path, tmp_path: Path) -> None:
