@@ -13,7 +13,7 @@ import threading
 import uuid
 from typing import Any
 
-from ipywidgets import Layout
+from ipywidgets import Accordion, Layout
 from ipywidgets.widgets.widget_style import Style
 
 from .refresh import Pacer, timer
@@ -56,11 +56,24 @@ def _parts(widget: Any) -> list[Any]:
     return parts
 
 
+def _resent_keys(widget: Any) -> list[str] | None:
+    """Return the traits of ``widget`` that a resend may overwrite, or None for all.
+
+    An Accordion's ``selected_index`` changes in the front end on a click. The
+    kernel learns of it only when its main thread handles the message, after the
+    running cell, so resending the kernel's value would close a section that a
+    person opened while ``submit(wait=True)`` blocked.
+    """
+    if isinstance(widget, Accordion):
+        return [key for key in widget.keys if key != "selected_index"]
+    return None
+
+
 def _send_with_parts(widget: Any, pacer: Pacer, sent: set[str]) -> None:
     for part in _parts(widget):
         if part.comm is not None and part.model_id not in sent:
             sent.add(part.model_id)
-            pacer.send_state(part)
+            pacer.send_state(part, _resent_keys(part))
 
 
 class LiveWidgetMixin:
@@ -146,7 +159,10 @@ class LiveWidgetMixin:
         self._update_displays()
 
     def _send_state_tree(self, pacer: Pacer, sent: set[str] | None = None) -> None:
-        """Send the full state of this widget and of every widget it contains.
+        """Send the state of this widget and of every widget it contains.
+
+        Every trait is sent except an Accordion's ``selected_index`` (see
+        ``_resent_keys``).
 
         Layouts and styles too, although they never change: the timer thread adds
         a progress widget's table, and nbclient loses the messages it sends

@@ -102,9 +102,12 @@ class Pacer:
         self._messages = 0
         self._bytes = 0
 
-    def send_state(self, widget: Any) -> None:
-        """Send the full state of ``widget``, first sleeping if ahead of the rates."""
-        state = widget.get_state()
+    def send_state(self, widget: Any, keys: list[str] | None = None) -> None:
+        """Send the state of ``widget``, first sleeping if ahead of the rates.
+
+        ``keys`` names the traits to send; None sends them all.
+        """
+        state = widget.get_state(keys)
         self._messages += 1
         self._bytes += len(json.dumps(state, default=str))
         due = max(
@@ -114,7 +117,7 @@ class Pacer:
         ahead = due - (time.monotonic() - self._start)
         if ahead > 0:
             time.sleep(ahead)
-        widget.send_state()
+        widget.send_state(keys)
 
 
 def assign(widget: Any, **values: Any) -> None:
