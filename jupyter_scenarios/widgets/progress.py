@@ -54,8 +54,9 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     Creating it makes only the bar and its label, so that ``submit()`` returns
     quickly. Each widget costs about a millisecond in a kernel, and a table of 50
     rows has more than 150 widgets. The timer thread adds the collapsed job table
-    ``TABLE_DELAY_SECONDS`` later, or when the submission finishes; reading
-    ``table`` or ``details`` adds it at once.
+    at its first redraw ``TABLE_DELAY_SECONDS`` or more after creation (a job
+    change or the clock's tick, once a second), or when the submission finishes.
+    Reading ``table`` or ``details`` adds it at once.
 
     Parameters
     ----------
