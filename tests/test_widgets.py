@@ -421,6 +421,17 @@ def test_progress_adds_its_table_later() -> None:
 
 
 @pytest.mark.usefixtures("engine")
+def test_table_added_without_clock_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    # No job changes and no clock tick within the wait: only the table's own due
+    # time can wake the timer.
+    monkeypatch.setattr("jupyter_scenarios.widgets.refresh.CLOCK_SECONDS", 3600.0)
+    progress = SubmissionProgress(tp.submit(blocked_scenario()))
+
+    wait_until(lambda: len(progress.children) == 2, "the timer to add the table")
+    assert progress.details.children == (progress.table,)
+
+
+@pytest.mark.usefixtures("engine")
 def test_progress_table_made_on_first_use() -> None:
     progress = SubmissionProgress(tp.submit(blocked_scenario()))
 

@@ -54,9 +54,8 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
     Creating it makes only the bar and its label, so that ``submit()`` returns
     quickly. Each widget costs about a millisecond in a kernel, and a table of 50
     rows has more than 150 widgets. The timer thread adds the collapsed job table
-    at its first redraw ``TABLE_DELAY_SECONDS`` or more after creation (a job
-    change or the clock's tick, once a second), or when the submission finishes.
-    Reading ``table`` or ``details`` adds it at once.
+    ``TABLE_DELAY_SECONDS`` after creation, or when the submission finishes;
+    reading ``table`` or ``details`` adds it at once.
 
     Parameters
     ----------
@@ -116,6 +115,8 @@ class SubmissionProgress(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
         if self._final:
             self._add_table()
             timer.unregister(self)
+        else:
+            timer.mark_dirty_at(self, self._table_due)
 
     @property
     def table(self) -> JobTable:

@@ -136,8 +136,8 @@ class RefreshTimer:
     """Redraw live widgets from one daemon thread, at most a few times a second."""
 
     def __init__(self) -> None:
-        # Guards _live, _keyed, _catch_all, _dirty, _open, _thread, _subscribed,
-        # _turns and passes. Taken by the thread that publishes events (the
+        # Guards _live, _keyed, _catch_all, _dirty, _due, _open, _thread,
+        # _subscribed, _turns and passes. Taken by the thread that publishes events (the
         # scheduler's manager thread, or the submitting thread in development mode),
         # by the threads that create and close widgets (usually the kernel's main
         # thread) and by the timer thread. Never held while a widget redraws.
@@ -146,6 +146,8 @@ class RefreshTimer:
         self._keyed: dict[str, set[Refreshable]] = {}
         self._catch_all: set[Refreshable] = set()
         self._dirty: set[Refreshable] = set()
+        # Widgets to redraw at the first pass after a time.monotonic() value.
+        self._due: dict[Refreshable, float] = {}
         self._open: weakref.WeakSet[Refreshable] = weakref.WeakSet()
         self._thread: threading.Thread | None = None
         self._subscribed = False
@@ -200,6 +202,7 @@ class RefreshTimer:
         # Caller holds _lock.
         self._live.discard(widget)
         self._dirty.discard(widget)
+        self._due.pop(widget, None)
         self._catch_all.discard(widget)
         for key, widgets in list(self._keyed.items()):
             widgets.discard(widget)
@@ -214,6 +217,17 @@ class RefreshTimer:
         with self._lock:
             if widget in self._live:
                 self._dirty.add(widget)
+        self._wake.set()
+
+    def mark_dirty_at(self, widget: Refreshable, when: float) -> None:
+        """Ask for a redraw of ``widget`` at the first pass after ``when``.
+
+        ``when`` is a ``time.monotonic()`` value. The timer wakes up for it even
+        when no event comes and no clock runs.
+        """
+        with self._lock:
+            if widget in self._live:
+                self._due[widget] = min(when, self._due.get(widget, when))
         self._wake.set()
 
     def open_widgets(self) -> list[Refreshable]:
@@ -261,9 +275,15 @@ class RefreshTimer:
                     logger.debug("Widget refresh thread stopped: no live widget left")
                     return
                 clock = any(widget._needs_clock() for widget in self._live)
+                next_due = min(self._due.values(), default=None)
 
-            # Wait for an event, or for the next clock tick while a clock runs.
-            self._wake.wait(CLOCK_SECONDS if clock else None)
+            # Wait for an event, for the next clock tick while a clock runs, or for
+            # the first widget that is due.
+            timeout = CLOCK_SECONDS if clock else None
+            if next_due is not None:
+                until_due = max(0.0, next_due - time.monotonic())
+                timeout = until_due if timeout is None else min(timeout, until_due)
+            self._wake.wait(timeout)
             self._wake.clear()
 
             # Keep to the rate limit with one bounded sleep; the events that arrive
@@ -279,6 +299,10 @@ class RefreshTimer:
                 self._dirty = set()
                 if tick:
                     targets |= {w for w in self._live if w._needs_clock()}
+                due = [w for w, when in self._due.items() if when <= now]
+                for widget in due:
+                    del self._due[widget]
+                targets.update(due)
             if tick:
                 last_clock = now
             for widget in targets:
