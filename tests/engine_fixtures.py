@@ -29,6 +29,7 @@ from typing import Any
 
 import psutil
 import pytest
+from helpers.processes import session_owned_pids
 
 import jupyter_scenarios as tp
 from jupyter_scenarios import Config, Job
@@ -92,7 +93,11 @@ def forkserver_started() -> None:
 
 
 def child_pids() -> set[int]:
-    """Return the pids of this process's live, non-zombie descendants."""
+    """Return the pids of this process's live, non-zombie descendants.
+
+    The session's browser and Playwright driver are left out, with their children:
+    Chromium starts helper processes of its own at any time, during any test.
+    """
     pids = set()
     for process in psutil.Process().children(recursive=True):
         try:
@@ -100,7 +105,7 @@ def child_pids() -> set[int]:
                 pids.add(process.pid)
         except psutil.NoSuchProcess:
             pass
-    return pids
+    return pids - session_owned_pids()
 
 
 @pytest.fixture(name="standalone")

@@ -28,6 +28,7 @@ from helpers.processes import (
     descendants,
     describe,
     new_non_daemon_threads,
+    session_owned_pids,
     wait_for_exit,
 )
 
@@ -128,7 +129,9 @@ def no_leftover_workers_or_threads() -> Iterator[None]:
     pids_before = {process.pid for process in descendants(os.getpid())}
     threads_before = set(threading.enumerate())
     yield
-    started = [p for p in descendants(os.getpid()) if p.pid not in pids_before]
+    # The session's browser starts helper processes of its own during any test.
+    exempt = pids_before | session_owned_pids()
+    started = [p for p in descendants(os.getpid()) if p.pid not in exempt]
     leftovers = wait_for_exit(started, timeout=5.0)
     for process in leftovers:
         try:
