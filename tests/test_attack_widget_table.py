@@ -24,14 +24,13 @@ from helpers.kernel import (
 from test_widgets import (  # noqa: F401 (pytest finds fixtures by name)
     blocked_scenario,
     engine,
+    kernel_path,
     widgets_closed,
 )
 
 import jupyter_scenarios as tp
 from jupyter_scenarios.widgets import SubmissionProgress
 from jupyter_scenarios.widgets._live import WIDGET_VIEW_MIMETYPE
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Jobs in the blocked scenario. Their 50 rows make a table of more than 150
 # widgets, which the timer thread takes long enough to open that cell boundaries
@@ -112,12 +111,6 @@ def wait_until(check: Callable[[], bool], what: str) -> None:
 def kernel_prints(kernel: KernelSession, code: str) -> str:
     """Run ``code`` in the kernel and return what it printed."""
     return kernel.execute(code, timeout=WAIT_SECONDS).check().stdout
-
-
-@pytest.fixture
-def kernel_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Put the repository on the kernels' PYTHONPATH."""
-    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
 
 
 def dangling_references(models: dict[str, dict[str, Any]]) -> dict[str, list[str]]:

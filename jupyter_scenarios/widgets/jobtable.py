@@ -354,7 +354,7 @@ class JobTable(LiveWidgetMixin, widgets.VBox):  # type: ignore[misc]
 
 
 class JobListing:
-    """Which jobs a table lists, in which order, and what each row says.
+    """The jobs a table lists, their order and the text of each row.
 
     The part of a ``JobTable`` that needs no widget: its text and HTML forms come
     from here too, so a ``SubmissionProgress`` can show them before its table's
