@@ -754,6 +754,13 @@ def test_job_sent_ahead_can_be_cancelled(
 
     assert pool.cancel("ahead")
     assert recorder.wait("ahead").cancelled
+    # The pool thread sends the SKIP in its next round. Were "first" to end
+    # before the worker read it, "ahead" would start and be killed at once
+    # (test_attack_two_ahead.py covers that race); here it must not start.
+    while pool._skips:
+        assert time.monotonic() < deadline, "the SKIP was never sent"
+        time.sleep(0.001)
+    time.sleep(0.05)
     gate.write_text("open")
 
     assert recorder.wait("first").value == "a"
