@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from .config import Config
 from .entities import register_factories
+from .entities._base import checked_timeout
 from .scheduler import Scheduler
 from .store import Store
 
@@ -199,6 +200,7 @@ def stop(wait: bool = True, timeout: float | None = None) -> None:
     that submits during ``stop(wait=True)`` gets its jobs run and waited for, and
     one that submits while jobs are cancelled gets its jobs cancelled too.
     """
+    timeout = checked_timeout(timeout)
     with _lock:
         scheduler, store = _state.scheduler, _state.store
         if scheduler is not None and _state.stopping is scheduler:

@@ -19,6 +19,7 @@ from . import _runtime
 from .config import Config
 from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
+from .entities._base import checked_timeout
 from .entities.cycle import cycle_bounds
 from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS, SEQUENCE_PREFIX
 from .enums import Frequency, Scope
@@ -343,6 +344,7 @@ def wait_all(timeout: float | None = None) -> bool:
     bool
         Whether every submission finished in time.
     """
+    timeout = checked_timeout(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     scheduler = _runtime.orchestrator()
     finished = True

@@ -58,7 +58,11 @@ from typing import Any
 
 from .config.sections import JobConfig
 from .entities import DataNode, Job, Scenario, Sequence, Submission, Task
-from .entities._base import SCHEDULER_THREAD_NAME, check_wait_allowed
+from .entities._base import (
+    SCHEDULER_THREAD_NAME,
+    check_wait_allowed,
+    checked_timeout,
+)
 from .entities._values import check_storable
 from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS
 from .enums import FINAL_STATUSES, EntityType, Status
@@ -314,11 +318,7 @@ class Scheduler:
                 "The orchestrator was stopped; call tp.Orchestrator().run() before "
                 "submitting again."
             )
-        if timeout is not None and timeout < 0:
-            raise ValueError(
-                f"timeout={timeout!r} is negative; give the seconds to wait (0 or "
-                "more), or None to wait until the jobs finish."
-            )
+        timeout = checked_timeout(timeout)
         if wait and self.is_asynchronous:
             check_wait_allowed(f"a submission of {entity.id}", timeout)
         tasks = self._tasks_of(entity)
@@ -432,6 +432,7 @@ class Scheduler:
         ``timeout``: ``wait_all`` passes what its caller gave, and the time left of
         it as ``timeout``.
         """
+        timeout = checked_timeout(timeout)
         if not self.is_asynchronous and not submission.is_finished():
             # Development mode ran every runnable job before submit returned. The
             # rest is BLOCKED on inputs only a person can write, so a wait never ends.

@@ -102,6 +102,46 @@ def test_negative_timeout_rejected(tmp_path: Path) -> None:
     assert tp.get_submissions() == []
 
 
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [
+        ("5", TypeError),
+        ([1], TypeError),
+        (True, TypeError),
+        (float("nan"), ValueError),
+        (-0.5, ValueError),
+    ],
+)
+def test_bad_timeout_named_before_anything_runs(
+    tmp_path: Path, timeout: object, error: type[Exception]
+) -> None:
+    scenario = gated_scenario(tmp_path, 1)
+    match = f"timeout={timeout!r}".replace("[", r"\[").replace("]", r"\]")
+
+    with pytest.raises(error, match=match):
+        scenario.submit(wait=True, timeout=timeout)
+    assert tp.get_submissions() == []
+
+    submission = scenario.submit()
+    for wait in (submission.wait, submission.jobs[0].wait, tp.wait_all):
+        with pytest.raises(error, match=match):
+            wait(timeout)
+    with pytest.raises(error, match=match):
+        tp.Orchestrator().stop(timeout=timeout)
+    (tmp_path / "gate").touch()
+    assert submission.wait(WAIT_SECONDS)
+
+
+def test_endless_timeout_waits_like_none(tmp_path: Path) -> None:
+    # threading's locks reject a timeout over threading.TIMEOUT_MAX with
+    # OverflowError; such a timeout means no limit.
+    scenario = gated_scenario(tmp_path, 1)
+    submission = scenario.submit()
+    (tmp_path / "gate").touch()
+    assert submission.wait(float("inf"))
+    assert tp.wait_all(1e300)
+
+
 def test_wait_on_unwritable_input_warns(tmp_path: Path) -> None:
     never = Config.configure_data_node("never_written")
     task = Config.configure_task("needs", str, never, Config.configure_data_node("got"))

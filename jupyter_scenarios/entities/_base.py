@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import threading
 import time
 import uuid
@@ -19,6 +21,29 @@ if TYPE_CHECKING:
 
 #: Name of the scheduler's manager thread, on which job callbacks run.
 SCHEDULER_THREAD_NAME = "jupyter-scenarios-scheduler"
+
+
+def checked_timeout(timeout: Any) -> float | None:
+    """Return ``timeout`` as the seconds to wait, or None for no limit.
+
+    Raises TypeError for a value that is not a number, ValueError for a negative
+    one or NaN. A timeout too long for the platform's locks means no limit.
+    """
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(
+            f"timeout={timeout!r} is not a number of seconds; give the seconds to "
+            "wait (0 or more), or None for no limit."
+        )
+    seconds = float(timeout)
+    if math.isnan(seconds) or seconds < 0:
+        problem = "not a number" if math.isnan(seconds) else "negative"
+        raise ValueError(
+            f"timeout={timeout!r} is {problem}; give the seconds to wait (0 or "
+            "more), or None for no limit."
+        )
+    return None if seconds >= threading.TIMEOUT_MAX else seconds
 
 
 def check_wait_allowed(awaited: str, timeout: float | None) -> None:

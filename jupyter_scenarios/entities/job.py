@@ -21,6 +21,7 @@ from ..store import encode_doc, runs_elsewhere
 from ._base import (
     Entity,
     check_wait_allowed,
+    checked_timeout,
     from_iso,
     new_id,
     to_iso,
@@ -277,6 +278,7 @@ class Job(Entity):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the job is finished or ``timeout`` seconds pass; return finished."""
+        timeout = checked_timeout(timeout)
         check_wait_allowed(self.id, timeout)
         if self._foreign:
             return wait_for_other_process(self.is_finished, timeout)

@@ -19,6 +19,7 @@ from ..events import Event, EventEntityType, EventOperation, bus
 from ._base import (
     Entity,
     check_wait_allowed,
+    checked_timeout,
     from_iso,
     new_id,
     to_iso,
@@ -225,6 +226,7 @@ class Submission(Entity):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until every job is finished or ``timeout`` passes; return finished."""
+        timeout = checked_timeout(timeout)
         check_wait_allowed(self.id, timeout)
         if self._is_foreign():
             return wait_for_other_process(self.is_finished, timeout)
