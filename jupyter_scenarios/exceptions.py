@@ -6,6 +6,15 @@ Each message is a full sentence that names the offending value and the fix.
 from __future__ import annotations
 
 
+def clause(error: object) -> str:
+    """Return ``str(error)`` without its final full stop, to go before ". " in a message.
+
+    Many errors end with a full stop and many do not; a message that quotes one and
+    goes on would otherwise show two.
+    """
+    return str(error).rstrip().removesuffix(".")
+
+
 class ScenarioError(Exception):
     """Base class of every error raised by jupyter_scenarios."""
 

@@ -44,7 +44,7 @@ from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
 from .config.templates import parse_timedelta
 from .entities import Job, Scenario, Sequence, Submission, Task
 from .enums import Frequency, Scope
-from .exceptions import ScenarioError
+from .exceptions import ScenarioError, clause
 from .magic_notes import (
     count,
     new_data_node_notes,
@@ -529,7 +529,7 @@ class ScenarioMagics(Magics):
         except Exception as error:  # noqa: BLE001 - user code may raise anything
             raise UsageError(
                 f"Could not evaluate {where} {expression.strip()!r}: "
-                f"{type(error).__name__}: {error}. Give a Python expression, for "
+                f"{type(error).__name__}: {clause(error)}. Give a Python expression, for "
                 "example 21 or 'text' (quote strings)."
             ) from None
 

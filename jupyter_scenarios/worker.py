@@ -26,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 
-from .exceptions import DataNodeWritingError, NoData
+from .exceptions import DataNodeWritingError, NoData, clause
 from .storage import make_backend
 from .storage.atomic import writing_unpublished_files
 
@@ -226,7 +226,7 @@ def run_task(run: TaskRun) -> TaskResult:
         wrapped = DataNodeWritingError(
             f"Writing output {spec.config_id!r} ({spec.id}) of task "
             f"{run.task_config_id!r} with storage type {spec.storage_type!r} failed: "
-            f"{type(error).__name__}: {error}. Return a value that this storage type "
+            f"{type(error).__name__}: {clause(error)}. Return a value that this storage type "
             "can store, or choose another storage type for the data node."
         )
         wrapped.__cause__ = error

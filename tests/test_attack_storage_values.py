@@ -105,6 +105,26 @@ def test_json_set_error_names_node(engine: Path) -> None:
     assert "encoder" in message, f"error does not name the fix: {message}"
 
 
+def return_set(value: int) -> dict[str, set[int]]:
+    return {"tags": {value, value + 1}}
+
+
+def test_task_output_error_reads_as_sentences(engine: Path) -> None:
+    # The job's error quotes the JSON error, which ends with a full stop, and goes
+    # on with its own advice.
+    source = Config.configure_data_node("seed", default_data=1)
+    target = Config.configure_json_data_node("tags_out")
+    task = Config.configure_task("tagging", return_set, source, target)
+    scenario = tp.create_scenario(Config.configure_scenario("tags", [task]))
+
+    job = scenario.submit(wait=True).jobs[0]
+
+    assert job.is_failed()
+    text = "".join(job.stacktrace)
+    assert "converts it. Return a value" in text, text
+    assert ".." not in text.replace("...", ""), text
+
+
 def test_json_date_round_trips(engine: Path) -> None:
     config = Config.configure_json_data_node("dated", scope=Scope.GLOBAL)
     node = tp.create_global_data_node(config)

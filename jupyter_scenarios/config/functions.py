@@ -56,7 +56,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..exceptions import ConfigurationError, LoadingError
+from ..exceptions import ConfigurationError, LoadingError, clause
 
 logger = logging.getLogger(__name__)
 
@@ -772,7 +772,7 @@ class ReferenceResolver:
     ) -> LoadingError:
         return LoadingError(
             f"Importing module {module_name!r} for {reference!r} in {where} of "
-            f"{self.toml_path} failed with {type(error).__name__}: {error}. Fix the "
+            f"{self.toml_path} failed with {type(error).__name__}: {clause(error)}. Fix the "
             "error in that module, or install what it imports."
         )
 
@@ -803,7 +803,7 @@ class ReferenceResolver:
                     sys.modules[self.sidecar_name] = previous
                 raise LoadingError(
                     f"Running the sidecar module {path} of {self.toml_path} failed "
-                    f"with {type(error).__name__}: {error}. Export the configuration "
+                    f"with {type(error).__name__}: {clause(error)}. Export the configuration "
                     "again from the notebook, or fix that file."
                 ) from error
             _loaded_sidecars[self.sidecar_name] = (path, digest)

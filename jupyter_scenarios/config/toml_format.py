@@ -40,7 +40,7 @@ from typing import Any
 import tomli_w
 
 from ..enums import Frequency, Scope
-from ..exceptions import ConfigurationError, LoadingError
+from ..exceptions import ConfigurationError, LoadingError, clause
 from . import templates
 from .config import ConfigLayer
 from .functions import (
@@ -477,7 +477,7 @@ def _parse_file(path: Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise LoadingError(
-            f"The configuration file {path} is not valid TOML: {error}. Fix the TOML "
+            f"The configuration file {path} is not valid TOML: {clause(error)}. Fix the TOML "
             "syntax at that line."
         ) from None
 

@@ -89,7 +89,7 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..exceptions import ConfigurationError, ModeNotAvailable
+from ..exceptions import ConfigurationError, ModeNotAvailable, clause
 from ..worker import TaskResult, TaskRun, run_task_in_worker
 from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
 
@@ -222,7 +222,7 @@ class DaskExecutor(Executor):
             except (OSError, TimeoutError) as error:
                 raise ConfigurationError(
                     f"Could not connect to the Dask scheduler at {self.address!r}: "
-                    f"{error}. Start the scheduler (`dask scheduler`) and its "
+                    f"{clause(error)}. Start the scheduler (`dask scheduler`) and its "
                     "workers, or remove the dask_address property to run an "
                     "embedded LocalCluster."
                 ) from error

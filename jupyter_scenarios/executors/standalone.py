@@ -18,6 +18,7 @@ from typing import Any
 
 import cloudpickle
 
+from ..exceptions import clause
 from ..worker import TaskResult, TaskRun, run_pickled_task
 from . import _worker_main
 from .base import Executor, FinishedCallback, JobOutcome, StartedCallback
@@ -112,7 +113,7 @@ class StandaloneExecutor(Executor):
                         error=(
                             f"could not pickle the function or the data node "
                             f"properties of task {run.task_config_id!r} for job "
-                            f"{run.job_id!r}: {type(exc).__name__}: {exc}. Worker "
+                            f"{run.job_id!r}: {type(exc).__name__}: {clause(exc)}. Worker "
                             "processes receive both through cloudpickle; move what "
                             "cannot be pickled (locks, open files, connections) into "
                             "the function's body."

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from types import ModuleType
 from typing import Any, ClassVar
 
-from jupyter_scenarios.exceptions import ConfigurationError
+from jupyter_scenarios.exceptions import ConfigurationError, clause
 
 # The package is installed from a checkout, so the extra is named with its path.
 PANDAS_INSTALL_COMMAND = (
@@ -44,7 +44,7 @@ def import_module(
     except ImportError as error:
         raise ImportError(
             f"Data node {key!r} uses storage type {storage_type!r}, which needs the "
-            f"{name!r} package, but importing it failed: {error}. To install it, "
+            f"{name!r} package, but importing it failed: {clause(error)}. To install it, "
             f"{install_command}.",
             name=name,
         ) from error
@@ -135,7 +135,7 @@ def expose(
             arguments = "keyword arguments" if has_header else "positional arguments"
             raise TypeError(
                 f"Data node {key!r} failed to build {exposed_type.__qualname__} from "
-                f"row {number} with the {arguments} {row!r}: {error}. Make the "
+                f"row {number} with the {arguments} {row!r}: {clause(error)}. Make the "
                 "constructor of exposed_type accept one argument per column, or set "
                 "exposed_type to 'pandas' or 'numpy'."
             ) from error
@@ -190,7 +190,7 @@ def to_frame(data: Any, key: str, storage_type: str) -> Any:
         raise TypeError(
             f"Data node {key!r} (storage type {storage_type!r}) cannot store a "
             f"{type(data).__name__} because pandas failed to build a table from it: "
-            f"{error}. Write a DataFrame, a numpy array, a dict of columns, or a list "
+            f"{clause(error)}. Write a DataFrame, a numpy array, a dict of columns, or a list "
             "of rows."
         ) from error
 
