@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from IPython.core.error import UsageError
 
 from .config.templates import is_template
+from .exceptions import clause
 from .magic_notes import did_you_mean
 from .storage import STORAGE_TYPES
 
@@ -64,8 +65,7 @@ def parse_args(magic: Any, line: str) -> Any:
         ) from None
     except UsageError as error:
         raise UsageError(
-            f"%{name} {line.strip()}: {error}. Quote a value that contains spaces "
-            f"and run %{name}? for the options."
+            f"%{name} {line.strip()}: {clause(error)}. {_spaces_hint(name, line)}"
         ) from None
     except SystemExit:
         raise UsageError(
@@ -79,6 +79,20 @@ def parse_args(magic: Any, line: str) -> Any:
         elif isinstance(value, list):
             setattr(args, key, [_unquote(item) for item in value])
     return args
+
+
+def _spaces_hint(name: str, line: str) -> str:
+    """Return the advice for a line that argparse could not parse."""
+    words = line.split()
+    if any(word in ("--default", "-p", "--property") for word in words):
+        # Quotes cannot help there: they would make a string of the expression.
+        return (
+            "The values of --default and -p are Python expressions: write them "
+            "without spaces (--default [1,2]), or put the default data in the "
+            "body of a %%datanode cell. Quotes would make a string of them. Run "
+            f"%{name}? for the options."
+        )
+    return f"Quote a value that contains spaces and run %{name}? for the options."
 
 
 def enum_option(

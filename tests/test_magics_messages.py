@@ -273,6 +273,28 @@ def test_choice_typo_echoes_value(kernel: KernelSession, cell: str, typed: str) 
     assert typed.upper() not in message, "the message shows the value upper-cased"
 
 
+def test_default_with_spaces_says_not_to_quote(kernel: KernelSession) -> None:
+    # Quoting "[1, 2]" would make the default the string '[1, 2]'.
+    kernel.execute(SETUP_CELL).check()
+
+    message = usage_error(kernel.execute("%datanode t --default [1, 2]"))
+
+    assert "--default [1,2]" in message, message
+    assert "%%datanode" in message, message
+    assert "Quote a value" not in message, message
+    kernel.execute("%datanode t --default [1,2]").check()
+    default = run_json(kernel, print_json("Config.data_nodes['t'].default_data"))
+    assert default == [1, 2]
+
+
+def test_path_with_spaces_says_to_quote(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+
+    message = usage_error(kernel.execute("%datanode t --path my data.csv"))
+
+    assert "Quote a value that contains spaces" in message, message
+
+
 def test_scope_any_case_accepted(kernel: KernelSession) -> None:
     kernel.execute(SETUP_CELL).check()
     kernel.execute("%datanode target --scope cycle --default 1").check()
