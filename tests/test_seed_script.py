@@ -93,3 +93,39 @@ def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
     assert "RUNNING" not in statuses
     assert "PENDING" not in statuses
     assert set(statuses) <= {"COMPLETED", "CANCELED", "ABANDONED"}
+
+
+UNGUARDED_SCRIPT = """\
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+
+Config.configure_core(storage_folder="store")
+Config.configure_job_executions(mode="standalone", max_nb_of_workers=2)
+x = Config.configure_data_node("x", default_data=-1)
+task = Config.configure_task("t", abs, x, Config.configure_data_node("y"))
+scenario = tp.create_scenario(Config.configure_scenario("s", [task]))
+print(scenario.submit(wait=True).jobs[0].status)
+"""
+
+
+def test_script_without_main_guard_is_told_why(tmp_path: Path) -> None:
+    # The workers import the script again, so each of them tries to start workers
+    # of its own while multiprocessing bootstraps it, and exits.
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT, encoding="utf-8")
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+
+    completed = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        cwd=tmp_path,
+        check=False,
+    )
+
+    assert completed.returncode != 0, completed.stdout
+    last_line = completed.stderr.strip().splitlines()[-1]
+    assert "before it became ready" in last_line, completed.stderr
+    assert 'if __name__ == "__main__":' in last_line, last_line

@@ -805,7 +805,8 @@ class WorkerPool:
             worker.process.join(_KILL_WAIT)
             raise RuntimeError(
                 f"worker process {worker.pid} {_describe_exit(worker.process.exitcode)} "
-                "before it became ready; see this process's stderr for its error output"
+                "before it became ready; see this process's stderr for its error "
+                f"output.{_script_hint()}"
             ) from None
         self._apply_ready(worker, message)
 
@@ -1820,6 +1821,23 @@ def _drain(fd: int) -> None:
     # one read empties the pipe.
     with contextlib.suppress(BlockingIOError):
         os.read(fd, 4096)
+
+
+def _script_hint() -> str:
+    """Return advice for a script whose workers die at start, or an empty string.
+
+    Workers start with forkserver or spawn and import the main script again. A
+    script that creates or submits scenarios at its top level then does so in each
+    worker, where multiprocessing refuses to start processes, and the worker exits.
+    """
+    main = sys.modules.get("__main__")
+    if getattr(main, "__file__", None) is None or "IPython" in sys.modules:
+        return ""
+    return (
+        " If this is a script, create and submit scenarios under "
+        "'if __name__ == \"__main__\":', since worker processes import the script "
+        "again (README, Limits)."
+    )
 
 
 def _describe_exit(exitcode: int | None) -> str:
