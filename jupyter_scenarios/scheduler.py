@@ -478,9 +478,15 @@ class Scheduler:
                 )
                 total = len(submission.job_ids)
                 verb = "is" if len(unfinished) == 1 else "are"
+                if any(job.is_running() for job in unfinished):
+                    going_on = "They keep running"
+                elif all(job.is_blocked() for job in unfinished):
+                    going_on = "They stay BLOCKED until their inputs are written"
+                else:
+                    going_on = "They stay queued and run when a worker is free"
                 state = (
                     f"{len(unfinished)} of {total} job{'' if total == 1 else 's'} "
-                    f"{verb} not finished ({listed}). They keep running"
+                    f"{verb} not finished ({listed}). {going_on}"
                 )
             elif len(submission.job_ids) == 1:
                 # Finished in memory; the scheduler thread has not written it yet.

@@ -195,6 +195,8 @@ def test_wait_timeout_names_blocked_jobs(kernel: KernelSession) -> None:
 
     assert "timed out after 1 s" in result.stderr, result.stderr
     assert "1 of 1 job is not finished" in result.stderr, result.stderr
+    assert "stay BLOCKED until their inputs are written" in result.stderr
+    assert "keep running" not in result.stderr, result.stderr
     assert "%cancel --all" in result.stderr, "the stuck warning gives no way out"
     assert "1 job is still BLOCKED" in result.stdout, result.stdout
     assert "running" not in result.stdout.lower(), result.stdout
