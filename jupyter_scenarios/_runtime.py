@@ -260,6 +260,21 @@ def orchestrator() -> Scheduler:
         return scheduler
 
 
+def unfinished_under_old_settings() -> int:
+    """Return how many jobs keep the running scheduler's settings, which changed.
+
+    The scheduler takes new job execution or storage settings only once its jobs
+    are finished (see ``orchestrator``); 0 when the settings did not change.
+    """
+    with _lock:
+        scheduler = _state.scheduler
+        if scheduler is None or scheduler is _state.stopping:
+            return 0
+        if _settings() == _state.settings:
+            return 0
+        return len(scheduler._running) + len(scheduler._ready) + len(scheduler._blocked)
+
+
 def store() -> Store:
     """Return the store, starting the runtime if needed."""
     orchestrator()

@@ -19,7 +19,7 @@ from . import _runtime
 from .config import Config
 from .config.sections import DataNodeConfig, ScenarioConfig, TaskConfig
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
-from .entities._base import checked_timeout
+from .entities._base import checked_timeout, why_missing
 from .entities.cycle import cycle_bounds
 from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS, SEQUENCE_PREFIX
 from .enums import Frequency, Scope
@@ -317,8 +317,12 @@ def _resolve_submittable(entity: Any) -> Submittable:
     if isinstance(entity, Scenario):
         if not exists(entity.id):
             raise NonExistingScenario(
-                f"Scenario {entity.id!r} does not exist in the store (it was "
-                "deleted); create a new one with tp.create_scenario()."
+                f"Scenario {entity.id!r} does not exist in the store; "
+                + why_missing(
+                    entity,
+                    _runtime.store(),
+                    "Create a new one with tp.create_scenario().",
+                )
             )
         return entity
     if isinstance(entity, (Sequence, Task)):

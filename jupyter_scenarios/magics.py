@@ -154,6 +154,18 @@ class ScenarioMagics(Magics):
             + (on_workers if job.mode != "development" else "")
             + f"; entities are stored in {_runtime.storage_folder()}."
         )
+        unfinished = _runtime.unfinished_under_old_settings()
+        if unfinished:
+            jobs = (
+                "its unfinished job finishes"
+                if unfinished == 1
+                else f"its {unfinished} unfinished jobs finish"
+            )
+            print(
+                f"The scheduler keeps its current settings until {jobs}; until "
+                "then, tp calls use them too. %wait waits for them, %cancel --all "
+                "stops them."
+            )
 
     # -- declarations -------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ from .entities._base import (
     SCHEDULER_THREAD_NAME,
     check_wait_allowed,
     checked_timeout,
+    why_missing,
 )
 from .entities._values import check_storable
 from .entities.scenario import ALL_SCENARIO_SUBSCRIBERS
@@ -585,7 +586,7 @@ class Scheduler:
             if task is None:
                 raise NonExistingTask(
                     f"Task {task_id!r} of {entity.id!r} does not exist in the store; "
-                    "it was deleted. Create the scenario again."
+                    + why_missing(entity, self.store, "Create the scenario again.")
                 )
             tasks.append(task)
         return topological_order(tasks, entity.id)  # type: ignore[return-value]

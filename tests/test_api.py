@@ -151,6 +151,23 @@ def test_worker_count_from_environment_names_value(
         tp.Orchestrator().run()
 
 
+def test_scenario_of_other_folder_is_not_called_deleted(engine: Path) -> None:
+    scenario = one_task_scenario()
+    Config.configure_core(storage_folder=str(engine / "elsewhere"))
+
+    for submit in (scenario.submit, lambda: tp.submit(scenario)):
+        with pytest.raises(NonExistingEntity) as raised:
+            submit()
+        message = str(raised.value)
+        assert "deleted" not in message, message
+        assert f"belongs to the storage folder {engine.resolve()}" in message, message
+        assert "elsewhere" in message, message
+
+    Config.configure_core(storage_folder=str(engine))
+    assert scenario.submit(wait=True).jobs[0].is_completed()
+    assert scenario.my_output.read() == 8
+
+
 def test_unknown_job_id_names_it() -> None:
     with pytest.raises(NonExistingJob, match="JOB_missing_0"):
         tp.cancel_job("JOB_missing_0")

@@ -204,6 +204,22 @@ def test_wait_timeout_names_blocked_jobs(kernel: KernelSession) -> None:
     assert cancel.stdout == "Cancelled 1 job.\n"
 
 
+def test_storage_switch_says_unfinished_jobs_keep_old_one(
+    kernel: KernelSession,
+) -> None:
+    submit_blocked(kernel)
+
+    result = kernel.execute("%scenario_config --storage other_store").check()
+
+    assert "other_store" in result.stdout, result.stdout
+    assert "keeps its current settings until its unfinished job finishes" in (
+        result.stdout
+    ), result.stdout
+    kernel.execute("%cancel --all", timeout=CELL_TIMEOUT).check()
+    quiet = kernel.execute("%scenario_config --storage .scenarios").check()
+    assert "keeps its current settings" not in quiet.stdout, quiet.stdout
+
+
 def test_development_wait_names_blocked_jobs(kernel: KernelSession) -> None:
     # In development mode %wait returns at once: no job will write my_inptu.
     kernel.execute(SETUP_CELL).check()

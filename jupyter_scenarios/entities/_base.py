@@ -61,6 +61,23 @@ def check_wait_allowed(awaited: str, timeout: float | None) -> None:
         )
 
 
+def why_missing(entity: Any, store: Store, fix_if_deleted: str) -> str:
+    """Return why ``entity``, or a part of it, is not in ``store``, and the fix.
+
+    An entity kept in a variable across a change of storage folder belongs to the
+    folder it was created in: nothing was deleted.
+    """
+    own = getattr(entity, "_store", None)
+    if own is not None and own is not store and own.folder != store.folder:
+        return (
+            f"it belongs to the storage folder {own.folder}, and the orchestrator now "
+            f"uses {store.folder}. Configure {own.folder} again "
+            "(Config.configure_core(storage_folder=...) or %scenario_config "
+            "--storage) to use it."
+        )
+    return f"it was deleted. {fix_if_deleted}"
+
+
 #: Interval, in seconds, between two reads of the row of a job or submission that
 #: another process runs, while wait() waits for it.
 FOREIGN_WAIT_SECONDS = 0.2
