@@ -128,14 +128,13 @@ def run_worker(
     )
     watcher.start()
 
-    leftovers = _LeftoverThreads()
-    stdout = _RoutedStream(_open_standard_stream(1), leftovers)
-    stderr = _RoutedStream(_open_standard_stream(2), leftovers)
+    stdout = _open_standard_stream(1)
+    stderr = _open_standard_stream(2)
     preload_errors = _import_modules(preload)
     ready = (READY, os.getpid(), os.getpgrp(), preload_errors)
     conn.send_bytes(pickle.dumps(ready, protocol=PICKLE_PROTOCOL))
 
-    output = _JobOutput(leftovers)
+    output = _JobOutput()
     try:
         _serve(conn, output, stdout, stderr)
     finally:
@@ -143,10 +142,7 @@ def run_worker(
 
 
 def _serve(
-    conn: Connection,
-    output: _JobOutput,
-    stdout: _RoutedStream,
-    stderr: _RoutedStream,
+    conn: Connection, output: _JobOutput, stdout: TextIO, stderr: TextIO
 ) -> None:
     send_lock = threading.Lock()
     inbox = _Inbox(conn, send_lock)
@@ -589,8 +585,7 @@ class _JobOutput:
     output appended to it, once the job has ended.
     """
 
-    def __init__(self, leftovers: _LeftoverThreads | None = None) -> None:
-        self._leftovers = leftovers
+    def __init__(self) -> None:
         # Guards the fields below: the main thread and the promoter thread both
         # hand the spill file over to a log.
         self._lock = threading.Lock()
@@ -623,16 +618,9 @@ class _JobOutput:
             self._log_path = log_path
             self._started = time.monotonic()
         self._start_promoter()
-        # After the promoter started, so that only the job's own threads are new.
-        threads_before = _thread_idents() if self._leftovers is not None else None
         try:
             yield
         finally:
-            left = (
-                self._leftovers.hold_new(threads_before)
-                if self._leftovers is not None and threads_before is not None
-                else None
-            )
             _flush_all_output()
             with self._lock:
                 self._log_path = None
@@ -649,8 +637,6 @@ class _JobOutput:
                     )
                     if self._spill is not None:
                         _clear(self._spill)
-            if left is not None:
-                left.open(log_path)
 
     def _hand_over(self, log_path: str, *, at_end: bool) -> None:
         """Make the spill file ``log_path``, or append it there at the job's end.
@@ -734,132 +720,6 @@ class _JobOutput:
             with contextlib.suppress(OSError):
                 os.unlink(self._spill_path)
         self._spill = self._spill_path = None
-
-
-def _thread_idents() -> set[int | None]:
-    return {thread.ident for thread in threading.enumerate()}
-
-
-class _LeftoverThreads:
-    """Remembers the threads that each job left running, and the job's log file.
-
-    A task may start a thread and return while the thread still prints. Descriptors
-    1 and 2 then belong to the capture of a later job. What such a thread writes
-    through ``sys.stdout`` or ``sys.stderr`` (print, logging handlers bound to
-    them) goes to the log of the job that started it instead: see
-    ``_RoutedStream``. Writes straight to the descriptors, from C code or child
-    processes, still go to the running job's output.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # Thread ident -> (the thread, its job's log).
-        self._owners: dict[int, tuple[threading.Thread, _LeftoverLog]] = {}
-
-    def hold_new(self, before: set[int | None]) -> _LeftoverLog | None:
-        """Hold what the threads started since ``before`` write, as the job ends.
-
-        Returns the log that keeps it until ``_LeftoverLog.open`` names the file, or
-        None when the job left no thread running. Forgets threads that ended.
-        """
-        new = [
-            thread
-            for thread in threading.enumerate()
-            if thread.ident not in before and thread.is_alive()
-        ]
-        with self._lock:
-            for ident, (thread, log) in list(self._owners.items()):
-                if not thread.is_alive():
-                    del self._owners[ident]
-                    if not any(other is log for _, other in self._owners.values()):
-                        log.close()
-            if not new:
-                return None
-            log = _LeftoverLog()
-            for thread in new:
-                assert thread.ident is not None
-                self._owners[thread.ident] = (thread, log)
-            return log
-
-    def log_of_current_thread(self) -> _LeftoverLog | None:
-        """Return the log of the calling thread if an ended job left it running."""
-        if not self._owners:
-            return None
-        entry = self._owners.get(threading.get_ident())
-        return None if entry is None else entry[1]
-
-
-class _LeftoverLog:
-    """The log file of an ended job, for the threads it left; see _LeftoverThreads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._fd: int | None = None
-        self._pending: list[bytes] | None = []  # None once the file is open or lost
-
-    def open(self, path: str) -> None:
-        """Write what was held to ``path`` and append there from now on."""
-        with self._lock:
-            try:
-                self._fd = os.open(path, _LOG_FLAGS, 0o666)
-            except OSError:
-                self._pending = None  # the log's folder is gone
-                return
-            pending, self._pending = self._pending or [], None
-            for data in pending:
-                self._write_locked(data)
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            if self._pending is not None:
-                self._pending.append(data)
-            elif self._fd is not None:
-                self._write_locked(data)
-
-    def _write_locked(self, data: bytes) -> None:
-        assert self._fd is not None
-        view = memoryview(data)
-        try:
-            while view:
-                view = view[os.write(self._fd, view) :]
-        except OSError:
-            pass  # a full disk or a removed file: the text is lost, not misplaced
-
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(self._fd)
-            self._fd, self._pending = None, None
-
-
-class _RoutedStream:
-    """``sys.stdout`` or ``sys.stderr`` of a worker; see ``_LeftoverThreads``.
-
-    Delegates everything to ``stream``, except text written by a thread that an
-    ended job left running, which goes to that job's log file.
-    """
-
-    def __init__(self, stream: TextIO, leftovers: _LeftoverThreads) -> None:
-        self._stream = stream
-        self._leftovers = leftovers
-
-    def write(self, text: str) -> int:
-        log = self._leftovers.log_of_current_thread()
-        if log is None:
-            return self._stream.write(text)
-        log.write(text.encode("utf-8", "backslashreplace"))
-        return len(text)
-
-    def writelines(self, lines: Any) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
 
 
 def _has_children() -> bool:
