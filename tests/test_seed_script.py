@@ -64,10 +64,12 @@ def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
         except psutil.NoSuchProcess:
             break
         time.sleep(0.2)
-    _, stderr = process.communicate(timeout=60)
+    stdout, stderr = process.communicate(timeout=60)
 
     assert process.returncode == 0, stderr[-3000:]
     assert "timed out after 5 s" in stderr
+    # What the tasks print reaches the terminal, as with Taipy's workers.
+    assert "Wait 10 seconds in add function" in stdout, stdout
     assert (tmp_path / "config_07.toml").exists()
 
     # The worker processes ended with the script.
@@ -129,3 +131,59 @@ def test_script_without_main_guard_is_told_why(tmp_path: Path) -> None:
     last_line = completed.stderr.strip().splitlines()[-1]
     assert "before it became ready" in last_line, completed.stderr
     assert 'if __name__ == "__main__":' in last_line, last_line
+
+
+TALKING_SCRIPT = """\
+import os, sys, time
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+
+
+def talk(gate):
+    print("task says hello", flush=True)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print("task says bye", flush=True)
+    return gate
+
+
+if __name__ == "__main__":
+    Config.configure_core(storage_folder="store")
+    Config.configure_job_executions(mode="standalone", max_nb_of_workers=1)
+    gate = Config.configure_data_node("gate", default_data=sys.argv[1])
+    task = Config.configure_task("t", talk, gate, Config.configure_data_node("y"))
+    scenario = tp.create_scenario(Config.configure_scenario("s", [task]))
+    submission = scenario.submit(wait=True, timeout=60)
+    print("logs:", repr(submission.jobs[0].logs), flush=True)
+"""
+
+
+def test_script_shows_task_output_while_job_runs(tmp_path: Path) -> None:
+    # Taipy's workers print to the script's terminal; so do these, line by line
+    # as the job goes, and the job's log keeps the output too.
+    script = tmp_path / "talking.py"
+    script.write_text(TALKING_SCRIPT, encoding="utf-8")
+    gate = tmp_path / "gate"
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(gate)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        # Bounded: without its gate the task gives up after 60 s.
+        first = process.stdout.readline()
+        assert first == "task says hello\n", first
+        gate.touch()
+        rest, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    assert process.returncode == 0, stderr
+    assert rest == ("task says bye\nlogs: 'task says hello\\ntask says bye\\n'\n"), rest

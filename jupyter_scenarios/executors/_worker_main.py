@@ -96,6 +96,7 @@ def run_worker(
     lifeline: Connection,
     preload: Sequence[str],
     started_by_forkserver: bool,
+    echo_output: bool = False,
 ) -> None:
     """Serve jobs from ``conn`` until the kernel sends STOP or closes the connection.
 
@@ -115,6 +116,9 @@ def run_worker(
         single-threaded forkserver, which exits with the kernel. A spawn worker's
         parent is the kernel thread that started it, and that thread may end long
         before the kernel does.
+    echo_output
+        Whether to copy each job's output, as it comes, to the descriptor 1 that
+        the worker inherited (a script's terminal), besides its log.
     """
     _become_process_group_leader()
     _run_as_batch_work()
@@ -134,7 +138,7 @@ def run_worker(
     ready = (READY, os.getpid(), os.getpgrp(), preload_errors)
     conn.send_bytes(pickle.dumps(ready, protocol=PICKLE_PROTOCOL))
 
-    output = _JobOutput()
+    output = _JobOutput(echo=echo_output)
     try:
         _serve(conn, output, stdout, stderr)
     finally:
@@ -585,7 +589,12 @@ class _JobOutput:
     output appended to it, once the job has ended.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, echo: bool = False) -> None:
+        self._echo = echo
+        # While a job runs with echo: the inherited descriptor 1, and how far the
+        # job's output was copied there.
+        self._echo_fd: int | None = None
+        self._echoed = 0
         # Guards the fields below: the main thread and the promoter thread both
         # hand the spill file over to a log.
         self._lock = threading.Lock()
@@ -617,12 +626,16 @@ class _JobOutput:
         with self._lock:
             self._log_path = log_path
             self._started = time.monotonic()
+            self._echo_fd = saved_stdout if self._echo else None
+            self._echoed = 0
         self._start_promoter()
         try:
             yield
         finally:
             _flush_all_output()
             with self._lock:
+                self._echo_locked()
+                self._echo_fd = None
                 self._log_path = None
                 os.dup2(saved_stdout, 1)
                 os.dup2(saved_stderr, 2)
@@ -698,6 +711,7 @@ class _JobOutput:
         while True:
             time.sleep(PROMOTE_SECONDS / 2)
             with self._lock:
+                self._echo_locked()
                 log_path = self._log_path
                 if (
                     log_path is None
@@ -708,6 +722,19 @@ class _JobOutput:
                     self._hand_over(log_path, at_end=False)
                 except OSError:
                     pass  # the output stays in the spill file until the job ends
+
+    def _echo_locked(self) -> None:
+        """Copy what the running job wrote since the last call to the echo target.
+
+        Descriptor 1 points at the job's output file, the spill file or the log it
+        became, which starts with this job's output.
+        """
+        if self._echo_fd is None:
+            return
+        try:
+            self._echoed = _copy(1, self._echo_fd, self._echoed)
+        except OSError:
+            self._echo_fd = None  # the terminal or pipe is gone; the log keeps all
 
     def close(self) -> None:
         """Close and remove the spill file; called when the worker exits."""

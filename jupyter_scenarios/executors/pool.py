@@ -345,6 +345,10 @@ class WorkerPool:
         Modules that each worker imports before it reports ready. With forkserver,
         the forkserver also imports them once, so that workers start with them loaded,
         unless this process already runs a forkserver started with other preloads.
+    echo_output
+        Whether workers also copy what each job prints, as it comes, to the
+        standard output that they inherited from this process. Each job's log
+        gets it either way.
 
     Raises
     ------
@@ -369,6 +373,7 @@ class WorkerPool:
         on_finished: Callable[[str, WorkOutcome], None],
         start_method: str = "forkserver",
         preload: Sequence[str] = (),
+        echo_output: bool = False,
     ) -> None:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int):
             raise TypeError(f"max_workers must be an int, got {max_workers!r}")
@@ -384,6 +389,7 @@ class WorkerPool:
         self._on_finished = on_finished
         self._start_method = start_method
         self._preload = [_worker_main.__name__, *preload]
+        self._echo_output = echo_output
         self._context: ForkServerContext | SpawnContext
         if start_method == "forkserver":
             self._context = multiprocessing.get_context("forkserver")
@@ -771,6 +777,7 @@ class WorkerPool:
                 lifeline_r,
                 self._preload,
                 self._start_method == "forkserver",
+                self._echo_output,
             ),
             name=WORKER_PROCESS_NAME,
         )

@@ -18,6 +18,7 @@ from typing import Any
 
 import cloudpickle
 
+from .._environment import is_kernel
 from ..exceptions import clause
 from ..worker import TaskResult, TaskRun, run_pickled_task
 from . import _worker_main
@@ -60,6 +61,10 @@ class StandaloneExecutor(Executor):
             on_started=started,
             on_finished=self._finished,
             preload=("jupyter_scenarios.worker",),
+            # A script shows what its jobs print, as Taipy's workers do; in a
+            # kernel it would go to the server's terminal, so there the job table
+            # and job.logs show it.
+            echo_output=not is_kernel(),
         )
         self._pool.start()
 

@@ -19,7 +19,7 @@ Run headless (nbconvert, nbclient, papermill), end the notebook with a cell call
 
 from __future__ import annotations
 
-from ._live import is_kernel
+from .._environment import is_kernel
 from ._settings import WidgetSettings, settings
 from .auto import display_submission, install_auto_display, uninstall_auto_display
 from .graph_view import GraphView, graph_html

@@ -8,7 +8,6 @@ HTML forms can be replaced by the final ones once its jobs finish (see
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import uuid
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from ipywidgets import Accordion, Layout
 from ipywidgets.widgets.widget_style import Style
 
+from .._environment import is_kernel
 from .refresh import Pacer, timer
 
 #: The MIME type under which a front end finds the model of a widget to show.
@@ -25,25 +25,6 @@ WIDGET_VIEW_MIMETYPE = "application/vnd.jupyter.widget-view+json"
 _FIXED = (Layout, Style)
 
 logger = logging.getLogger(__name__)
-
-
-def is_kernel() -> bool:
-    """Return whether this code runs in an IPython kernel that a front end can reach.
-
-    True in ipykernel's ``ZMQInteractiveShell`` (Jupyter, JupyterLab, VS Code,
-    nbclient); False in a plain script and in terminal IPython.
-    """
-    # A kernel has imported both already; a plain script pays for no import here.
-    if "IPython" not in sys.modules or "ipykernel" not in sys.modules:
-        return False
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    if shell is None:
-        return False
-    from ipykernel.zmqshell import ZMQInteractiveShell
-
-    return isinstance(shell, ZMQInteractiveShell) and shell.kernel is not None
 
 
 def _parts(widget: Any) -> list[Any]:

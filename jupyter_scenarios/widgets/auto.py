@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 
 from .. import _runtime
+from .._environment import is_kernel
 from ..entities import Submission
 from ..scheduler import Scheduler
-from ._live import is_kernel
 from ._settings import settings
 from .progress import SubmissionProgress
 from .refresh import refresh_submission_widgets
