@@ -47,6 +47,11 @@ def test_demo_prints_results_and_exports(tmp_path: Path) -> None:
     if zmq.has("curve"):
         assert "without encryption" not in completed.stderr
 
+    # Exported where the tutorial exports it: after choosing standalone mode.
+    exported = (output_dir / "config_07.toml").read_text(encoding="utf-8")
+    assert 'mode = "standalone"' in exported, exported
+    assert 'max_nb_of_workers = "2:int"' in exported, exported
+
     executed = output_dir / "01_job_execution.ipynb"
     html = (output_dir / "01_job_execution.html").read_text(encoding="utf-8")
     assert executed.exists()
