@@ -173,6 +173,19 @@ def test_unknown_job_id_names_it() -> None:
         tp.cancel_job("JOB_missing_0")
 
 
+def test_attribute_of_deleted_scenario_says_deleted() -> None:
+    scenario = one_task_scenario()
+    assert scenario.my_input.read() == 4
+    tp.delete(scenario.id)
+
+    with pytest.raises(AttributeError, match="was deleted") as raised:
+        _ = scenario.my_input
+    assert scenario.id in str(raised.value)
+    assert not hasattr(scenario, "my_input")
+    with pytest.raises(AttributeError, match="its data nodes are"):
+        _ = one_task_scenario("other").no_such_name
+
+
 def test_delete_unknown_entity_names_it() -> None:
     with pytest.raises(NonExistingEntity, match="SCENARIO_missing_0"):
         tp.delete("SCENARIO_missing_0")

@@ -365,11 +365,27 @@ class Scenario(_TaskGraph, Entity):
         properties = self.__dict__.get("_properties", {})
         if item in properties:
             return properties[item]
+        if not nodes and not tasks and self._was_deleted():
+            raise AttributeError(
+                f"Scenario {self.__dict__.get('id')!r} has no {item!r} any more: it "
+                "was deleted (tp.delete or tp.clean_all_entities). Create a new one "
+                "with tp.create_scenario()."
+            )
         raise AttributeError(
             f"Scenario {self.__dict__.get('id')!r} has no data node, task, sequence "
             f"or property {item!r}; its data nodes are {sorted(nodes)} and its tasks "
             f"{sorted(tasks)}."
         )
+
+    def _was_deleted(self) -> bool:
+        store = self.__dict__.get("_store")
+        scenario_id = self.__dict__.get("id")
+        if store is None or scenario_id is None:
+            return False
+        try:
+            return store.get(scenario_id) is None
+        except Exception:  # noqa: BLE001 - a closed store: say no more than before
+            return False
 
     def __repr__(self) -> str:
         return f"Scenario({self.id!r})"
