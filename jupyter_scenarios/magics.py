@@ -287,6 +287,12 @@ class ScenarioMagics(Magics):
         new_names = [name for name in Config.data_nodes if name not in declared_before]
         for note in new_data_node_notes(new_names, candidates, [config]):
             print(note)
+        if args.function is None and args.id not in defined and len(defined) > 1:
+            print(
+                f"Task {args.id!r} runs {defined[-1]}(), the last of the functions "
+                f"this cell defines ({', '.join(defined)}); pass --function NAME to "
+                "run another."
+            )
         return config
 
     @magic_arguments()

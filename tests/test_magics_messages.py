@@ -264,6 +264,24 @@ def test_jobs_note_counts_one_job(kernel: KernelSession) -> None:
 # ---------------------------------------------------------------------------------
 
 
+def test_task_cell_with_helpers_names_chosen_function(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+    cell = (
+        "%%task scaled --inputs my_input --outputs out\n"
+        "def helper(x):\n    return x * 3\n\n"
+        "def main(x):\n    return helper(x)\n"
+    )
+
+    result = kernel.execute(cell).check()
+
+    assert "runs main(), the last of the functions this cell defines" in (
+        result.stdout
+    ), result.stdout
+    assert "(helper, main)" in result.stdout, result.stdout
+    named = kernel.execute(cell.replace("def main", "def scaled")).check()
+    assert "runs" not in named.stdout, named.stdout
+
+
 def test_storage_typo_names_option(kernel: KernelSession) -> None:
     kernel.execute(SETUP_CELL).check()
 
