@@ -30,6 +30,7 @@ from .exceptions import (
     NonExistingScenario,
 )
 from .reasons import ReasonCollection, unready_inputs
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -108,11 +109,11 @@ def create_scenario(
         )
         scenario_id = Scenario._ID_PREFIX + f"{section.id}_" + _fresh_suffix()
         nodes = {
-            dn_config.id: _data_node_for(dn_config, scenario_id, cycle)
+            dn_config.id: _data_node_for(dn_config, scenario_id, cycle, store)
             for dn_config in section.data_node_configs
         }
         tasks = [
-            _task_for(task_config, nodes, scenario_id, cycle)
+            _task_for(task_config, nodes, scenario_id, cycle, store)
             for task_config in section.task_configs
         ]
         additional = [nodes[dn.id].id for dn in section.additional_data_node_configs]
@@ -173,9 +174,14 @@ def _owner_for(
 
 
 def _data_node_for(
-    dn_config: DataNodeConfig, scenario_id: str | None, cycle: Cycle | None
+    dn_config: DataNodeConfig,
+    scenario_id: str | None,
+    cycle: Cycle | None,
+    store: Store | None = None,
 ) -> DataNode:
-    store = _runtime.store()
+    # Callers that create many entities pass the store: finding it checks the
+    # configuration, which resolves the storage folder's path each time.
+    store = store or _runtime.store()
     scope = dn_config.scope
     owner = _owner_for(scope, scenario_id, cycle)
     if scope is not Scope.SCENARIO:
@@ -213,8 +219,9 @@ def _task_for(
     nodes: dict[str, DataNode],
     scenario_id: str,
     cycle: Cycle | None,
+    store: Store | None = None,
 ) -> Task:
-    store = _runtime.store()
+    store = store or _runtime.store()
     inputs = [nodes[dn.id] for dn in task_config.input_configs]
     outputs = [nodes[dn.id] for dn in task_config.output_configs]
     scopes = [node.scope for node in inputs + outputs]
