@@ -187,3 +187,90 @@ def test_script_shows_task_output_while_job_runs(tmp_path: Path) -> None:
 
     assert process.returncode == 0, stderr
     assert rest == ("task says bye\nlogs: 'task says hello\\ntask says bye\\n'\n"), rest
+
+
+UNREAD_OUTPUT_SCRIPT = """\
+import os, sys
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+
+
+def flood(index):
+    sys.stdout.write("".join(f"line {index} " + "x" * 60 + "\\n" for _ in range(40_000)))
+    sys.stdout.flush()
+    return index
+
+
+def move_stdout(secret_path):
+    print("printed by the job", flush=True)
+    # Code that sends descriptor 1 elsewhere, as some C libraries and daemons do.
+    os.dup2(os.open(secret_path, os.O_RDWR), 1)
+    return secret_path
+
+
+if __name__ == "__main__":
+    function = {"flood": flood, "move": move_stdout}[sys.argv[1]]
+    Config.configure_core(storage_folder="store")
+    Config.configure_job_executions(mode="standalone", max_nb_of_workers=2)
+    tasks = [
+        Config.configure_task(
+            f"t{index}",
+            function,
+            Config.configure_data_node(f"in{index}", default_data=sys.argv[2]),
+            Config.configure_data_node(f"out{index}"),
+        )
+        for index in range(2 if sys.argv[1] == "flood" else 1)
+    ]
+    scenario = tp.create_scenario(Config.configure_scenario("s", tasks))
+    submission = scenario.submit(wait=True, timeout=60)
+    statuses = sorted(job.status.name for job in submission.jobs)
+    lengths = [len(job.logs) for job in submission.jobs]
+    with open("result.txt", "w") as result:
+        result.write(f"{statuses} {lengths}")
+"""
+
+
+def run_unread_output_script(
+    tmp_path: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    script = tmp_path / "unread.py"
+    script.write_text(UNREAD_OUTPUT_SCRIPT, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(script), *args],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    return process, str(script)
+
+
+def test_unread_stdout_does_not_stop_jobs(tmp_path: Path) -> None:
+    # Two jobs print 2.7 MB each to a pipe that nobody reads until the script
+    # ends. The copy to the terminal must give up, not the jobs.
+    process, _ = run_unread_output_script(tmp_path, "flood", "unused")
+    try:
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stdout is not None
+        process.stdout.read()
+        process.wait(10)
+
+    result = (tmp_path / "result.txt").read_text(encoding="utf-8")
+    # 40,000 lines of 73 bytes each ("line unused ", 60 x and a line end).
+    assert result == "['COMPLETED', 'COMPLETED'] [2920000, 2920000]", result
+
+
+def test_echo_copies_job_output_not_descriptor_one(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("NOT THE JOB'S OUTPUT\n" * 5, encoding="utf-8")
+
+    process, _ = run_unread_output_script(tmp_path, "move", str(secret))
+    stdout, _ = process.communicate(timeout=120)
+
+    assert process.returncode == 0
+    assert stdout.decode() == "printed by the job\n", stdout
+    result = (tmp_path / "result.txt").read_text(encoding="utf-8")
+    assert result == "['COMPLETED'] [19]", result

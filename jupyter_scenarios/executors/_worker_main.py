@@ -42,6 +42,7 @@ import logging
 import multiprocessing.forkserver
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
@@ -138,11 +139,14 @@ def run_worker(
     ready = (READY, os.getpid(), os.getpgrp(), preload_errors)
     conn.send_bytes(pickle.dumps(ready, protocol=PICKLE_PROTOCOL))
 
-    output = _JobOutput(echo=echo_output)
+    echo = _Echo(os.dup(1)) if echo_output else None
+    output = _JobOutput(echo)
     try:
         _serve(conn, output, stdout, stderr)
     finally:
         output.close()
+        if echo is not None:
+            echo.flush(_ECHO_FLUSH_SECONDS)
 
 
 def _serve(
@@ -589,12 +593,14 @@ class _JobOutput:
     output appended to it, once the job has ended.
     """
 
-    def __init__(self, *, echo: bool = False) -> None:
+    def __init__(self, echo: _Echo | None = None) -> None:
         self._echo = echo
-        # While a job runs with echo: the inherited descriptor 1, and how far the
-        # job's output was copied there.
-        self._echo_fd: int | None = None
+        # While a job runs with echo: this worker's own descriptor of the job's
+        # output file (not 1, which the job may move), how far it was read, and
+        # the end of a line not passed to the echo yet.
+        self._echo_source: int | None = None
         self._echoed = 0
+        self._echo_tail = b""
         # Guards the fields below: the main thread and the promoter thread both
         # hand the spill file over to a log.
         self._lock = threading.Lock()
@@ -626,16 +632,16 @@ class _JobOutput:
         with self._lock:
             self._log_path = log_path
             self._started = time.monotonic()
-            self._echo_fd = saved_stdout if self._echo else None
+            self._echo_source = os.dup(spill) if self._echo is not None else None
             self._echoed = 0
+            self._echo_tail = b""
         self._start_promoter()
         try:
             yield
         finally:
             _flush_all_output()
             with self._lock:
-                self._echo_locked()
-                self._echo_fd = None
+                self._echo_locked(at_end=True)
                 self._log_path = None
                 os.dup2(saved_stdout, 1)
                 os.dup2(saved_stderr, 2)
@@ -650,6 +656,8 @@ class _JobOutput:
                     )
                     if self._spill is not None:
                         _clear(self._spill)
+            if self._echo is not None:
+                self._echo.flush(_ECHO_FLUSH_SECONDS)
 
     def _hand_over(self, log_path: str, *, at_end: bool) -> None:
         """Make the spill file ``log_path``, or append it there at the job's end.
@@ -723,18 +731,33 @@ class _JobOutput:
                 except OSError:
                     pass  # the output stays in the spill file until the job ends
 
-    def _echo_locked(self) -> None:
-        """Copy what the running job wrote since the last call to the echo target.
+    def _echo_locked(self, *, at_end: bool = False) -> None:
+        """Pass the whole lines that the job wrote since the last call to the echo.
 
-        Descriptor 1 points at the job's output file, the spill file or the log it
-        became, which starts with this job's output.
+        Reads the job's output file, the spill file or the log it became, which
+        starts with this job's output. At the end of the job the last line goes
+        too, and the file's descriptor is closed.
         """
-        if self._echo_fd is None:
+        source = self._echo_source
+        if source is None or self._echo is None:
             return
         try:
-            self._echoed = _copy(1, self._echo_fd, self._echoed)
+            while True:
+                chunk = os.pread(source, 1 << 20, self._echoed)
+                if not chunk:
+                    break
+                self._echoed += len(chunk)
+                text = self._echo_tail + chunk
+                cut = text.rfind(b"\n") + 1
+                self._echo_tail = text[cut:]
+                self._echo.put(text[:cut])
         except OSError:
-            self._echo_fd = None  # the terminal or pipe is gone; the log keeps all
+            pass  # the log keeps all of it
+        if at_end:
+            self._echo.put(self._echo_tail)
+            self._echo_tail = b""
+            os.close(source)
+            self._echo_source = None
 
     def close(self) -> None:
         """Close and remove the spill file; called when the worker exits."""
@@ -747,6 +770,115 @@ class _JobOutput:
             with contextlib.suppress(OSError):
                 os.unlink(self._spill_path)
         self._spill = self._spill_path = None
+
+
+class _Echo:
+    """Writes job output to the standard output that the worker inherited.
+
+    A thread does the writing, so that a terminal or pipe that is not read never
+    stops a job from ending. Past ``_ECHO_LIMIT`` bytes waiting, output is dropped
+    here (each job's log keeps it), and one line says so. Writes of at most
+    ``select.PIPE_BUF`` bytes that end at a line end keep the lines of two workers
+    from mixing on a pipe.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._condition = threading.Condition()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._waiting = 0  # bytes in _chunks
+        self._dropped = 0  # bytes dropped since the last write
+        self._writing = False  # the thread writes a chunk taken from _chunks
+        self._broken = False
+        # False after a flush() timed out, until the thread catches up: a reader
+        # that stopped reading must not delay every job.
+        self._patient = True
+        threading.Thread(
+            target=self._write_forever, name="jupyter-scenarios-echo", daemon=True
+        ).start()
+
+    def put(self, data: bytes) -> None:
+        if not data:
+            return
+        with self._condition:
+            if self._broken:
+                return
+            if self._waiting + len(data) > _ECHO_LIMIT:
+                self._dropped += len(data)
+                return
+            self._chunks.append(data)
+            self._waiting += len(data)
+            self._condition.notify()
+
+    def flush(self, timeout: float) -> None:
+        """Wait until what was put is written, ``timeout`` seconds at most.
+
+        A job's last lines then come before what the script prints once the job
+        has ended.
+        """
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            if not self._patient:
+                return
+            while self._chunks or self._writing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._patient = False
+                    return
+                self._condition.wait(remaining)
+
+    def _write_forever(self) -> None:
+        while True:
+            with self._condition:
+                self._writing = False
+                if not self._chunks:
+                    self._patient = True
+                    self._condition.notify_all()
+                while not self._chunks:
+                    self._condition.wait()
+                data = self._chunks.popleft()
+                self._waiting -= len(data)
+                dropped, self._dropped = self._dropped, 0
+                self._writing = True
+            try:
+                if dropped:
+                    _write_lines(
+                        self._fd,
+                        f"[jupyter-scenarios: {dropped} bytes of job output not "
+                        "shown, since this output was not read fast enough; each "
+                        "job's log has them]\n".encode(),
+                    )
+                _write_lines(self._fd, data)
+            except OSError:
+                with self._condition:  # closed or broken: the logs keep it all
+                    self._broken = True
+                    self._writing = False
+                    self._chunks.clear()
+                    self._waiting = 0
+                    self._condition.notify_all()
+                return
+
+
+#: Most bytes of job output that wait for the echo thread; see _Echo.
+_ECHO_LIMIT = 8 << 20
+#: Seconds that a job's end, or a worker's exit, waits for its echo to be written.
+_ECHO_FLUSH_SECONDS = 0.5
+
+
+def _write_lines(fd: int, data: bytes) -> None:
+    """Write ``data`` in pieces of at most PIPE_BUF bytes that end at line ends."""
+    limit = select.PIPE_BUF
+    start = 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        if end < len(data):
+            cut = data.rfind(b"\n", start, end) + 1
+            if cut > start:
+                end = cut
+        view = memoryview(data)[start:end]
+        while view:
+            view = view[os.write(fd, view) :]
+        start = end
 
 
 def _has_children() -> bool:
