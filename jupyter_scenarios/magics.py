@@ -414,10 +414,7 @@ class ScenarioMagics(Magics):
         Example: ``%submit scenario_1 --wait --timeout 5``
         """
         args = parse_args(self.submit, line)
-        if args.timeout is not None and args.timeout < 0:
-            raise UsageError(
-                f"--timeout {args.timeout} is negative; give seconds >= 0."
-            )
+        _check_timeout_option(args.timeout)
         entity = self._entity(args.entity, _SUBMITTABLE, "a scenario, sequence or task")
         return api.submit(
             entity, force=args.force, wait=args.wait, timeout=args.timeout
@@ -515,10 +512,7 @@ class ScenarioMagics(Magics):
         nbclient) stores the widgets' final state.
         """
         args = parse_args(self.wait, line)
-        if args.timeout is not None and args.timeout < 0:
-            raise UsageError(
-                f"--timeout {args.timeout} is negative; give seconds >= 0."
-            )
+        _check_timeout_option(args.timeout)
         if api.wait_all(timeout=args.timeout):
             return
         # In development mode wait_all returns False at once when BLOCKED jobs wait
@@ -802,3 +796,12 @@ def unload(ipython: Any) -> None:
     from .widgets import uninstall_auto_display
 
     uninstall_auto_display()
+
+
+def _check_timeout_option(timeout: float | None) -> None:
+    """Raise a UsageError unless ``--timeout`` is a number of seconds, 0 or more."""
+    if timeout is not None and not timeout >= 0:  # also NaN
+        raise UsageError(
+            f"--timeout {timeout:g} is not valid; give the seconds to wait, 0 or "
+            "more, or leave --timeout out to wait until the jobs finish."
+        )

@@ -6,6 +6,7 @@ timeout, and the ``standalone`` fixture fails a test that leaves a process behin
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,7 @@ def test_negative_timeout_rejected(tmp_path: Path) -> None:
         (True, TypeError),
         (float("nan"), ValueError),
         (-0.5, ValueError),
+        (-(10**400), ValueError),
     ],
 )
 def test_bad_timeout_named_before_anything_runs(
@@ -140,6 +142,8 @@ def test_endless_timeout_waits_like_none(tmp_path: Path) -> None:
     (tmp_path / "gate").touch()
     assert submission.wait(float("inf"))
     assert tp.wait_all(1e300)
+    assert tp.wait_all(10**400)  # too large for a float
+    assert submission.wait(Decimal("0.5"))
 
 
 def test_wait_on_unwritable_input_warns(tmp_path: Path) -> None:

@@ -220,6 +220,25 @@ def test_storage_switch_says_unfinished_jobs_keep_old_one(
     assert "keeps its current settings" not in quiet.stdout, quiet.stdout
 
 
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ("%wait --timeout nan", "--timeout nan"),
+        ("%wait --timeout -2", "--timeout -2"),
+        ("%submit scenario --wait --timeout nan", "--timeout nan"),
+    ],
+)
+def test_bad_timeout_option_is_usage_error(
+    kernel: KernelSession, cell: str, shown: str
+) -> None:
+    submit_blocked(kernel)
+
+    message = usage_error(kernel.execute(cell, timeout=CELL_TIMEOUT))
+
+    assert f"{shown} is not valid" in message, message
+    kernel.execute("%cancel --all", timeout=CELL_TIMEOUT).check()
+
+
 def test_development_wait_names_blocked_jobs(kernel: KernelSession) -> None:
     # In development mode %wait returns at once: no job will write my_inptu.
     kernel.execute(SETUP_CELL).check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 import threading
@@ -10,7 +11,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from ..store import encode_doc
 
@@ -31,12 +32,17 @@ def checked_timeout(timeout: Any) -> float | None:
     """
     if timeout is None:
         return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+    if isinstance(timeout, bool) or not isinstance(
+        timeout, (numbers.Real, decimal.Decimal)
+    ):
         raise TypeError(
             f"timeout={timeout!r} is not a number of seconds; give the seconds to "
             "wait (0 or more), or None for no limit."
         )
-    seconds = float(timeout)
+    try:
+        seconds = float(timeout)
+    except OverflowError:  # an int or a fraction too large for a float
+        seconds = -math.inf if cast(Any, timeout) < 0 else math.inf
     if math.isnan(seconds) or seconds < 0:
         problem = "not a number" if math.isnan(seconds) else "negative"
         raise ValueError(
