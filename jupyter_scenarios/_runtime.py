@@ -273,19 +273,23 @@ def orchestrator() -> Scheduler:
         return scheduler
 
 
-def unfinished_under_old_settings() -> int:
-    """Return how many jobs keep the running scheduler's settings, which changed.
+def deferred_switch() -> tuple[int, int, Path] | None:
+    """Describe the scheduler that keeps its settings although they changed.
 
     The scheduler takes new job execution or storage settings only once its jobs
-    are finished (see ``orchestrator``); 0 when the settings did not change.
+    are finished (see ``orchestrator``). Returns its unfinished jobs, how many of
+    them are BLOCKED, and the storage folder that it still uses; None when the
+    settings did not change or no job holds them back.
     """
     with _lock:
-        scheduler = _state.scheduler
-        if scheduler is None or scheduler is _state.stopping:
-            return 0
+        scheduler, store = _state.scheduler, _state.store
+        if scheduler is None or store is None or scheduler is _state.stopping:
+            return None
         if _settings() == _state.settings:
-            return 0
-        return len(scheduler._running) + len(scheduler._ready) + len(scheduler._blocked)
+            return None
+        blocked = len(scheduler._blocked)
+        unfinished = len(scheduler._running) + len(scheduler._ready) + blocked
+        return (unfinished, blocked, store.folder) if unfinished else None
 
 
 def store() -> Store:

@@ -149,23 +149,37 @@ class ScenarioMagics(Magics):
         job = Config.job_config
         workers = job.max_nb_of_workers
         on_workers = f" on {workers} worker{'s' if workers != 1 else ''}"
-        print(
-            f"Jobs run in {job.mode} mode"
-            + (on_workers if job.mode != "development" else "")
-            + f"; entities are stored in {_runtime.storage_folder()}."
+        settings = f"{job.mode} mode" + (
+            on_workers if job.mode != "development" else ""
         )
-        unfinished = _runtime.unfinished_under_old_settings()
-        if unfinished:
-            jobs = (
-                "its unfinished job finishes"
-                if unfinished == 1
-                else f"its {unfinished} unfinished jobs finish"
-            )
+        folder = _runtime.storage_folder()
+        deferred = _runtime.deferred_switch()
+        if deferred is None:
+            print(f"Jobs run in {settings}; entities are stored in {folder}.")
+            return
+        unfinished, blocked, current = deferred
+        jobs = (
+            "unfinished job ends"
+            if unfinished == 1
+            else f"{unfinished} unfinished jobs end"
+        )
+        print(
+            f"Jobs will run in {settings} and entities will be stored in {folder} "
+            f"once the scheduler's {jobs}. Until then it keeps its settings and "
+            f"stores entities in {current}, and tp calls use them too."
+        )
+        if blocked == unfinished == 1:
             print(
-                f"The scheduler keeps its current settings until {jobs}; until "
-                "then, tp calls use them too. %wait waits for them, %cancel --all "
-                "stops them."
+                "That job is BLOCKED until its inputs are written; %cancel --all "
+                "cancels it."
             )
+        elif blocked == unfinished:
+            print(
+                "They are BLOCKED until their inputs are written; %cancel --all "
+                "cancels them."
+            )
+        else:
+            print("%wait waits for them; %cancel --all cancels them.")
 
     # -- declarations -------------------------------------------------------------------
 

@@ -208,16 +208,23 @@ def test_storage_switch_says_unfinished_jobs_keep_old_one(
     kernel: KernelSession,
 ) -> None:
     submit_blocked(kernel)
+    current = run_json(
+        kernel,
+        print_json("str(__import__('jupyter_scenarios')._runtime.storage_folder())"),
+    )
 
     result = kernel.execute("%scenario_config --storage other_store").check()
 
-    assert "other_store" in result.stdout, result.stdout
-    assert "keeps its current settings until its unfinished job finishes" in (
-        result.stdout
-    ), result.stdout
+    lines = result.stdout.splitlines()
+    assert "other_store once the scheduler's unfinished job ends" in lines[0], lines
+    assert f"stores entities in {current}" in lines[0], lines
+    assert lines[1] == (
+        "That job is BLOCKED until its inputs are written; %cancel --all cancels it."
+    ), lines
     kernel.execute("%cancel --all", timeout=CELL_TIMEOUT).check()
-    quiet = kernel.execute("%scenario_config --storage .scenarios").check()
-    assert "keeps its current settings" not in quiet.stdout, quiet.stdout
+    switched = kernel.execute("%scenario_config --storage other_store").check()
+    assert switched.stdout.startswith("Jobs run in standalone mode"), switched.stdout
+    assert switched.stdout.rstrip().endswith("other_store."), switched.stdout
 
 
 @pytest.mark.parametrize(
