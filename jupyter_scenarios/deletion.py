@@ -22,6 +22,7 @@ from typing import Any
 from . import _runtime
 from .api import get, get_data_nodes, get_jobs, get_scenarios
 from .entities import Cycle, DataNode, Job, Scenario, Sequence, Submission, Task
+from .entities._base import why_missing
 from .entities.scenario import SEQUENCE_PREFIX
 from .events import Event, EventEntityType, EventOperation, bus
 from .exceptions import (
@@ -74,8 +75,13 @@ def delete(entity_id: str) -> None:
     """
     entity = get(entity_id)
     if entity is None:
+        if isinstance(entity_id, str):
+            raise NonExistingEntity(
+                f"Entity {entity_id!r} does not exist; nothing deleted."
+            )
         raise NonExistingEntity(
-            f"Entity {entity_id!r} does not exist; nothing deleted."
+            f"{entity_id!r} does not exist in the store; "
+            + why_missing(entity_id, _runtime.store(), "Nothing was deleted.")
         )
     deletion = _plan(entity)
     if deletion.error is not None:

@@ -65,7 +65,8 @@ def parse_args(magic: Any, line: str) -> Any:
         ) from None
     except UsageError as error:
         raise UsageError(
-            f"%{name} {line.strip()}: {clause(error)}. {_spaces_hint(name, line)}"
+            f"%{name} {line.strip()}: {clause(error)}. "
+            + _parse_error_hint(name, line, str(error))
         ) from None
     except SystemExit:
         raise UsageError(
@@ -81,10 +82,15 @@ def parse_args(magic: Any, line: str) -> Any:
     return args
 
 
-def _spaces_hint(name: str, line: str) -> str:
+def _parse_error_hint(name: str, line: str, error: str) -> str:
     """Return the advice for a line that argparse could not parse."""
+    _, found, extra = error.partition("unrecognized arguments:")
+    if found and extra.strip().startswith("-"):
+        return f"Run %{name}? for the options."  # a misspelt option
     words = line.split()
-    if any(word in ("--default", "-p", "--property") for word in words):
+    if any(
+        word.split("=", 1)[0] in ("--default", "-p", "--property") for word in words
+    ):
         # Quotes cannot help there: they would make a string of the expression.
         return (
             "The values of --default and -p are Python expressions: write them "

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 try:
     import fcntl
@@ -699,11 +699,37 @@ class Store:
                     lock_file.close()
 
     def close(self) -> None:
-        """Close the database connection; later saves are logged and dropped."""
+        """Close the database connection; later saves are logged and dropped.
+
+        Later reads raise StoreError, which says why.
+        """
         with self._lock:
             if not self.closed:
                 self.closed = True
-                self._connection.close()
+                connection = self._connection
+                self._connection = cast(
+                    sqlite3.Connection, _ClosedConnection(self.folder)
+                )
+                connection.close()
+
+
+class _ClosedConnection:
+    """Stands for the connection of a closed store, to explain the failure.
+
+    Entities kept in variables still point at their store after the orchestrator
+    stopped or moved to another storage folder.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def __getattr__(self, name: str) -> Any:
+        raise StoreError(
+            f"The entity store in {self._folder} is closed: the orchestrator "
+            "stopped, or now uses another storage folder. Get the entity again from "
+            f"the store in use (tp.get, tp.get_scenarios()), or configure "
+            f"{self._folder} again (Config.configure_core(storage_folder=...))."
+        )
 
 
 def _column_value(value: Any) -> str | None:

@@ -24,6 +24,7 @@ from jupyter_scenarios.exceptions import (
     NonExistingEntity,
     NonExistingJob,
 )
+from jupyter_scenarios.store import StoreError
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -163,6 +164,9 @@ def test_scenario_of_other_folder_is_not_called_deleted(engine: Path) -> None:
         assert f"belongs to the storage folder {engine.resolve()}" in message, message
         assert "elsewhere" in message, message
 
+    with pytest.raises(NonExistingEntity, match="belongs to the storage folder"):
+        tp.delete(scenario)  # type: ignore[arg-type]
+
     Config.configure_core(storage_folder=str(engine))
     assert scenario.submit(wait=True).jobs[0].is_completed()
     assert scenario.my_output.read() == 8
@@ -171,6 +175,19 @@ def test_scenario_of_other_folder_is_not_called_deleted(engine: Path) -> None:
 def test_unknown_job_id_names_it() -> None:
     with pytest.raises(NonExistingJob, match="JOB_missing_0"):
         tp.cancel_job("JOB_missing_0")
+
+
+def test_entity_of_closed_store_says_why(engine: Path) -> None:
+    # Its data nodes are no longer in the old store's memory, so reading one
+    # needs that store's database.
+    scenario = one_task_scenario()
+    tp.delete(scenario.id)
+    Config.configure_core(storage_folder=str(engine / "elsewhere"))
+    assert tp.get_scenarios() == []  # the orchestrator moves to the new folder
+
+    with pytest.raises(StoreError, match="is closed") as raised:
+        _ = scenario.my_input
+    assert str(engine.resolve()) in str(raised.value)
 
 
 def test_attribute_of_deleted_scenario_says_deleted() -> None:

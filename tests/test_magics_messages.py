@@ -339,11 +339,14 @@ def test_default_with_spaces_says_not_to_quote(kernel: KernelSession) -> None:
     # Quoting "[1, 2]" would make the default the string '[1, 2]'.
     kernel.execute(SETUP_CELL).check()
 
-    message = usage_error(kernel.execute("%datanode t --default [1, 2]"))
-
-    assert "--default [1,2]" in message, message
-    assert "%%datanode" in message, message
-    assert "Quote a value" not in message, message
+    for cell in ("%datanode t --default [1, 2]", "%datanode t --default=[1, 2]"):
+        message = usage_error(kernel.execute(cell))
+        assert "--default [1,2]" in message, message
+        assert "%%datanode" in message, message
+        assert "Quote a value" not in message, message
+    misspelt = usage_error(kernel.execute("%datanode t --default [1,2] --bogus x"))
+    assert "Run %datanode? for the options." in misspelt, misspelt
+    assert "spaces" not in misspelt, misspelt
     kernel.execute("%datanode t --default [1,2]").check()
     default = run_json(kernel, print_json("Config.data_nodes['t'].default_data"))
     assert default == [1, 2]

@@ -98,6 +98,7 @@ def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
 
 
 UNGUARDED_SCRIPT = """\
+import IPython  # as a script exported from a notebook may
 import jupyter_scenarios as tp
 from jupyter_scenarios import Config
 

@@ -123,6 +123,7 @@ from typing import Any
 
 import cloudpickle
 
+from jupyter_scenarios._environment import is_kernel
 from jupyter_scenarios.executors import _worker_main
 from jupyter_scenarios.executors._worker_main import (
     REASON_COMPLETED,
@@ -1838,7 +1839,7 @@ def _script_hint() -> str:
     worker, where multiprocessing refuses to start processes, and the worker exits.
     """
     main = sys.modules.get("__main__")
-    if getattr(main, "__file__", None) is None or "IPython" in sys.modules:
+    if getattr(main, "__file__", None) is None or is_kernel():
         return ""
     return (
         " If this is a script, create and submit scenarios under "
