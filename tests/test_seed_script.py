@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -275,3 +276,79 @@ def test_echo_copies_job_output_not_descriptor_one(tmp_path: Path) -> None:
     assert stdout.decode() == "printed by the job\n", stdout
     result = (tmp_path / "result.txt").read_text(encoding="utf-8")
     assert result == "['COMPLETED'] [19]", result
+
+
+ECHO_SCRIPT = """\
+import os, sys, time
+import jupyter_scenarios as tp
+from jupyter_scenarios import Config
+
+
+def prompt_then_wait(gate):
+    # A prompt without a line end, then a wait: it must show before the wait ends.
+    sys.stdout.write("waiting for the gate...")
+    sys.stdout.flush()
+    deadline = time.monotonic() + 60
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sys.stdout.write(" open")  # no line end at all
+    return gate
+
+
+def flood_at_once(gate):
+    # More than the echo's 8 MiB queue in one write, to a fast reader.
+    sys.stdout.write("".join(f"row {index:07d}\\n" for index in range(900_000)))
+    return gate
+
+
+if __name__ == "__main__":
+    function = {"prompt": prompt_then_wait, "flood": flood_at_once}[sys.argv[1]]
+    Config.configure_core(storage_folder="store")
+    Config.configure_job_executions(mode="standalone", max_nb_of_workers=1)
+    gate = Config.configure_data_node("gate", default_data=sys.argv[2])
+    task = Config.configure_task("t", function, gate, Config.configure_data_node("y"))
+    scenario = tp.create_scenario(Config.configure_scenario("s", [task]))
+    job = scenario.submit(wait=True, timeout=60).jobs[0]
+    print(f"after: {job.status.name} {len(job.logs)}", flush=True)
+"""
+
+
+def start_echo_script(tmp_path: Path, mode: str, stdout: Any) -> subprocess.Popen[str]:
+    script = tmp_path / "echo.py"
+    script.write_text(ECHO_SCRIPT, encoding="utf-8")
+    return subprocess.Popen(
+        [sys.executable, str(script), mode, str(tmp_path / "gate")],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_echo_shows_a_waiting_prompt_and_ends_its_line(tmp_path: Path) -> None:
+    process = start_echo_script(tmp_path, "prompt", subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        # Bounded: without its gate the task gives up after 60 s.
+        shown = process.stdout.read(len("waiting for the gate..."))
+        assert shown == "waiting for the gate...", shown
+        (tmp_path / "gate").touch()
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+    assert rest == " open\nafter: COMPLETED 28\n", rest
+
+
+def test_echo_keeps_all_of_a_big_write_to_a_file(tmp_path: Path) -> None:
+    with open(tmp_path / "out.txt", "w", encoding="utf-8") as out:
+        process = start_echo_script(tmp_path, "flood", out)
+        assert process.wait(timeout=120) == 0
+
+    lines = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[-1] == "after: COMPLETED 10800000", lines[-1][:200]
+    rows = [f"row {index:07d}" for index in range(900_000)]
+    assert lines[:-1] == rows, f"{len(lines) - 1} lines; first: {lines[:2]}"

@@ -146,7 +146,7 @@ def run_worker(
     finally:
         output.close()
         if echo is not None:
-            echo.flush(_ECHO_FLUSH_SECONDS)
+            echo.flush(_ECHO_PATIENCE_SECONDS)
 
 
 def _serve(
@@ -657,7 +657,7 @@ class _JobOutput:
                     if self._spill is not None:
                         _clear(self._spill)
             if self._echo is not None:
-                self._echo.flush(_ECHO_FLUSH_SECONDS)
+                self._echo.flush(_ECHO_PATIENCE_SECONDS)
 
     def _hand_over(self, log_path: str, *, at_end: bool) -> None:
         """Make the spill file ``log_path``, or append it there at the job's end.
@@ -732,32 +732,45 @@ class _JobOutput:
                     pass  # the output stays in the spill file until the job ends
 
     def _echo_locked(self, *, at_end: bool = False) -> None:
-        """Pass the whole lines that the job wrote since the last call to the echo.
+        """Pass what the job wrote since the last call to the echo, by whole lines.
 
         Reads the job's output file, the spill file or the log it became, which
-        starts with this job's output. At the end of the job the last line goes
-        too, and the file's descriptor is closed.
+        starts with this job's output. A line end is a newline or a carriage
+        return (progress bars). The start of a line is held back until its end
+        comes, unless it is long, or was already held back at the last call (a
+        prompt that waits). At the end of the job the rest goes too, with a line
+        end, and the file's descriptor is closed.
         """
         source = self._echo_source
         if source is None or self._echo is None:
             return
+        held = self._echo_tail
         try:
             while True:
                 chunk = os.pread(source, 1 << 20, self._echoed)
                 if not chunk:
                     break
                 self._echoed += len(chunk)
-                text = self._echo_tail + chunk
-                cut = text.rfind(b"\n") + 1
-                self._echo_tail = text[cut:]
-                self._echo.put(text[:cut])
+                cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
+                if cut:
+                    self._echo.put(self._echo_tail + chunk[:cut])
+                    self._echo_tail = chunk[cut:]
+                else:
+                    self._echo_tail += chunk
+                if len(self._echo_tail) > _ECHO_LONG_LINE:
+                    self._echo.put(self._echo_tail)
+                    self._echo_tail = b""
         except OSError:
             pass  # the log keeps all of it
         if at_end:
-            self._echo.put(self._echo_tail)
+            if self._echo_tail:
+                self._echo.put(self._echo_tail + b"\n")
             self._echo_tail = b""
             os.close(source)
             self._echo_source = None
+        elif self._echo_tail and self._echo_tail == held:
+            self._echo.put(self._echo_tail)
+            self._echo_tail = b""
 
     def close(self) -> None:
         """Close and remove the spill file; called when the worker exits."""
@@ -776,22 +789,23 @@ class _Echo:
     """Writes job output to the standard output that the worker inherited.
 
     A thread does the writing, so that a terminal or pipe that is not read never
-    stops a job from ending. Past ``_ECHO_LIMIT`` bytes waiting, output is dropped
-    here (each job's log keeps it), and one line says so. Writes of at most
-    ``select.PIPE_BUF`` bytes that end at a line end keep the lines of two workers
-    from mixing on a pipe.
+    stops a job for long. A ``put`` that finds ``_ECHO_LIMIT`` bytes waiting waits
+    for room, up to ``_ECHO_PATIENCE_SECONDS`` in all until the thread catches up;
+    after that, output is dropped (each job's log keeps it) and a line says so at
+    the place of the gap. Writes of at most ``select.PIPE_BUF`` bytes that end at a
+    line end keep the lines of two workers from mixing on a pipe.
     """
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
         self._condition = threading.Condition()
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._waiting = 0  # bytes in _chunks
-        self._dropped = 0  # bytes dropped since the last write
-        self._writing = False  # the thread writes a chunk taken from _chunks
+        # Output to write, and the number of bytes dropped at each gap.
+        self._items: collections.deque[bytes | int] = collections.deque()
+        self._waiting = 0  # bytes of output in _items
+        self._writing = False  # the thread writes an item taken from _items
         self._broken = False
-        # False after a flush() timed out, until the thread catches up: a reader
-        # that stopped reading must not delay every job.
+        # False once a wait for the thread ran out, until the thread catches up: a
+        # reader that stopped reading must not delay every job.
         self._patient = True
         threading.Thread(
             target=self._write_forever, name="jupyter-scenarios-echo", daemon=True
@@ -803,12 +817,24 @@ class _Echo:
         with self._condition:
             if self._broken:
                 return
-            if self._waiting + len(data) > _ECHO_LIMIT:
-                self._dropped += len(data)
-                return
-            self._chunks.append(data)
+            deadline = time.monotonic() + _ECHO_PATIENCE_SECONDS
+            while self._waiting and self._waiting + len(data) > _ECHO_LIMIT:
+                remaining = deadline - time.monotonic()
+                if not self._patient or remaining <= 0:
+                    self._patient = False
+                    self._drop_locked(len(data))
+                    return
+                self._condition.wait(remaining)
+            self._items.append(data)
             self._waiting += len(data)
-            self._condition.notify()
+            self._condition.notify_all()
+
+    def _drop_locked(self, size: int) -> None:
+        if self._items and isinstance(self._items[-1], int):
+            self._items[-1] += size
+        else:
+            self._items.append(size)
+        self._condition.notify_all()
 
     def flush(self, timeout: float) -> None:
         """Wait until what was put is written, ``timeout`` seconds at most.
@@ -818,9 +844,7 @@ class _Echo:
         """
         deadline = time.monotonic() + timeout
         with self._condition:
-            if not self._patient:
-                return
-            while self._chunks or self._writing:
+            while self._patient and (self._items or self._writing):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     self._patient = False
@@ -831,29 +855,28 @@ class _Echo:
         while True:
             with self._condition:
                 self._writing = False
-                if not self._chunks:
+                if not self._items:
                     self._patient = True
-                    self._condition.notify_all()
-                while not self._chunks:
+                self._condition.notify_all()
+                while not self._items:
                     self._condition.wait()
-                data = self._chunks.popleft()
-                self._waiting -= len(data)
-                dropped, self._dropped = self._dropped, 0
+                item = self._items.popleft()
+                if isinstance(item, bytes):
+                    self._waiting -= len(item)
                 self._writing = True
+            if isinstance(item, int):
+                item = (
+                    f"\n[jupyter-scenarios: {item} bytes of job output not shown "
+                    "here, since this output was not read fast enough; each job's "
+                    "log has them]\n"
+                ).encode()
             try:
-                if dropped:
-                    _write_lines(
-                        self._fd,
-                        f"[jupyter-scenarios: {dropped} bytes of job output not "
-                        "shown, since this output was not read fast enough; each "
-                        "job's log has them]\n".encode(),
-                    )
-                _write_lines(self._fd, data)
+                _write_lines(self._fd, item)
             except OSError:
                 with self._condition:  # closed or broken: the logs keep it all
                     self._broken = True
                     self._writing = False
-                    self._chunks.clear()
+                    self._items.clear()
                     self._waiting = 0
                     self._condition.notify_all()
                 return
@@ -861,23 +884,34 @@ class _Echo:
 
 #: Most bytes of job output that wait for the echo thread; see _Echo.
 _ECHO_LIMIT = 8 << 20
-#: Seconds that a job's end, or a worker's exit, waits for its echo to be written.
-_ECHO_FLUSH_SECONDS = 0.5
+#: Seconds that a job's output may wait for room in the echo, and a job's end or a
+#: worker's exit for its echo to be written, before the echo stops waiting.
+_ECHO_PATIENCE_SECONDS = 0.5
+#: Bytes of a line without its end that the echo passes on anyway.
+_ECHO_LONG_LINE = 64 * 1024
 
 
 def _write_lines(fd: int, data: bytes) -> None:
-    """Write ``data`` in pieces of at most PIPE_BUF bytes that end at line ends."""
+    """Write ``data`` in pieces of at most PIPE_BUF bytes that end at line ends.
+
+    Waits for a descriptor that another process made non-blocking.
+    """
     limit = select.PIPE_BUF
     start = 0
     while start < len(data):
         end = min(start + limit, len(data))
         if end < len(data):
-            cut = data.rfind(b"\n", start, end) + 1
-            if cut > start:
-                end = cut
+            cut = max(data.rfind(b"\n", start, end), data.rfind(b"\r", start, end))
+            if cut >= start:
+                end = cut + 1
         view = memoryview(data)[start:end]
         while view:
-            view = view[os.write(fd, view) :]
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:
+                poller = select.poll()
+                poller.register(fd, select.POLLOUT)
+                poller.poll(100)
         start = end
 
 
