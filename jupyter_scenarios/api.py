@@ -497,7 +497,8 @@ def get(entity_id: str) -> Any:
         entity_id = getattr(entity_id, "id", entity_id)
     if entity_id.startswith(SEQUENCE_PREFIX):
         return _get_sequence(entity_id)
-    return _runtime.store().get(entity_id)
+    # Another kernel sharing the storage folder may have deleted it.
+    return _runtime.store().get_current(entity_id)
 
 
 def _get_sequence(sequence_id: str) -> Sequence | None:

@@ -635,6 +635,20 @@ class Store:
             self._synced.add(entity.id)
             return True
 
+    def get_current(self, entity_id: str) -> Any | None:
+        """Return the entity with ``entity_id`` as stored now, or None.
+
+        Like ``get``, but an entity that another process deleted since this one
+        loaded it is forgotten here and gives None.
+        """
+        entity = self.get(entity_id)
+        if entity is None or self.refresh(entity):
+            return entity
+        with self._lock:
+            self._live.pop(entity_id, None)
+            self._synced.discard(entity_id)
+        return None
+
     def data_version(self) -> int | None:
         """Return SQLite's data_version, which changes when another connection
         commits; None once the store is closed."""

@@ -208,6 +208,22 @@ def test_write_deleted_node_raises() -> None:
     assert not path.exists(), "the write recreated the deleted node's file"
 
 
+def test_deletion_by_other_kernel_seen_by_get_and_exists(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    Config.configure_core(storage_folder=str(folder))
+    node = tp.create_global_data_node(
+        Config.configure_data_node("kept", scope=Scope.GLOBAL)
+    )
+    node.write(1)
+    assert tp.exists(node.id)
+
+    finish(start_interpreter(f"tp.delete({node.id!r})", folder))
+
+    assert not tp.exists(node.id), "a deletion by another kernel went unseen"
+    assert tp.get(node.id) is None
+    assert tp.get_data_nodes() == []
+
+
 SIGNAL_HELPERS = """
 import os
 config = Config.configure_data_node("shared", scope=Scope.GLOBAL)
