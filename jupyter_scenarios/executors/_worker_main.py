@@ -146,7 +146,7 @@ def run_worker(
     finally:
         output.close()
         if echo is not None:
-            echo.flush(_ECHO_PATIENCE_SECONDS)
+            echo.flush(time.monotonic() + _ECHO_PATIENCE_SECONDS)
 
 
 def _serve(
@@ -601,6 +601,7 @@ class _JobOutput:
         self._echo_source: int | None = None
         self._echoed = 0
         self._echo_tail = b""
+        self._echo_open_line = False  # the echo got a line start without its end
         # Guards the fields below: the main thread and the promoter thread both
         # hand the spill file over to a log.
         self._lock = threading.Lock()
@@ -635,6 +636,7 @@ class _JobOutput:
             self._echo_source = os.dup(spill) if self._echo is not None else None
             self._echoed = 0
             self._echo_tail = b""
+            self._echo_open_line = False
         self._start_promoter()
         try:
             yield
@@ -656,8 +658,6 @@ class _JobOutput:
                     )
                     if self._spill is not None:
                         _clear(self._spill)
-            if self._echo is not None:
-                self._echo.flush(_ECHO_PATIENCE_SECONDS)
 
     def _hand_over(self, log_path: str, *, at_end: bool) -> None:
         """Make the spill file ``log_path``, or append it there at the job's end.
@@ -738,12 +738,15 @@ class _JobOutput:
         starts with this job's output. A line end is a newline or a carriage
         return (progress bars). The start of a line is held back until its end
         comes, unless it is long, or was already held back at the last call (a
-        prompt that waits). At the end of the job the rest goes too, with a line
-        end, and the file's descriptor is closed.
+        prompt that waits). At the end of the job the rest goes too, ended with a
+        line end if it has none, and the file's descriptor is closed. One call
+        waits at most ``_ECHO_PATIENCE_SECONDS`` for the echo in all.
         """
         source = self._echo_source
-        if source is None or self._echo is None:
+        echo = self._echo
+        if source is None or echo is None:
             return
+        deadline = time.monotonic() + _ECHO_PATIENCE_SECONDS
         held = self._echo_tail
         try:
             while True:
@@ -753,24 +756,32 @@ class _JobOutput:
                 self._echoed += len(chunk)
                 cut = max(chunk.rfind(b"\n"), chunk.rfind(b"\r")) + 1
                 if cut:
-                    self._echo.put(self._echo_tail + chunk[:cut])
+                    echo.put(self._echo_tail + chunk[:cut], deadline)
                     self._echo_tail = chunk[cut:]
+                    self._echo_open_line = False
                 else:
                     self._echo_tail += chunk
                 if len(self._echo_tail) > _ECHO_LONG_LINE:
-                    self._echo.put(self._echo_tail)
-                    self._echo_tail = b""
+                    self._pass_held_locked(deadline)
         except OSError:
             pass  # the log keeps all of it
         if at_end:
-            if self._echo_tail:
-                self._echo.put(self._echo_tail + b"\n")
-            self._echo_tail = b""
+            self._pass_held_locked(deadline)
+            if self._echo_open_line:
+                echo.put(b"\n", deadline)
+                self._echo_open_line = False
             os.close(source)
             self._echo_source = None
+            echo.flush(deadline)
         elif self._echo_tail and self._echo_tail == held:
-            self._echo.put(self._echo_tail)
+            self._pass_held_locked(deadline)
+
+    def _pass_held_locked(self, deadline: float) -> None:
+        """Pass the start of a line that was held back; its end is still to come."""
+        if self._echo_tail and self._echo is not None:
+            self._echo.put(self._echo_tail, deadline)
             self._echo_tail = b""
+            self._echo_open_line = True
 
     def close(self) -> None:
         """Close and remove the spill file; called when the worker exits."""
@@ -790,10 +801,10 @@ class _Echo:
 
     A thread does the writing, so that a terminal or pipe that is not read never
     stops a job for long. A ``put`` that finds ``_ECHO_LIMIT`` bytes waiting waits
-    for room, up to ``_ECHO_PATIENCE_SECONDS`` in all until the thread catches up;
-    after that, output is dropped (each job's log keeps it) and a line says so at
-    the place of the gap. Writes of at most ``select.PIPE_BUF`` bytes that end at a
-    line end keep the lines of two workers from mixing on a pipe.
+    for room until the caller's deadline; after that, and until the thread catches
+    up, output is dropped (each job's log keeps it), and a notice line marks the
+    gap. Writes of at most ``select.PIPE_BUF`` bytes that end at a line end keep
+    the lines of two workers from mixing on a pipe.
     """
 
     def __init__(self, fd: int) -> None:
@@ -811,13 +822,13 @@ class _Echo:
             target=self._write_forever, name="jupyter-scenarios-echo", daemon=True
         ).start()
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: bytes, deadline: float) -> None:
+        """Queue ``data``, waiting for room until ``time.monotonic()`` is ``deadline``."""
         if not data:
             return
         with self._condition:
             if self._broken:
                 return
-            deadline = time.monotonic() + _ECHO_PATIENCE_SECONDS
             while self._waiting and self._waiting + len(data) > _ECHO_LIMIT:
                 remaining = deadline - time.monotonic()
                 if not self._patient or remaining <= 0:
@@ -836,13 +847,12 @@ class _Echo:
             self._items.append(size)
         self._condition.notify_all()
 
-    def flush(self, timeout: float) -> None:
-        """Wait until what was put is written, ``timeout`` seconds at most.
+    def flush(self, deadline: float) -> None:
+        """Wait until what was put is written, until ``time.monotonic()`` is ``deadline``.
 
         A job's last lines then come before what the script prints once the job
         has ended.
         """
-        deadline = time.monotonic() + timeout
         with self._condition:
             while self._patient and (self._items or self._writing):
                 remaining = deadline - time.monotonic()
