@@ -88,6 +88,13 @@ def print_and_echo(value: str) -> str:
     return value
 
 
+def draw_progress(steps: int) -> int:
+    for step in range(steps):
+        print(f"\rstep {step}", end="", flush=True)
+    print("\ndone é", flush=True)
+    return steps
+
+
 def start_child_and_wait(folder: str) -> str:
     child = subprocess.Popen(["sleep", "300"])
     Path(folder, "child.pid").write_text(str(child.pid))
@@ -493,6 +500,18 @@ def test_task_output_in_job_logs() -> None:
     assert job.status is Status.COMPLETED
     assert "python says hello" in job.logs
     assert "child says hello" in job.logs
+
+
+def test_job_logs_keep_carriage_returns() -> None:
+    steps = Config.configure_data_node("steps", default_data=3)
+    drawn = Config.configure_data_node("drawn")
+    task = Config.configure_task("progress", draw_progress, steps, drawn)
+    scenario = tp.create_scenario(Config.configure_scenario("bar", [task]))
+
+    job = scenario.submit(wait=True, timeout=WAIT_SECONDS).jobs[0]
+
+    assert job.logs == "\rstep 0\rstep 1\rstep 2\ndone é\n", repr(job.logs)
+    assert job.logs_tail(2) == "step 2\ndone é"
 
 
 def test_person_write_releases_blocked_job() -> None:

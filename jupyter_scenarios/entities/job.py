@@ -180,9 +180,16 @@ class Job(Entity):
 
     @property
     def logs(self) -> str:
-        """Everything the task printed or logged while this job ran."""
+        """Everything the task printed or logged while this job ran, as written.
+
+        Carriage returns stay (a progress bar's updates); bytes that are not UTF-8
+        read as replacement characters.
+        """
         try:
-            return self.log_path.read_text(errors="replace")
+            with open(
+                self.log_path, encoding="utf-8", errors="replace", newline=""
+            ) as log:
+                return log.read()
         except FileNotFoundError:
             return ""
 
