@@ -1,7 +1,7 @@
-"""Where this process runs: in a Jupyter kernel, or as a plain script.
+"""Detection of the process kind: a Jupyter kernel, or a plain script.
 
-Kept free of heavy imports, so that the engine can ask without importing IPython or
-ipywidgets.
+The module imports nothing heavy, so that the engine can check without importing
+IPython or ipywidgets.
 """
 
 from __future__ import annotations

@@ -279,7 +279,7 @@ def deferred_switch() -> tuple[int, int, Path] | None:
     The scheduler takes new job execution or storage settings only once its jobs
     are finished (see ``orchestrator``). Returns its unfinished jobs, how many of
     them are BLOCKED, and the storage folder that it still uses; None when the
-    settings did not change or no job holds them back.
+    settings did not change or no unfinished job keeps them.
     """
     with _lock:
         scheduler, store = _state.scheduler, _state.store

@@ -9,8 +9,8 @@ from __future__ import annotations
 def clause(error: object) -> str:
     """Return ``str(error)`` without its final full stop, to go before ". " in a message.
 
-    Many errors end with a full stop and many do not; a message that quotes one and
-    goes on would otherwise show two.
+    Some errors end with a full stop and some do not, so a message that quotes one
+    and goes on would otherwise show two.
     """
     return str(error).rstrip().removesuffix(".")
 

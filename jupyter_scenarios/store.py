@@ -715,7 +715,7 @@ class Store:
     def close(self) -> None:
         """Close the database connection; later saves are logged and dropped.
 
-        Later reads raise StoreError, which says why.
+        Later reads raise a StoreError that names the folder.
         """
         with self._lock:
             if not self.closed:
@@ -728,7 +728,7 @@ class Store:
 
 
 class _ClosedConnection:
-    """Stands for the connection of a closed store, to explain the failure.
+    """The connection of a closed store: any use raises a StoreError that explains it.
 
     Entities kept in variables still point at their store after the orchestrator
     stopped or moved to another storage folder.

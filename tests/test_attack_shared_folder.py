@@ -208,7 +208,7 @@ def test_write_deleted_node_raises() -> None:
     assert not path.exists(), "the write recreated the deleted node's file"
 
 
-def test_deletion_by_other_kernel_seen_by_get_and_exists(tmp_path: Path) -> None:
+def test_get_sees_other_kernel_deletion(tmp_path: Path) -> None:
     folder = tmp_path / "shared"
     Config.configure_core(storage_folder=str(folder))
     node = tp.create_global_data_node(

@@ -754,9 +754,9 @@ def test_job_sent_ahead_can_be_cancelled(
 
     assert pool.cancel("ahead")
     assert recorder.wait("ahead").cancelled
-    # The pool thread sends the SKIP in its next round. Were "first" to end
-    # before the worker read it, "ahead" would start and be killed at once
-    # (test_attack_two_ahead.py covers that race); here it must not start.
+    # The pool thread sends the SKIP in its next round. If "first" ended before
+    # the worker read it, "ahead" would start and be killed at once, a race that
+    # test_attack_two_ahead.py covers. Here it must not start.
     while pool._skips:
         assert time.monotonic() < deadline, "the SKIP was never sent"
         time.sleep(0.001)

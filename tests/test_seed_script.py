@@ -248,7 +248,7 @@ def run_unread_output_script(
 
 
 def test_unread_stdout_does_not_stop_jobs(tmp_path: Path) -> None:
-    # Two jobs print 2.7 MB each to a pipe that nobody reads until the script
+    # Two jobs print 2.9 MB each to a pipe that is not read until the script
     # ends. The copy to the terminal must give up, not the jobs.
     process, _ = run_unread_output_script(tmp_path, "flood", "unused")
     try:
@@ -325,13 +325,13 @@ def start_echo_script(tmp_path: Path, mode: str, stdout: Any) -> subprocess.Pope
     )
 
 
-def test_echo_shows_a_waiting_prompt_and_ends_its_line(tmp_path: Path) -> None:
+def test_echo_shows_waiting_prompt(tmp_path: Path) -> None:
     process = start_echo_script(tmp_path, "prompt", subprocess.PIPE)
     try:
         assert process.stdout is not None
         # Bounded: without its gate the task gives up after 60 s.
-        shown = process.stdout.read(len("waiting for the gate..."))
-        assert shown == "waiting for the gate...", shown
+        prompt = process.stdout.read(len("waiting for the gate..."))
+        assert prompt == "waiting for the gate...", prompt
         (tmp_path / "gate").touch()
         rest, _ = process.communicate(timeout=60)
     finally:
@@ -343,7 +343,7 @@ def test_echo_shows_a_waiting_prompt_and_ends_its_line(tmp_path: Path) -> None:
     assert rest == "\nafter: COMPLETED 23\n", rest
 
 
-def test_echo_keeps_all_of_a_big_write_to_a_file(tmp_path: Path) -> None:
+def test_echo_keeps_big_file_write(tmp_path: Path) -> None:
     with open(tmp_path / "out.txt", "w", encoding="utf-8") as out:
         process = start_echo_script(tmp_path, "flood", out)
         assert process.wait(timeout=120) == 0

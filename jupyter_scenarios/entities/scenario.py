@@ -384,7 +384,7 @@ class Scenario(_TaskGraph, Entity):
             return False
         try:
             return store.get(scenario_id) is None
-        except Exception:  # noqa: BLE001 - a closed store: say no more than before
+        except Exception:  # noqa: BLE001 - a closed store: keep the general message
             return False
 
     def __repr__(self) -> str:

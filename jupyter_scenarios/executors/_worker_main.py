@@ -595,16 +595,16 @@ class _JobOutput:
 
     def __init__(self, echo: _Echo | None = None) -> None:
         self._echo = echo
+        # Guards the fields below: the main thread and the promoter thread both
+        # hand the spill file over to a log, and both pass output to the echo.
+        self._lock = threading.Lock()
         # While a job runs with echo: this worker's own descriptor of the job's
         # output file (not 1, which the job may move), how far it was read, and
-        # the end of a line not passed to the echo yet.
+        # the start of a line not passed to the echo yet.
         self._echo_source: int | None = None
         self._echoed = 0
         self._echo_tail = b""
         self._echo_open_line = False  # the echo got a line start without its end
-        # Guards the fields below: the main thread and the promoter thread both
-        # hand the spill file over to a log.
-        self._lock = threading.Lock()
         self._spill: int | None = None  # None once it became a log file
         self._spill_path: str | None = None
         self._log_path: str | None = None  # of the running job
@@ -747,7 +747,7 @@ class _JobOutput:
         if source is None or echo is None:
             return
         deadline = time.monotonic() + _ECHO_PATIENCE_SECONDS
-        held = self._echo_tail
+        held_before = self._echo_tail
         try:
             while True:
                 chunk = os.pread(source, 1 << 20, self._echoed)
@@ -773,7 +773,7 @@ class _JobOutput:
             os.close(source)
             self._echo_source = None
             echo.flush(deadline)
-        elif self._echo_tail and self._echo_tail == held:
+        elif self._echo_tail and self._echo_tail == held_before:
             self._pass_held_locked(deadline)
 
     def _pass_held_locked(self, deadline: float) -> None:
@@ -797,12 +797,12 @@ class _JobOutput:
 
 
 class _Echo:
-    """Writes job output to the standard output that the worker inherited.
+    """The copy of job output to the standard output that the worker inherited.
 
     A thread does the writing, so that a terminal or pipe that is not read never
     stops a job for long. A ``put`` that finds ``_ECHO_LIMIT`` bytes waiting waits
-    for room until the caller's deadline; after that, and until the thread catches
-    up, output is dropped (each job's log keeps it), and a notice line marks the
+    for room until the caller's deadline. After that, and until the thread catches
+    up, output is dropped (each job's log keeps it) and a notice line marks the
     gap. Writes of at most ``select.PIPE_BUF`` bytes that end at a line end keep
     the lines of two workers from mixing on a pipe.
     """

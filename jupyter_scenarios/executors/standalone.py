@@ -61,9 +61,9 @@ class StandaloneExecutor(Executor):
             on_started=started,
             on_finished=self._finished,
             preload=("jupyter_scenarios.worker",),
-            # A script shows what its jobs print, as Taipy's workers do; in a
-            # kernel it would go to the server's terminal, so there the job table
-            # and job.logs show it.
+            # A script shows what its jobs print, as Taipy's workers do. In a
+            # kernel it would go to the server's terminal, so only the job table
+            # and job.logs show it there.
             echo_output=not is_kernel(),
         )
         self._pool.start()
