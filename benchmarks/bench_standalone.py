@@ -57,7 +57,9 @@ from _harness import (
     set_storage_parent,
     sleep_one_second,
     start_clock,
+    storage_parent,
     storage_root,
+    storage_root_spread,
     submit_and_check,
     tiny,
     warm_up_workers,
@@ -229,15 +231,24 @@ def submit_return_seconds(count: int) -> tuple[float, float]:
 
 
 def print_file_creation(when: str) -> None:
-    microseconds = file_creation_microseconds()
+    in_root = file_creation_microseconds()
+    in_parent = file_creation_microseconds(storage_parent())
     print(
-        f"Creating one small file in the storage folder, {when}: {microseconds:.0f} us"
+        f"Creating one small file in a new folder, {when}: {in_root:.0f} us in the "
+        f"storage root, {in_parent:.0f} us in {storage_parent()}"
     )
-    if microseconds > SLOW_FILE_CREATION_US:
+    if in_root > SLOW_FILE_CREATION_US:
         print(
             "  This is slow: every job creates one file, so the ratios below include "
-            "it. On ext4 without a journal it comes from many files deleted there "
-            'in the last minutes (benchmarks/README.md, "File creation").'
+            "it. On ext4 without a journal it comes from many files deleted in the "
+            'same block group in the last minutes (benchmarks/README.md, "File '
+            'creation").'
+        )
+    elif in_parent > SLOW_FILE_CREATION_US:
+        print(
+            f"  {storage_parent()} is slow for new files, as after many deletions "
+            "there; the storage folders are placed elsewhere on the disk "
+            '(benchmarks/README.md, "File creation").'
         )
 
 
@@ -265,7 +276,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print(f"Machine: {machine_description()}")
     print(f"Standalone mode, {WORKERS} workers; baseline ProcessPoolExecutor(2)")
-    print(f"Storage folders under {storage_root()}")
+    spread = (
+        " (chattr +T: each in a block group of its own)"
+        if storage_root_spread()
+        else ""
+    )
+    print(f"Storage folders under {storage_root()}{spread}")
     print_file_creation("before the cases")
 
     diamond_jobs = DIAMOND_LAYERS * DIAMOND_WIDTH
