@@ -332,10 +332,13 @@ class Scheduler:
         hand_over = self.is_asynchronous and not self._on_owner_thread()
         # An interrupt while the jobs are created stores none of them: stored jobs
         # that the scheduler never got would stay SUBMITTED for good.
+        # Locking each output checks for another process's commits; once for the
+        # whole call is enough (Store.pinned_version), as in a scheduler round.
         with (
             self.store.handover_batch()
             if hand_over
-            else self.store.batch(all_or_nothing=True) as writes
+            else self.store.batch(all_or_nothing=True) as writes,
+            self.store.pinned_version(),
         ):
             submission = self._create_submission(entity, properties)
             # Every task of a scenario or sequence belongs to its scenario.
