@@ -147,7 +147,7 @@ def set_storage_parent(folder: str | None) -> None:
 
 
 def storage_parent() -> Path:
-    """Return the folder that holds this run's storage root."""
+    """Return the parent folder of this run's storage root."""
     return Path(_storage_parent or tempfile.gettempdir())
 
 
@@ -178,9 +178,9 @@ def spread_subfolders(folder: Path) -> bool:
 
     ext4 puts a new file in the block group of its folder, and a new folder near its
     parent's. Without a journal it skips, one by one, each inode of the group freed
-    in the last 1 to 6 minutes, so after a test suite removed thousands of files
-    under ``/tmp``, creating a file in a folder there took 0.75 to 0.93 ms against
-    23 to 28 us in a folder placed elsewhere. With the flag (``chattr +T``), the
+    in the last few minutes (up to 5, according to the kernel's changelog). After a test suite removed thousands of files under
+    ``/tmp``, creating a file in a folder there took 0.75 to 0.93 ms, against 23 to
+    28 us in a folder placed elsewhere. With the flag (``chattr +T``), the
     allocator treats ``folder`` like the top of a tree and chooses a group for each
     subfolder among those with many free inodes. Returns whether the flag is set;
     other file systems and systems refuse it, which leaves the folder as it was.
