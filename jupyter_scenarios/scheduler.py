@@ -74,6 +74,7 @@ from .exceptions import (
     NonExistingDataNode,
     NonExistingTask,
     SubmissionTimeoutWarning,
+    clause,
 )
 from .executors._worker_main import SPILL_NAME, move_spill
 from .executors.base import Executor, JobOutcome
@@ -81,8 +82,10 @@ from .executors.development import INTERRUPTED_REASON
 from .graph import topological_order
 from .store import Store, is_process_alive, process_identity
 from .worker import (
+    CommitFailed,
     NodeSpec,
     TaskRun,
+    commit_staged,
     discard_staged,
     notebook_code_files,
     notebook_sources,
@@ -1215,6 +1218,10 @@ class Scheduler:
         if outcome.worker_pid is not None and job.worker_pid is None:
             job._set_worker(outcome.worker_pid)
         result = outcome.result
+        if result is None and run is not None:
+            # A worker that died or was killed while writing leaves its staging
+            # files half-written.
+            self._discard_staging_of(run)
         if outcome.cancelled:
             if result is not None:
                 discard_staged(result.outputs)
@@ -1254,13 +1261,10 @@ class Scheduler:
             return
         try:
             written = self._commit_outputs(job, result)
-        except OSError as error:
+        except CommitFailed as failure:
             discard_staged(result.outputs)
-            self._fail(
-                job,
-                [f"{type(error).__name__}: {error}\n"],
-                f"committing the outputs failed: {error}",
-            )
+            reason = self._commit_failure_reason(job, failure)
+            self._fail(job, [reason + "\n"], reason)
             return
         # The producer is COMPLETED before any consumer it unblocks turns PENDING.
         # The executor's end time (``when``) matches the start time of the job that
@@ -1270,16 +1274,32 @@ class Scheduler:
         self._after_final(job)
 
     def _commit_outputs(self, job: Job, result: Any) -> list[str]:
+        commit_staged(result.outputs, job.id)
         written: list[str] = []
         for output in result.outputs:
-            if output.staged_path and output.final_path:
-                os.replace(output.staged_path, output.final_path)
             node = self.store.get(output.node_id)
             if node is not None:
                 node.track_edit(job_id=job.id)
                 node._unlock()
                 written.append(node.id)
         return written
+
+    def _commit_failure_reason(self, job: Job, failure: CommitFailed) -> str:
+        node = self.store.get(failure.output.node_id)
+        name = node.config_id if node is not None else "?"
+        error = failure.error
+        final = failure.output.final_path
+        if isinstance(error, IsADirectoryError):
+            advice = f"{final} is a folder: give the data node the path of a file."
+        else:
+            advice = (
+                f"Check that {os.path.dirname(str(final))} exists and can be written."
+            )
+        return (
+            f"committing output {name!r} ({failure.output.node_id}) of task "
+            f"{job.task_config_id!r} failed: {type(error).__name__}: "
+            f"{clause(error)}. No output of the job changed. {advice}"
+        )
 
     # _fail and _cancel_now abandon the downstream jobs and unlock the outputs before
     # they set the job's own final status, so that a thread woken by that status finds
@@ -1420,6 +1440,8 @@ class Scheduler:
         for spec in run.outputs:
             final = spec.backend().path
             if final is not None:
+                # A relative path is relative to the working folder of the submit.
+                final = Path(run.cwd or os.getcwd()) / final
                 Path(staging_path(final, run.job_id)).unlink(missing_ok=True)
 
     # -- events from outside ----------------------------------------------------------------
@@ -1501,7 +1523,7 @@ class Scheduler:
                 path.unlink(missing_ok=True)
 
     def _remove_stale_staging(self, node: DataNode | None, job_id: str) -> None:
-        from .worker import staging_path
+        from .worker import previous_path, staging_path
 
         if node is None:
             return
@@ -1510,8 +1532,17 @@ class Scheduler:
         except Exception:
             logger.exception("Cannot find the path of data node %s", node.id)
             return
-        if final is not None:
-            Path(staging_path(final, job_id)).unlink(missing_ok=True)
+        if final is None:
+            return
+        Path(staging_path(final, job_id)).unlink(missing_ok=True)
+        previous = previous_path(final, job_id)
+        if os.path.lexists(previous):
+            # The process ended while it committed the job's outputs: give them
+            # back their earlier contents, since the job counts as FAILED.
+            try:
+                os.replace(previous, final)
+            except OSError:
+                logger.exception("Cannot restore %s from %s", final, previous)
 
 
 def _caller_level() -> int:

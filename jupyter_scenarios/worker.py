@@ -14,9 +14,12 @@ dies leaves its outputs unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import linecache
+import logging
 import os
 import traceback
 import types
@@ -29,6 +32,8 @@ import cloudpickle
 from .exceptions import DataNodeWritingError, NoData, clause
 from .storage import make_backend
 from .storage.atomic import writing_unpublished_files
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,21 +222,48 @@ def run_task(run: TaskRun) -> TaskResult:
     except DataNodeWritingError as error:
         return _failure(run, error, "the task returned the wrong number of results")
 
+    # Generic outputs call the user's write function in place, which no staging
+    # file can undo, so they come last: an output that cannot store its value
+    # fails the job before they change anything.
+    pairs = sorted(
+        zip(run.outputs, values), key=lambda pair: pair[0].storage_type == "generic"
+    )
     written: list[StagedOutput] = []
     try:
-        for spec, value in zip(run.outputs, values):
+        for spec, value in pairs:
             written.append(_write_output(run, spec, value))
     except Exception as error:  # noqa: BLE001 - any storage error fails the task
         discard_staged(written)
-        wrapped = DataNodeWritingError(
-            f"Writing output {spec.config_id!r} ({spec.id}) of task "
-            f"{run.task_config_id!r} with storage type {spec.storage_type!r} failed: "
-            f"{type(error).__name__}: {clause(error)}. Return a value that this storage type "
-            "can store, or choose another storage type for the data node."
-        )
+        wrapped = DataNodeWritingError(_write_error_message(run, spec, error))
         wrapped.__cause__ = error
         return _failure(run, wrapped, "writing an output failed")
     return TaskResult(run.job_id, True, written)
+
+
+def _write_error_message(run: TaskRun, spec: NodeSpec, error: Exception) -> str:
+    failure = (
+        f"Writing output {spec.config_id!r} ({spec.id}) of task "
+        f"{run.task_config_id!r} with storage type {spec.storage_type!r} failed: "
+        f"{type(error).__name__}: {clause(error)}."
+    )
+    if not isinstance(error, OSError):
+        return (
+            f"{failure} Return a value that this storage type can store, or choose "
+            "another storage type for the data node."
+        )
+    # The file system refused the write (a full disk, a size limit, permissions):
+    # the value is not the problem.
+    try:
+        path = spec.backend().path
+    except Exception:  # noqa: BLE001 - the message goes on without the path
+        path = None
+    if path is None:
+        return f"{failure} Check where the data node's write function writes."
+    folder = os.path.dirname(os.path.abspath(path))
+    return (
+        f"{failure} Check the free space and the permissions of {folder}, or give "
+        "the data node another path."
+    )
 
 
 def _read_input(run: TaskRun, spec: NodeSpec) -> Any:
@@ -272,6 +304,9 @@ def _write_output(run: TaskRun, spec: NodeSpec, value: Any) -> StagedOutput:
     if not run.stage_outputs or final is None or spec.storage_type == "generic":
         backend.write(value)
         return StagedOutput(spec.id, None, str(final) if final else None)
+    # Absolute paths: the kernel commits them, maybe after its working folder
+    # changed, and a relative path is relative to the one of the submit.
+    final = Path(os.path.abspath(final))
     staged = staging_path(final, run.job_id)
     staged_backend = spec.backend(staged)
     try:
@@ -291,6 +326,95 @@ def discard_staged(outputs: list[StagedOutput]) -> None:
     for output in outputs:
         if output.staged_path:
             Path(output.staged_path).unlink(missing_ok=True)
+
+
+def previous_path(final: str | os.PathLike[str], job_id: str) -> str:
+    """Return where ``commit_staged`` keeps the file that job ``job_id`` replaces."""
+    folder, name = os.path.split(os.fspath(final))
+    return os.path.join(folder, f".{name}.{job_id}.previous")
+
+
+class CommitFailed(OSError):
+    """A staged output could not be renamed onto its data node's file."""
+
+    def __init__(self, output: StagedOutput, error: OSError) -> None:
+        super().__init__(str(error))
+        self.output = output
+        self.error = error
+
+
+def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
+    """Rename each staging file of ``outputs`` onto its final path: all or none.
+
+    With several files, each final file that exists is first linked under
+    ``previous_path``, so that when a later rename fails, the files renamed before
+    it get their earlier contents back. On a file system without hard links that
+    undo is not possible, and a failed rename leaves the earlier ones done. Raises
+    ``CommitFailed`` naming the output that failed; the caller then discards the
+    staging files.
+    """
+    staged = [
+        (output, output.staged_path, output.final_path)
+        for output in outputs
+        if output.staged_path and output.final_path
+    ]
+    if len(staged) == 1:
+        # The common case: one rename, which changes nothing when it fails.
+        output, source, final = staged[0]
+        try:
+            os.replace(source, final)
+        except OSError as error:
+            raise CommitFailed(output, error) from error
+        return
+    for output, _, final in staged:
+        if os.path.isdir(final):
+            folder_error = IsADirectoryError(errno.EISDIR, "Is a directory", final)
+            raise CommitFailed(output, folder_error)
+    done: list[tuple[str, str | None]] = []
+    for output, source, final in staged:
+        try:
+            backup = _keep_previous(final, job_id)
+        except OSError:
+            logger.warning("Cannot keep the earlier contents of %s", final)
+            backup = None
+        try:
+            os.replace(source, final)
+        except OSError as error:
+            if backup is not None:
+                os.unlink(backup)
+            for done_final, done_backup in reversed(done):
+                _put_back(done_final, done_backup)
+            raise CommitFailed(output, error) from error
+        done.append((final, backup))
+    for _, backup in done:
+        if backup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(backup)
+
+
+def _keep_previous(final: str, job_id: str) -> str | None:
+    """Link ``final`` under ``previous_path``; return None when it does not exist."""
+    backup = previous_path(final, job_id)
+    try:
+        os.link(final, backup)
+    except FileNotFoundError:
+        return None
+    except FileExistsError:
+        # Left by a commit of this job that a crash interrupted.
+        os.unlink(backup)
+        os.link(final, backup)
+    return backup
+
+
+def _put_back(final: str, backup: str | None) -> None:
+    """Undo one rename of ``commit_staged``: the earlier file, or none."""
+    try:
+        if backup is None:
+            os.unlink(final)
+        else:
+            os.replace(backup, final)
+    except OSError:
+        logger.exception("Could not put back the earlier contents of %s", final)
 
 
 def _failure(
