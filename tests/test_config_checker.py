@@ -558,3 +558,44 @@ def test_config_check_uses_applied_configuration() -> None:
     issue = only_issue(issues.errors)
     assert issue.section == "DATA_NODE.result"
     assert "'in_memory'" in issue.message
+
+
+# -- the Python API rejects bad values at once ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda: Config.configure_data_node("v", validity_period=5), "validity_period"),
+        (lambda: Config.configure_data_node("v", scope="sometimes"), "sometimes"),
+        (lambda: Config.configure_data_node("v", scope=3), "scope"),
+        (
+            lambda: Config.configure_task(
+                "t",
+                step,
+                Config.configure_data_node("a"),
+                Config.configure_data_node("b"),
+                skippable=1,
+            ),
+            "skippable",
+        ),
+        (
+            lambda: Config.configure_scenario("s", [], frequency="weekly-ish"),
+            "weekly-ish",
+        ),
+    ],
+)
+def test_configure_rejects_bad_value(call: Any, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        call()
+
+
+def test_configure_keeps_text_and_templates() -> None:
+    node = Config.configure_data_node(
+        "v", scope="global", validity_period="ENV[VALIDITY]"
+    )
+    scenario = Config.configure_scenario("s", [], frequency="weekly")
+
+    assert node.scope.name == "GLOBAL"
+    assert node.raw_fields["validity_period"] == "ENV[VALIDITY]"
+    assert scenario.frequency is Frequency.WEEKLY

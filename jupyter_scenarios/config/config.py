@@ -282,6 +282,22 @@ class Config(metaclass=_ConfigMeta):
             ),
             **{**default._properties, **properties},
         )
+        where = f"data node {id!r}"
+        _check_now(
+            lambda: section.scope,
+            section._scope,
+            Scope,
+            f"scope of {where}",
+            "Scope.SCENARIO, Scope.CYCLE or Scope.GLOBAL",
+        )
+        _check_now(
+            lambda: section.validity_period,
+            section._validity_period,
+            timedelta,
+            f"validity_period of {where}",
+            "a datetime.timedelta such as timedelta(days=1), or None for data "
+            "that never expires",
+        )
         return cls._add_data_node(section)
 
     @classmethod
@@ -503,6 +519,13 @@ class Config(metaclass=_ConfigMeta):
                 f"Config.configure_task({id!r}, my_function, input_cfg, output_cfg)."
             )
         section = TaskConfig(id, function, input, output, skippable, **properties)
+        _check_now(
+            lambda: section.skippable,
+            skippable,
+            bool,
+            f"skippable setting of task {id!r}",
+            "True or False",
+        )
 
         def change(layer: ConfigLayer) -> None:
             replaced = section.id in layer.tasks
@@ -543,6 +566,13 @@ class Config(metaclass=_ConfigMeta):
             comparators,
             sequences,
             **properties,
+        )
+        _check_now(
+            lambda: section.frequency,
+            frequency,
+            Frequency,
+            f"frequency of scenario {id!r}",
+            f"one of {', '.join(f'Frequency.{f.name}' for f in Frequency)}, or None",
         )
         from ..graph import check_acyclic
 
@@ -753,3 +783,24 @@ def _is_worker_count(value: Any) -> bool:
         except ValueError:
             return False
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_now(
+    read: Callable[[], Any], raw: Any, kind: type, what: str, expected: str
+) -> None:
+    """Raise ConfigurationError now for a value that would fail when it is used.
+
+    ``read`` converts text such as ``"GLOBAL"`` as a TOML file gives it, and
+    raises for text that names nothing. An ``ENV[NAME]`` template is left for
+    when it is read, since its variable may be set later.
+    """
+    if is_template(raw):
+        return
+    value = read()
+    if value is not None and (
+        not isinstance(value, kind)
+        or (kind is bool and not isinstance(raw, (bool, str, type(None))))
+    ):
+        raise ConfigurationError(
+            f"The {what} is {raw!r} ({type(raw).__name__}); set it to {expected}."
+        )
