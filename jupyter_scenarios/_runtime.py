@@ -11,6 +11,7 @@ warning gives the reason.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import sys
@@ -236,15 +237,40 @@ def stop(wait: bool = True, timeout: float | None = None) -> None:
 def _stop_at_exit() -> None:
     scheduler = _state.scheduler
     if scheduler is not None and scheduler._running:
-        count = len(scheduler._running)
-        logger.warning(
-            "The process is exiting with %d running %s; %s cancelled and %s stopped.",
-            count,
-            "job" if count == 1 else "jobs",
-            "it is" if count == 1 else "they are",
-            "its worker" if count == 1 else "their workers",
+        running = sorted(scheduler._running)
+        count = len(running)
+        message = (
+            f"jupyter_scenarios: the process is exiting with {count} running "
+            f"{'job' if count == 1 else 'jobs'} ({', '.join(running[:3])}"
+            f"{', ...' if count > 3 else ''}); {'it is' if count == 1 else 'they are'} "
+            "cancelled. To let jobs finish, wait for them before the end of the "
+            "script: submission.wait() or tp.wait_all()."
         )
+        if _logging_shows(logger, logging.WARNING):
+            logger.warning("%s", message)
+        else:
+            # Logging shows nothing unless the application configures it, and
+            # this is the last chance to say why the jobs ended CANCELED.
+            with contextlib.suppress(Exception):
+                print(message, file=sys.stderr, flush=True)
     stop(wait=False)
+
+
+def _logging_shows(log: logging.Logger, level: int) -> bool:
+    """Return whether a record of ``level`` from ``log`` reaches a real handler."""
+    if not log.isEnabledFor(level):
+        return False
+    current: logging.Logger | None = log
+    while current is not None:
+        if any(
+            not isinstance(handler, logging.NullHandler) and handler.level <= level
+            for handler in current.handlers
+        ):
+            return True
+        if not current.propagate:
+            return False
+        current = current.parent
+    return False
 
 
 def orchestrator() -> Scheduler:

@@ -193,10 +193,9 @@ def test_exit_cancels_running_job(engine: Path, tmp_path: Path) -> None:
     assert scenario.waited.edit_in_progress is False
     assert scenario.after.edit_in_progress is False
     assert tp.get(state["submission"]).submission_status is SubmissionStatus.CANCELED
-    assert (
-        "exiting with 1 running job; it is cancelled and its worker stopped"
-        in log.read_text()
-    )
+    text = log.read_text()
+    assert f"exiting with 1 running job ({hold.id}); it is cancelled" in text
+    assert text.count("exiting with") == 1, text
 
 
 def test_live_kernel_jobs_left_alone(engine: Path, tmp_path: Path) -> None:
