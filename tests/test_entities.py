@@ -966,3 +966,21 @@ def test_task_and_data_node_properties_persist() -> None:
         assert other.get(scenario.my_input.id).properties["note"] == "checked"
     finally:
         other.close()
+
+
+def test_write_error_names_node_and_folder(tmp_path: Path) -> None:
+    """A write that the file system refuses names the data node and the folder."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    out = Config.configure_pickle_data_node("refused", path=str(blocker / "out.p"))
+    task = Config.configure_task("t", abs, Config.configure_data_node("n"), out)
+    scenario = tp.create_scenario(Config.configure_scenario("s", [task]))
+
+    with pytest.raises(OSError) as raised:
+        scenario.refused.write(5)
+
+    message = str(raised.value)
+    assert "refused" in message
+    assert str(blocker) in message
+    assert "is a file, not a folder" in message
+    assert scenario.refused.last_edit_date is None

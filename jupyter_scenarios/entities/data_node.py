@@ -12,8 +12,10 @@ event, which is how the scheduler learns that blocked jobs may run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -297,7 +299,8 @@ class DataNode(Entity):
         Raises DataNodeIsBeingEdited if another editor holds the lock.
         """
         self._check_editor(editor_id)
-        self.backend.write(data)
+        with self._explained_file_errors():
+            self.backend.write(data)
         self.track_edit(job_id=job_id, editor_id=editor_id, comment=comment, **kwargs)
         self._unlock()
 
@@ -332,7 +335,8 @@ class DataNode(Entity):
             If an editor holds the lock.
         """
         self._check_editor(None)
-        self.backend.write_with_column_names(data, columns)
+        with self._explained_file_errors():
+            self.backend.write_with_column_names(data, columns)
         self.track_edit(job_id=job_id)
         self._unlock()
 
@@ -384,9 +388,50 @@ class DataNode(Entity):
     ) -> None:
         """Add ``data`` to the contents (types that support it) and record the edit."""
         self._check_editor(editor_id)
-        self.backend.append(data)
+        with self._explained_file_errors():
+            self.backend.append(data)
         self.track_edit(editor_id=editor_id, comment=comment, **kwargs)
         self._unlock()
+
+    @contextlib.contextmanager
+    def _explained_file_errors(self) -> Iterator[None]:
+        """Name this node and its folder in a file system error of a write.
+
+        The error keeps its class (PermissionError, OSError for a full disk), so
+        that callers catching it still do. Without this it named only a hidden
+        temporary file.
+        """
+        try:
+            yield
+        except OSError as error:
+            try:
+                path = self.backend.path
+            except Exception:  # noqa: BLE001 - the message goes on without it
+                path = None
+            if path is None or self._storage_type == "generic":
+                advice = (
+                    "Check the free space and the permissions of the place that "
+                    "its write function writes to."
+                )
+            else:
+                folder = os.path.dirname(os.path.abspath(path))
+                if os.path.exists(folder) and not os.path.isdir(folder):
+                    advice = f"{folder} is a file, not a folder: change the path."
+                else:
+                    advice = f"Check the free space and the permissions of {folder}."
+                advice += " Its stored data is unchanged."
+            message = (
+                f"Writing data node {self.id!r} ({self._config_id}) failed: "
+                f"{error.strerror or error}. {advice}"
+            )
+            try:
+                if error.errno is None:
+                    explained = type(error)(message)
+                else:
+                    explained = type(error)(error.errno, message)
+            except Exception:  # noqa: BLE001 - a subclass with other arguments
+                raise error from None
+            raise explained from error
 
     def track_edit(
         self,
