@@ -1495,11 +1495,16 @@ CALLBACKS_AND_EVENTS = [
     md(
         """
         Writing the price by hand releases the job: it becomes PENDING, then RUNNING on
-        a worker, and `write_invoice` follows once `order_total` is written.
+        a worker, and `write_invoice` follows once `order_total` is written. The cell
+        first waits `TASK_SECONDS`, as a person would take a moment to look the price
+        up; the jobs stay BLOCKED meanwhile.
         """
     ),
     code(
         """
+        import time
+
+        time.sleep(TASK_SECONDS)
         order.unit_price.write(3.5)
         print("finished:", submission.wait(timeout=30))
         print("submission:", submission.submission_status.name)
@@ -1531,7 +1536,9 @@ CALLBACKS_AND_EVENTS = [
         ## Status history and timings
 
         A job records the time of each status change. The durations are derived from
-        that history: `blocked_duration` is the time spent waiting for the price, and
+        that history: `blocked_duration` is the time spent waiting for an input (about
+        `TASK_SECONDS` for `price_order`, which waited for the price, and longer for
+        `write_invoice`, which also waited for `price_order`), and
         `execution_duration` the time on the worker.
         """
     ),
@@ -1936,7 +1943,10 @@ FAILURES_AND_CANCELLATION = [
         """
         The submission is FAILED as soon as one job fails, but `submit(wait=True)`
         returns only when every job has finished: `count_orders` completes and writes
-        its output. The failure is also logged, which shows below the cell.
+        its output. The progress bar and the job table show the failure; the loop
+        below prints each job's status and reason. (The scheduler also logs it through
+        Python's `logging`, under the `jupyter_scenarios` logger, which shows nothing
+        until you configure logging, for example with `logging.basicConfig()`.)
         """
     ),
     code(
@@ -2165,7 +2175,7 @@ FAILURES_AND_CANCELLATION = [
 
         Scenarios, jobs and submissions are kept in an SQLite database in the storage
         folder, so a restarted kernel finds them all. Run the imports and the
-        parameters cell again (without `tp.clean_all_entities()`), then
+        parameters cell again, leaving out its `tp.clean_all_entities()` line, then
         `tp.get_submissions()`, `tp.get_jobs()` or `%jobs` list them. Callbacks and
         subscriptions are not kept: subscribe again.
 

@@ -114,6 +114,10 @@ def check_job_execution(notebook: NotebookNode) -> None:
     assert "my_output = 52" in text
     assert "scenario_1.my_output = 52" in text
     assert "scenario_2.my_output = 52" in text
+    # What add printed in a worker, read back from its job's log.
+    assert re.search(
+        rf"JOB_add_\w+ printed:\nWait {ADD_SECONDS:g} seconds in add function", text
+    ), text
 
     timeout_line = re.search(
         r"wait=True, timeout=([\d.]+) returned after ([\d.]+) s: SubmissionStatus\.(\w+)",
@@ -231,6 +235,13 @@ def check_callbacks_and_events(notebook: NotebookNode) -> None:
     assert re.search(r"price_order +BLOCKED", text)
     assert "finished: True" in text
     assert "invoice = Amount due: 42.00 EUR" in text
+    # price_order stayed BLOCKED while the cell looked the price up.
+    blocked = re.search(
+        r"price_order on worker \d+\n(?:.*\n)*? +blocked ([\d.]+) s", text
+    )
+    assert blocked is not None, text
+    scale = float(SHORT_SETTINGS["SCENARIOS_SLEEP_SCALE"])
+    assert float(blocked.group(1)) >= scale
     for change in (
         "('price_order', 'BLOCKED')",
         "('price_order', 'PENDING')",
