@@ -178,7 +178,7 @@ def spread_subfolders(folder: Path) -> bool:
 
     ext4 puts a new file in the block group of its folder, and a new folder near its
     parent's. Without a journal it skips, one by one, each inode of the group freed
-    in the last few minutes (up to 5, according to the kernel's changelog). After a test suite removed thousands of files under
+    in the last minutes (see benchmarks/README.md, "File creation"). After a test suite removed thousands of files under
     ``/tmp``, creating a file in a folder there took 0.75 to 0.93 ms, against 23 to
     28 us in a folder placed elsewhere. With the flag (``chattr +T``), the
     allocator treats ``folder`` like the top of a tree and chooses a group for each

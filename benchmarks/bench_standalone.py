@@ -353,6 +353,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         ],
         rows,
     )
+    print(
+        "  ratio = overhead per job / bare pool's time per job, so a case whose "
+        "tasks take long (4 x sleep(1)) can show a large ratio for a small gap"
+    )
+    if arguments.max_fan_out < 10_000:
+        print(
+            f"  --max-fan-out {arguments.max_fan_out}: the 10,000-job case and the "
+            "submit() timing of 10,000 jobs are left out"
+        )
     base = per_job["fan-out 200"]
     growth_rows = [
         [name, f"{per_job[name] * 1000:.2f}", f"{per_job[name] / base:.2f}"]
