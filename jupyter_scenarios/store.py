@@ -70,6 +70,15 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 _CHANGING_COLUMNS = {"job": ("status",)}
 
+# Older edits of data nodes, moved out of the nodes' rows (see
+# DataNode._edits_to_archive). ``key`` is a digest of the edit, so that two kernels
+# moving the same edit store it once.
+_EDIT_ARCHIVE = "data_node_edit"
+_ARCHIVE_EDITS = (
+    f"INSERT OR IGNORE INTO {_EDIT_ARCHIVE} (node_id, key, timestamp, doc) "
+    "VALUES (?, ?, ?, ?)"
+)
+
 
 # The statement that writes one row of each kind. An existing row is updated in
 # place: INSERT OR REPLACE would delete it and insert it again, which costs one more
@@ -216,6 +225,15 @@ class Store:
                     f"{SCHEMA_VERSION}); upgrade jupyter-scenarios or use another "
                     "storage folder."
                 )
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {_EDIT_ARCHIVE} (node_id TEXT NOT NULL, "
+                "key TEXT NOT NULL, timestamp TEXT NOT NULL, doc TEXT NOT NULL, "
+                "PRIMARY KEY (node_id, key))"
+            )
+            cursor.execute(
+                f"CREATE INDEX IF NOT EXISTS {_EDIT_ARCHIVE}_order "
+                f"ON {_EDIT_ARCHIVE} (node_id, timestamp)"
+            )
             for kind, (_, columns) in KINDS.items():
                 extra = "".join(f", {column} TEXT" for column in columns)
                 cursor.execute(
@@ -361,8 +379,12 @@ class Store:
                 len(entities),
             )
             return []
-        with self._transaction() as cursor:
-            skipped = self._write_rows(cursor, entities, skip_invalid)
+        try:
+            with self._transaction() as cursor:
+                skipped = self._write_rows(cursor, entities, skip_invalid)
+        except BaseException:
+            _end_archiving(entities, committed=False)
+            raise
         self._mark_written(entities, skipped)
         return skipped
 
@@ -391,6 +413,13 @@ class Store:
                 ).fetchone()
                 if stored is not None:
                     merge(json.loads(stored[0]))
+            archive = getattr(entity, "_edits_to_archive", None)
+            if archive is not None:
+                moved = archive()
+                if moved:
+                    cursor.executemany(
+                        _ARCHIVE_EDITS, [(entity.id, *edit) for edit in moved]
+                    )
             try:
                 text, doc = entity._to_row()
                 values: list[str | None] = [entity.id, text]
@@ -409,6 +438,14 @@ class Store:
         self, entities: list[Storable], skipped: list[tuple[Storable, Exception]]
     ) -> None:
         left_out = {entity.id for entity, _ in skipped}
+        _end_archiving(
+            [entity for entity in entities if entity.id not in left_out],
+            committed=True,
+        )
+        _end_archiving(
+            [entity for entity, _ in skipped],
+            committed=False,
+        )
         with self._lock:
             # The rows now contain this process's state, whatever another process
             # wrote before.
@@ -635,6 +672,16 @@ class Store:
             self._synced.add(entity.id)
             return True
 
+    def archived_edits(self, node_id: str) -> list[dict[str, Any]]:
+        """Return the edits of data node ``node_id`` moved out of its row, oldest first."""
+        with self._lock:
+            rows = self._connection.execute(
+                f"SELECT doc FROM {_EDIT_ARCHIVE} WHERE node_id = ? "
+                "ORDER BY timestamp, rowid",
+                (node_id,),
+            ).fetchall()
+        return [json.loads(row[0]) for row in rows]
+
     def get_current(self, entity_id: str) -> Any | None:
         """Return the entity with ``entity_id`` as stored now, or None.
 
@@ -666,24 +713,35 @@ class Store:
         ``then_write`` holds entities to write in the same transaction, such as those
         that kept a reference to a deleted one: a crash leaves both or neither.
         """
-        with self._transaction() as cursor:
-            for entity_id in entity_ids:
-                kind = kind_of(entity_id)
-                if kind is not None:
-                    cursor.execute(f"DELETE FROM {kind} WHERE id = ?", (entity_id,))
-            self._write_rows(cursor, list(then_write), skip_invalid=False)
-            # Still inside the transaction's lock, and only once every statement
-            # succeeded: a rolled-back deletion keeps the live objects.
-            for entity_id in entity_ids:
-                self._live.pop(entity_id, None)
-                self._synced.discard(entity_id)
-        self._mark_written(list(then_write), [])
+        then = list(then_write)
+        try:
+            with self._transaction() as cursor:
+                for entity_id in entity_ids:
+                    kind = kind_of(entity_id)
+                    if kind is not None:
+                        cursor.execute(f"DELETE FROM {kind} WHERE id = ?", (entity_id,))
+                    if kind == "data_node":
+                        cursor.execute(
+                            f"DELETE FROM {_EDIT_ARCHIVE} WHERE node_id = ?",
+                            (entity_id,),
+                        )
+                self._write_rows(cursor, then, skip_invalid=False)
+                # Still inside the transaction's lock, and only once every statement
+                # succeeded: a rolled-back deletion keeps the live objects.
+                for entity_id in entity_ids:
+                    self._live.pop(entity_id, None)
+                    self._synced.discard(entity_id)
+        except BaseException:
+            _end_archiving(then, committed=False)
+            raise
+        self._mark_written(then, [])
 
     def clear(self) -> None:
         """Remove every entity."""
         with self._transaction() as cursor:
             for kind in KINDS:
                 cursor.execute(f"DELETE FROM {kind}")
+            cursor.execute(f"DELETE FROM {_EDIT_ARCHIVE}")
             self._live.clear()
             self._synced.clear()
 
@@ -831,3 +889,11 @@ def is_process_alive(identity: str) -> bool:
     if start in ("", "?"):
         return True
     return _start_time(pid) == start
+
+
+def _end_archiving(entities: Sequence[Storable], *, committed: bool) -> None:
+    """Tell data nodes whether the edits they handed to the archive were written."""
+    for entity in entities:
+        done = getattr(entity, "_archive_written", None)
+        if done is not None:
+            done(committed)

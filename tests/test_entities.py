@@ -984,3 +984,95 @@ def test_write_error_names_node_and_folder(tmp_path: Path) -> None:
     assert str(blocker) in message
     assert "is a file, not a folder" in message
     assert scenario.refused.last_edit_date is None
+
+
+def test_long_edit_history_keeps_row_small() -> None:
+    """A node written many times keeps its whole history and a small row."""
+    scenario = tp.create_scenario(
+        Config.configure_scenario(
+            "s",
+            [
+                Config.configure_task(
+                    "t",
+                    abs,
+                    Config.configure_data_node("n", default_data=-1),
+                    Config.configure_data_node("out"),
+                )
+            ],
+        )
+    )
+    for value in range(150):
+        scenario.out.write(value, comment=f"write {value}")
+    job_ids = [scenario.submit().jobs[0].id for _ in range(3)]
+
+    comments = [edit.get("comment") for edit in scenario.out.edits]
+    assert comments[:150] == [f"write {value}" for value in range(150)]
+    assert scenario.out.job_ids == job_ids
+    assert len(scenario.out.edits) == 153
+    doc = stored_doc(scenario.out.id, "data_node")
+    assert len(doc["edits"]) <= 64
+    assert doc["archived_edits"] + len(doc["edits"]) == 153
+    # Read back by a fresh object, as after a kernel restart.
+    from jupyter_scenarios import _runtime
+    from jupyter_scenarios.entities import register_factories
+    from jupyter_scenarios.store import Store
+
+    other = Store(_runtime.store().folder)
+    register_factories(other)
+    try:
+        assert other.get(scenario.out.id).edits == scenario.out.edits
+    finally:
+        other.close()
+
+
+def test_two_kernels_archive_one_history() -> None:
+    """Two stores writing one GLOBAL node past the row's limit keep each edit once."""
+    from jupyter_scenarios import _runtime
+    from jupyter_scenarios.entities import register_factories
+    from jupyter_scenarios.store import Store
+
+    node = tp.create_global_data_node(
+        Config.configure_data_node("shared", scope=tp.Scope.GLOBAL)
+    )
+    other = Store(_runtime.store().folder)
+    register_factories(other)
+    try:
+        theirs = other.get(node.id)
+        for value in range(80):
+            node.write(value, comment=f"here {value}")
+            theirs.write(value, comment=f"there {value}")
+
+        for view in (node, other.get(node.id)):
+            comments = [edit.get("comment") for edit in view.edits]
+            assert len(comments) == 160, comments
+            assert len(set(comments)) == 160
+            assert comments[-2:] == ["here 79", "there 79"]
+    finally:
+        other.close()
+
+
+def test_deleted_node_leaves_no_archive() -> None:
+    """Deleting a scenario removes the archived edits of its data nodes."""
+    from jupyter_scenarios import _runtime
+
+    scenario = tp.create_scenario(
+        Config.configure_scenario(
+            "s",
+            [
+                Config.configure_task(
+                    "t",
+                    abs,
+                    Config.configure_data_node("n", default_data=-1),
+                    Config.configure_data_node("out"),
+                )
+            ],
+        )
+    )
+    for value in range(100):
+        scenario.out.write(value)
+
+    tp.delete(scenario.id)
+
+    with sqlite3.connect(_runtime.store().path) as connection:
+        (count,) = connection.execute("SELECT COUNT(*) FROM data_node_edit").fetchone()
+    assert count == 0
