@@ -251,8 +251,10 @@ def _stop_at_exit() -> None:
         else:
             # Logging shows nothing unless the application configures it, and
             # this is the last chance to say why the jobs ended CANCELED.
-            with contextlib.suppress(Exception):
-                print(message, file=sys.stderr, flush=True)
+            stream = sys.stderr  # None when the script runs with stderr closed
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    print(message, file=stream, flush=True)
     stop(wait=False)
 
 

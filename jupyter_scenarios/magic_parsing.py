@@ -98,7 +98,10 @@ def _parse_error_hint(name: str, line: str, error: str) -> str:
             "body of a %%datanode cell. Quotes would make a string of them. Run "
             f"%{name}? for the options."
         )
-    return f"Quote a value that contains spaces and run %{name}? for the options."
+    if found:
+        # A value with spaces, read as several arguments.
+        return f"Quote a value that contains spaces and run %{name}? for the options."
+    return f"Run %{name}? for the options."
 
 
 def enum_option(

@@ -84,6 +84,7 @@ from .store import Store, is_process_alive, process_identity
 from .worker import (
     CommitFailed,
     NodeSpec,
+    StagedOutput,
     TaskRun,
     commit_staged,
     discard_staged,
@@ -335,13 +336,10 @@ class Scheduler:
         hand_over = self.is_asynchronous and not self._on_owner_thread()
         # An interrupt while the jobs are created stores none of them: stored jobs
         # that the scheduler never got would stay SUBMITTED for good.
-        # Locking each output checks for another process's commits; once for the
-        # whole call is enough (Store.pinned_version), as in a scheduler round.
         with (
             self.store.handover_batch()
             if hand_over
-            else self.store.batch(all_or_nothing=True) as writes,
-            self.store.pinned_version(),
+            else self.store.batch(all_or_nothing=True) as writes
         ):
             submission = self._create_submission(entity, properties)
             # Every task of a scenario or sequence belongs to its scenario.
@@ -1263,7 +1261,7 @@ class Scheduler:
             written = self._commit_outputs(job, result)
         except CommitFailed as failure:
             discard_staged(result.outputs)
-            reason = self._commit_failure_reason(job, failure)
+            reason = self._commit_failure_reason(job, failure, result.outputs)
             self._fail(job, [reason + "\n"], reason)
             return
         # The producer is COMPLETED before any consumer it unblocks turns PENDING.
@@ -1284,9 +1282,9 @@ class Scheduler:
                 written.append(node.id)
         return written
 
-    def _commit_failure_reason(self, job: Job, failure: CommitFailed) -> str:
-        node = self.store.get(failure.output.node_id)
-        name = node.config_id if node is not None else "?"
+    def _commit_failure_reason(
+        self, job: Job, failure: CommitFailed, outputs: list[StagedOutput]
+    ) -> str:
         error = failure.error
         final = failure.output.final_path
         if isinstance(error, IsADirectoryError):
@@ -1295,11 +1293,29 @@ class Scheduler:
             advice = (
                 f"Check that {os.path.dirname(str(final))} exists and can be written."
             )
+        # Generic outputs are written in place by their write function, before
+        # the commit; others stay changed when their earlier file could not be
+        # kept (see commit_staged).
+        changed = failure.changed + [
+            output.node_id for output in outputs if output.staged_path is None
+        ]
+        if changed:
+            names = ", ".join(repr(self._node_name(node_id)) for node_id in changed)
+            kept = (
+                f"Output {names} keeps what the job wrote (written in place, or "
+                "its earlier file could not be kept); the others are unchanged."
+            )
+        else:
+            kept = "No output of the job changed."
         return (
-            f"committing output {name!r} ({failure.output.node_id}) of task "
-            f"{job.task_config_id!r} failed: {type(error).__name__}: "
-            f"{clause(error)}. No output of the job changed. {advice}"
+            f"committing output {self._node_name(failure.output.node_id)!r} "
+            f"({failure.output.node_id}) of task {job.task_config_id!r} failed: "
+            f"{type(error).__name__}: {clause(error)}. {kept} {advice}"
         )
+
+    def _node_name(self, node_id: str) -> str:
+        node = self.store.get(node_id)
+        return node.config_id if node is not None else node_id
 
     # _fail and _cancel_now abandon the downstream jobs and unlock the outputs before
     # they set the job's own final status, so that a thread woken by that status finds
@@ -1491,11 +1507,14 @@ class Scheduler:
                         reason = f"the process that scheduled it (pid {pid}) ended"
                         job._set_status(Status.ABANDONED, reason=reason)
                     task = self.store.get(job.task_id)
-                    for node_id in task.output_ids if task is not None else []:
-                        node = self.store.get(node_id)
+                    outputs = [
+                        self.store.get(node_id)
+                        for node_id in (task.output_ids if task is not None else [])
+                    ]
+                    for node in outputs:
                         if node is not None and node.edit_in_progress:
                             node._unlock()
-                        self._remove_stale_staging(node, job.id)
+                    self._remove_stale_staging(outputs, job.id)
                     touched.add(job.submit_id)
                     settled += 1
                     logger.warning(
@@ -1522,27 +1541,43 @@ class Scheduler:
             if not is_process_alive(pid):
                 path.unlink(missing_ok=True)
 
-    def _remove_stale_staging(self, node: DataNode | None, job_id: str) -> None:
+    def _remove_stale_staging(self, nodes: list[DataNode | None], job_id: str) -> None:
+        """Remove what a dead process left of job ``job_id``'s output files.
+
+        A process that ended while it committed the job's outputs (see
+        ``commit_staged``) left the earlier files beside them. When a staging file
+        is left too, the commit did not finish, and every output gets its earlier
+        file back; otherwise every output keeps its new file. Either way the
+        outputs are all old or all new.
+        """
         from .worker import previous_path, staging_path
 
-        if node is None:
-            return
-        try:
-            final = node.path
-        except Exception:
-            logger.exception("Cannot find the path of data node %s", node.id)
-            return
-        if final is None:
-            return
-        Path(staging_path(final, job_id)).unlink(missing_ok=True)
-        previous = previous_path(final, job_id)
-        if os.path.lexists(previous):
-            # The process ended while it committed the job's outputs: give them
-            # back their earlier contents, since the job counts as FAILED.
+        finals = []
+        for node in nodes:
+            if node is None:
+                continue
             try:
-                os.replace(previous, final)
+                node_path = node.path
+            except Exception:
+                logger.exception("Cannot find the path of data node %s", node.id)
+                continue
+            if node_path is not None:
+                finals.append(str(node_path))
+        unfinished = any(
+            os.path.lexists(staging_path(final, job_id)) for final in finals
+        )
+        for final in finals:
+            Path(staging_path(final, job_id)).unlink(missing_ok=True)
+            previous = previous_path(final, job_id)
+            if not os.path.lexists(previous):
+                continue
+            try:
+                if unfinished:
+                    os.replace(previous, final)
+                else:
+                    os.unlink(previous)
             except OSError:
-                logger.exception("Cannot restore %s from %s", final, previous)
+                logger.exception("Cannot settle %s from %s", final, previous)
 
 
 def _caller_level() -> int:

@@ -253,17 +253,13 @@ def _write_error_message(run: TaskRun, spec: NodeSpec, error: Exception) -> str:
         )
     # The file system refused the write (a full disk, a size limit, permissions):
     # the value is not the problem.
+    from .storage.errors import write_failure_advice
+
     try:
-        path = spec.backend().path
+        path = None if spec.storage_type == "generic" else spec.backend().path
     except Exception:  # noqa: BLE001 - the message goes on without the path
         path = None
-    if path is None:
-        return f"{failure} Check where the data node's write function writes."
-    folder = os.path.dirname(os.path.abspath(path))
-    return (
-        f"{failure} Check the free space and the permissions of {folder}, or give "
-        "the data node another path."
-    )
+    return f"{failure} {write_failure_advice(path)}"
 
 
 def _read_input(run: TaskRun, spec: NodeSpec) -> Any:
@@ -335,12 +331,19 @@ def previous_path(final: str | os.PathLike[str], job_id: str) -> str:
 
 
 class CommitFailed(OSError):
-    """A staged output could not be renamed onto its data node's file."""
+    """A staged output could not be renamed onto its data node's file.
 
-    def __init__(self, output: StagedOutput, error: OSError) -> None:
+    ``changed`` lists the ids of the data nodes whose earlier file could not be
+    put back: their new contents stay.
+    """
+
+    def __init__(
+        self, output: StagedOutput, error: OSError, changed: list[str] | None = None
+    ) -> None:
         super().__init__(str(error))
         self.output = output
         self.error = error
+        self.changed = changed or []
 
 
 def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
@@ -348,10 +351,10 @@ def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
 
     With several files, each final file that exists is first linked under
     ``previous_path``, so that when a later rename fails, the files renamed before
-    it get their earlier contents back. On a file system without hard links that
-    undo is not possible, and a failed rename leaves the earlier ones done. Raises
-    ``CommitFailed`` naming the output that failed; the caller then discards the
-    staging files.
+    it get their earlier contents back. A file that cannot be linked (a file
+    system without hard links, too many links) keeps its new contents then, and
+    ``CommitFailed.changed`` names its data node. Raises ``CommitFailed`` naming
+    the output that failed; the caller then discards the staging files.
     """
     staged = [
         (output, output.staged_path, output.final_path)
@@ -370,35 +373,39 @@ def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
         if os.path.isdir(final):
             folder_error = IsADirectoryError(errno.EISDIR, "Is a directory", final)
             raise CommitFailed(output, folder_error)
-    done: list[tuple[str, str | None]] = []
+    # (node id, final path, where its earlier file is kept, whether it existed)
+    done: list[tuple[str, str, str | None, bool]] = []
     for output, source, final in staged:
-        try:
-            backup = _keep_previous(final, job_id)
-        except OSError:
-            logger.warning("Cannot keep the earlier contents of %s", final)
-            backup = None
+        existed = os.path.lexists(final)
+        backup = None
+        if existed:
+            try:
+                backup = _keep_previous(final, job_id)
+            except OSError:
+                logger.warning("Cannot keep the earlier contents of %s", final)
         try:
             os.replace(source, final)
         except OSError as error:
             if backup is not None:
                 os.unlink(backup)
-            for done_final, done_backup in reversed(done):
-                _put_back(done_final, done_backup)
-            raise CommitFailed(output, error) from error
-        done.append((final, backup))
-    for _, backup in done:
+            changed = [
+                node_id
+                for node_id, done_final, done_backup, done_existed in reversed(done)
+                if not _put_back(done_final, done_backup, done_existed)
+            ]
+            raise CommitFailed(output, error, changed) from error
+        done.append((output.node_id, final, backup, existed))
+    for _, _, backup, _ in done:
         if backup is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(backup)
 
 
-def _keep_previous(final: str, job_id: str) -> str | None:
-    """Link ``final`` under ``previous_path``; return None when it does not exist."""
+def _keep_previous(final: str, job_id: str) -> str:
+    """Link ``final`` under ``previous_path`` and return that path."""
     backup = previous_path(final, job_id)
     try:
         os.link(final, backup)
-    except FileNotFoundError:
-        return None
     except FileExistsError:
         # Left by a commit of this job that a crash interrupted.
         os.unlink(backup)
@@ -406,15 +413,19 @@ def _keep_previous(final: str, job_id: str) -> str | None:
     return backup
 
 
-def _put_back(final: str, backup: str | None) -> None:
-    """Undo one rename of ``commit_staged``: the earlier file, or none."""
+def _put_back(final: str, backup: str | None, existed: bool) -> bool:
+    """Undo one rename of ``commit_staged``; return whether the earlier state is back."""
     try:
-        if backup is None:
+        if backup is not None:
+            os.replace(backup, final)
+        elif not existed:
             os.unlink(final)
         else:
-            os.replace(backup, final)
+            return False  # its earlier file could not be kept
     except OSError:
         logger.exception("Could not put back the earlier contents of %s", final)
+        return False
+    return True
 
 
 def _failure(

@@ -575,9 +575,9 @@ def test_config_check_uses_applied_configuration() -> None:
                 step,
                 Config.configure_data_node("a"),
                 Config.configure_data_node("b"),
-                skippable=1,
+                skippable="maybe",
             ),
-            "skippable",
+            "maybe",
         ),
         (
             lambda: Config.configure_scenario("s", [], frequency="weekly-ish"),

@@ -360,6 +360,16 @@ def test_path_with_spaces_says_to_quote(kernel: KernelSession) -> None:
     assert "Quote a value that contains spaces" in message, message
 
 
+def test_invalid_choice_skips_quote_advice(kernel: KernelSession) -> None:
+    kernel.execute(SETUP_CELL).check()
+
+    message = usage_error(kernel.execute("%scenario_config --mode standlone"))
+
+    assert "standlone" in message, message
+    assert "Run %scenario_config? for the options." in message, message
+    assert "Quote a value" not in message, message
+
+
 def test_scope_any_case_accepted(kernel: KernelSession) -> None:
     kernel.execute(SETUP_CELL).check()
     kernel.execute("%datanode target --scope cycle --default 1").check()

@@ -210,3 +210,48 @@ def test_live_kernel_jobs_left_alone(engine: Path, tmp_path: Path) -> None:
         process.send_signal(signal.SIGKILL)
         process.wait(WAIT_SECONDS)
         wait_gone([state["worker_pid"], *state["descendants"]], KILL_WAIT_SECONDS)
+
+
+def two_output_nodes(tmp_path: Path) -> list[tp.DataNode]:
+    from jupyter_scenarios import Config
+
+    source = Config.configure_data_node("source", default_data=1)
+    outputs = [
+        Config.configure_pickle_data_node(name, path=str(tmp_path / f"{name}.p"))
+        for name in ("first", "second")
+    ]
+    task = Config.configure_task("pairing", abs, source, outputs)
+    scenario = tp.create_scenario(Config.configure_scenario("pairs", [task]))
+    nodes = [scenario.first, scenario.second]
+    for node in nodes:
+        node.write("old")
+    return nodes
+
+
+@pytest.mark.parametrize("staging_left", [True, False])
+def test_interrupted_commit_settles_all_outputs(
+    tmp_path: Path, staging_left: bool
+) -> None:
+    """Start-up leaves a commit cut short by a crash all old or all new."""
+    from jupyter_scenarios import _runtime
+    from jupyter_scenarios.worker import previous_path, staging_path
+
+    nodes = two_output_nodes(tmp_path)
+    job_id = "JOB_pairing_cut"
+    first, second = (str(node.path) for node in nodes)
+    # The crash came after the first output was renamed, its earlier file kept
+    # aside; the second was renamed too unless its staging file is left.
+    Path(previous_path(first, job_id)).write_bytes(Path(first).read_bytes())
+    nodes[0].backend.write("new")
+    Path(previous_path(second, job_id)).write_bytes(Path(second).read_bytes())
+    if staging_left:
+        Path(staging_path(second, job_id)).write_bytes(b"half")
+    else:
+        nodes[1].backend.write("new")
+
+    _runtime.orchestrator()._remove_stale_staging(list(nodes), job_id)
+
+    expected = "old" if staging_left else "new"
+    assert [node.backend.read() for node in nodes] == [expected, expected]
+    left = sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("."))
+    assert left == []

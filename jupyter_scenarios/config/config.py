@@ -519,13 +519,9 @@ class Config(metaclass=_ConfigMeta):
                 f"Config.configure_task({id!r}, my_function, input_cfg, output_cfg)."
             )
         section = TaskConfig(id, function, input, output, skippable, **properties)
-        _check_now(
-            lambda: section.skippable,
-            skippable,
-            bool,
-            f"skippable setting of task {id!r}",
-            "True or False",
-        )
+        if isinstance(skippable, str) and not is_template(skippable):
+            # Text as a TOML file gives it; other values count by their truth.
+            section.skippable  # noqa: B018 - reading it raises for invalid text
 
         def change(layer: ConfigLayer) -> None:
             replaced = section.id in layer.tasks
@@ -797,10 +793,7 @@ def _check_now(
     if is_template(raw):
         return
     value = read()
-    if value is not None and (
-        not isinstance(value, kind)
-        or (kind is bool and not isinstance(raw, (bool, str, type(None))))
-    ):
+    if value is not None and not isinstance(value, kind):
         raise ConfigurationError(
             f"The {what} is {raw!r} ({type(raw).__name__}); set it to {expected}."
         )

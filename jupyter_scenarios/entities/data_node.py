@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import warnings
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
@@ -451,41 +450,31 @@ class DataNode(Entity):
     def _explained_file_errors(self) -> Iterator[None]:
         """Name this node and its folder in a file system error of a write.
 
-        The error keeps its class (PermissionError, OSError for a full disk), so
-        that callers that catch it still do. The original message named only a
-        hidden temporary file.
+        The error itself goes on, with its class, errno, file name and other
+        attributes, so that callers that catch it still do: only its text
+        changes. The original text named only a hidden temporary file.
         """
         try:
             yield
         except OSError as error:
+            from ..storage.errors import write_failure_advice
+
             try:
-                path = self.backend.path
+                path = None if self._storage_type == "generic" else self.backend.path
             except Exception:  # noqa: BLE001 - the message goes on without it
                 path = None
-            if path is None or self._storage_type == "generic":
-                advice = (
-                    "Check the free space and the permissions of the place that "
-                    "its write function writes to."
-                )
-            else:
-                folder = os.path.dirname(os.path.abspath(path))
-                if os.path.exists(folder) and not os.path.isdir(folder):
-                    advice = f"{folder} is a file, not a folder: change the path."
-                else:
-                    advice = f"Check the free space and the permissions of {folder}."
+            advice = write_failure_advice(path)
+            if path is not None:
                 advice += " Its stored data is unchanged."
-            message = (
+            text = (
                 f"Writing data node {self.id!r} ({self._config_id}) failed: "
                 f"{error.strerror or error}. {advice}"
             )
-            try:
-                if error.errno is None:
-                    explained = type(error)(message)
-                else:
-                    explained = type(error)(error.errno, message)
-            except Exception:  # noqa: BLE001 - a subclass with other arguments
-                raise error from None
-            raise explained from error
+            if error.strerror:
+                error.strerror = text
+            else:
+                error.args = (text,)
+            raise
 
     def track_edit(
         self,

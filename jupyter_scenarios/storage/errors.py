@@ -1,6 +1,8 @@
-"""Errors raised when a storage backend reads a data node."""
+"""Errors raised when a storage backend reads a data node, and advice for writes."""
 
 from __future__ import annotations
+
+import os
 
 from jupyter_scenarios.exceptions import NoData, ScenarioError
 
@@ -18,3 +20,19 @@ class UnreadableDataError(ScenarioError, ValueError):
 
     The original parser error is chained as ``__cause__``.
     """
+
+
+def write_failure_advice(path: str | os.PathLike[str] | None) -> str:
+    """Return what to check when the file system refused to write ``path``.
+
+    None stands for a generic data node whose write function chooses the file.
+    """
+    if path is None:
+        return (
+            "Check the free space and the permissions of the place that its write "
+            "function writes to."
+        )
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f"{folder} is a file, not a folder: give the data node another path."
+    return f"Check the free space and the permissions of {folder}."
