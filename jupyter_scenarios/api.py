@@ -71,6 +71,11 @@ def _scenario_config(config: ScenarioConfig | str) -> ScenarioConfig:
     if isinstance(config, str) and config in known:
         return known[config]
     names = sorted(name for name in known if name != "default")
+    if not isinstance(config, str):
+        raise TypeError(
+            f"Expected a scenario configuration or its id, got {config!r} "
+            f"({type(config).__name__}); declared ones are {names or 'none'}."
+        )
     raise ConfigurationError(
         f"Scenario configuration {config!r} is not declared; declared ones are "
         f"{names or 'none'}. Declare it with Config.configure_scenario(...) or "

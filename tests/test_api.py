@@ -425,3 +425,9 @@ def test_clean_all_entities_logs_nothing_alarming(
     assert tp.get_scenarios() == []
     assert tp.get_jobs() == []
     assert caplog.records == []
+
+
+def test_create_scenario_rejects_none() -> None:
+    """create_scenario(None) says what it expected instead of a missing name."""
+    with pytest.raises(TypeError, match="got None"):
+        tp.create_scenario(None)  # type: ignore[arg-type]

@@ -408,10 +408,11 @@ class SidecarModule:
         """Return the module's source, headed by a docstring naming ``toml_name``."""
         lines = [
             GENERATED_HEADER,
-            f'"""Notebook definitions used by {toml_name}.',
+            f'"""Definitions from the notebook or script that exported {toml_name}.',
             "",
             f"jupyter_scenarios writes this module each time {toml_name} is exported,",
-            "so edit the notebook and export again instead of editing this file.",
+            "so edit the notebook or script and export again instead of editing this",
+            "file.",
             '"""',
             "",
         ]
