@@ -986,21 +986,16 @@ def test_write_error_names_node_and_folder(tmp_path: Path) -> None:
     assert scenario.refused.last_edit_date is None
 
 
+def abs_scenario() -> tp.Scenario:
+    """Return a new scenario of one task: out = abs(n), with n = -1."""
+    source = Config.configure_data_node("n", default_data=-1)
+    task = Config.configure_task("t", abs, source, Config.configure_data_node("out"))
+    return tp.create_scenario(Config.configure_scenario("s", [task]))
+
+
 def test_long_edit_history_keeps_row_small() -> None:
     """A node written many times keeps its whole history and a small row."""
-    scenario = tp.create_scenario(
-        Config.configure_scenario(
-            "s",
-            [
-                Config.configure_task(
-                    "t",
-                    abs,
-                    Config.configure_data_node("n", default_data=-1),
-                    Config.configure_data_node("out"),
-                )
-            ],
-        )
-    )
+    scenario = abs_scenario()
     for value in range(150):
         scenario.out.write(value, comment=f"write {value}")
     job_ids = [scenario.submit().jobs[0].id for _ in range(3)]
@@ -1055,19 +1050,7 @@ def test_deleted_node_leaves_no_archive() -> None:
     """Deleting a scenario removes the archived edits of its data nodes."""
     from jupyter_scenarios import _runtime
 
-    scenario = tp.create_scenario(
-        Config.configure_scenario(
-            "s",
-            [
-                Config.configure_task(
-                    "t",
-                    abs,
-                    Config.configure_data_node("n", default_data=-1),
-                    Config.configure_data_node("out"),
-                )
-            ],
-        )
-    )
+    scenario = abs_scenario()
     for value in range(100):
         scenario.out.write(value)
 
