@@ -199,11 +199,10 @@ class DataNode(Entity):
     def _edits_to_archive(self) -> list[tuple[str, str, str]]:
         """Return ``(key, timestamp, JSON)`` of the edits that this write archives.
 
-        The key is a digest of the edit, the same in every kernel that archives it.
-
         The store calls this inside the transaction that writes the node, then
-        ``_archive_written`` with the outcome of the transaction. Until
-        then the edits stay in memory, so a failed write loses none.
+        ``_archive_written`` with the outcome of the transaction. Until then the
+        edits stay in memory, so a failed write loses none. The key is a digest of
+        the edit, the same in every kernel that archives it.
         """
         if len(self._edits) <= _INLINE_EDITS_MAX:
             self._archiving = 0
@@ -458,6 +457,9 @@ class DataNode(Entity):
             yield
         except OSError as error:
             from ..storage.errors import write_failure_advice
+
+            if f"Writing data node {self.id!r}" in str(error):
+                raise  # raised again by a caller, and explained already
 
             try:
                 path = None if self._storage_type == "generic" else self.backend.path
