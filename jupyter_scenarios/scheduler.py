@@ -346,8 +346,9 @@ class Scheduler:
             job_callbacks = (
                 self._job_callbacks(tasks[0], entity, callbacks) if tasks else []
             )
+            cwd = os.getcwd()
             jobs = [
-                self._create_job(task, submission, entity, force, job_callbacks)
+                self._create_job(task, submission, entity, force, job_callbacks, cwd)
                 for task in tasks
             ]
             submission._add_jobs(jobs)
@@ -669,6 +670,7 @@ class Scheduler:
         entity: Scenario | Sequence | Task,
         force: bool,
         callbacks: list[Callable[..., Any]],
+        cwd: str,
     ) -> Job:
         job = Job(
             self.store,
@@ -678,6 +680,7 @@ class Scheduler:
             force=force,
         )
         job._owner = self.owner
+        job._cwd = cwd
         job._subscribers.extend(callbacks)
         for node in task.output.values():
             node.lock_edit()
@@ -1514,7 +1517,7 @@ class Scheduler:
                     for node in outputs:
                         if node is not None and node.edit_in_progress:
                             node._unlock()
-                    self._remove_stale_staging(outputs, job.id)
+                    self._remove_stale_staging(job, outputs)
                     touched.add(job.submit_id)
                     settled += 1
                     logger.warning(
@@ -1541,18 +1544,20 @@ class Scheduler:
             if not is_process_alive(pid):
                 path.unlink(missing_ok=True)
 
-    def _remove_stale_staging(self, nodes: list[DataNode | None], job_id: str) -> None:
-        """Remove what a dead process left of job ``job_id``'s output files.
+    def _remove_stale_staging(self, job: Job, nodes: list[DataNode | None]) -> None:
+        """Remove what a dead process left of ``job``'s output files.
 
         A process that ended while it committed the job's outputs (see
-        ``commit_staged``) left the earlier files beside them. When a staging file
-        is left too, the commit did not finish, and every output gets its earlier
-        file back; otherwise every output keeps its new file. Either way the
-        outputs are all old or all new.
+        ``commit_staged``) left the earlier files, or empty ``.absent`` files for
+        outputs that were new, beside them. When a staging file is left too, the
+        commit did not finish, and every output gets its earlier state back;
+        otherwise every output keeps its new file. An output written since the job
+        was submitted (by another kernel, after the crash) keeps that write.
+        Relative paths are resolved against the working folder of the submit.
         """
-        from .worker import previous_path, staging_path
+        from .worker import absent_path, previous_path, staging_path
 
-        finals = []
+        outputs: list[tuple[DataNode, str]] = []
         for node in nodes:
             if node is None:
                 continue
@@ -1562,22 +1567,27 @@ class Scheduler:
                 logger.exception("Cannot find the path of data node %s", node.id)
                 continue
             if node_path is not None:
-                finals.append(str(node_path))
+                folder = job._cwd or os.getcwd()
+                outputs.append((node, os.path.join(folder, node_path)))
         unfinished = any(
-            os.path.lexists(staging_path(final, job_id)) for final in finals
+            os.path.lexists(staging_path(final, job.id)) for _, final in outputs
         )
-        for final in finals:
-            Path(staging_path(final, job_id)).unlink(missing_ok=True)
-            previous = previous_path(final, job_id)
-            if not os.path.lexists(previous):
-                continue
+        for node, final in outputs:
+            Path(staging_path(final, job.id)).unlink(missing_ok=True)
+            previous = previous_path(final, job.id)
+            absent = absent_path(final, job.id)
+            edited = node.last_edit_date
+            written_since = edited is not None and edited > job.creation_date
             try:
-                if unfinished:
-                    os.replace(previous, final)
-                else:
-                    os.unlink(previous)
+                if unfinished and not written_since:
+                    if os.path.lexists(previous):
+                        os.replace(previous, final)
+                    elif os.path.lexists(absent):
+                        Path(final).unlink(missing_ok=True)
+                Path(previous).unlink(missing_ok=True)
+                Path(absent).unlink(missing_ok=True)
             except OSError:
-                logger.exception("Cannot settle %s from %s", final, previous)
+                logger.exception("Cannot settle %s after job %s", final, job.id)
 
 
 def _caller_level() -> int:

@@ -35,6 +35,10 @@ from .storage.atomic import writing_unpublished_files
 
 logger = logging.getLogger(__name__)
 
+# Storage types whose outputs are written where they are read, without a staging
+# file (see _write_output).
+_WRITTEN_IN_PLACE = frozenset({"generic", "in_memory"})
+
 
 @dataclasses.dataclass(frozen=True)
 class NodeSpec:
@@ -222,11 +226,13 @@ def run_task(run: TaskRun) -> TaskResult:
     except DataNodeWritingError as error:
         return _failure(run, error, "the task returned the wrong number of results")
 
-    # Generic outputs call the user's write function in place, which no staging
-    # file can undo, so they come last: an output that cannot store its value
-    # fails the job before they change anything.
+    # Generic outputs call the user's write function and in_memory ones change
+    # the kernel's value, in place, which no staging file can undo. So they come
+    # last: an output that cannot store its value fails the job before they
+    # change anything.
     pairs = sorted(
-        zip(run.outputs, values), key=lambda pair: pair[0].storage_type == "generic"
+        zip(run.outputs, values),
+        key=lambda pair: pair[0].storage_type in _WRITTEN_IN_PLACE,
     )
     written: list[StagedOutput] = []
     try:
@@ -330,6 +336,12 @@ def previous_path(final: str | os.PathLike[str], job_id: str) -> str:
     return os.path.join(folder, f".{name}.{job_id}.previous")
 
 
+def absent_path(final: str | os.PathLike[str], job_id: str) -> str:
+    """Return the empty file by which ``commit_staged`` notes that ``final`` was new."""
+    folder, name = os.path.split(os.fspath(final))
+    return os.path.join(folder, f".{name}.{job_id}.absent")
+
+
 class CommitFailed(OSError):
     """A staged output could not be renamed onto its data node's file.
 
@@ -351,7 +363,8 @@ def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
 
     With several files, each final file that exists is first linked under
     ``previous_path``, so that when a later rename fails, the files renamed before
-    it get their earlier contents back. A file that cannot be linked (a file
+    it get their earlier contents back; for one that does not exist yet, an empty
+    file at ``absent_path`` says so to a repair after a crash. A file that cannot be linked (a file
     system without hard links, too many links) keeps its new contents then, and
     ``CommitFailed.changed`` names its data node. Raises ``CommitFailed`` naming
     the output that failed; the caller then discards the staging files.
@@ -383,22 +396,27 @@ def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
                 backup = _keep_previous(final, job_id)
             except OSError:
                 logger.warning("Cannot keep the earlier contents of %s", final)
+        else:
+            with contextlib.suppress(OSError):
+                Path(absent_path(final, job_id)).touch()
         try:
             os.replace(source, final)
         except OSError as error:
             if backup is not None:
                 os.unlink(backup)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    os.unlink(absent_path(final, job_id))
             changed = [
                 node_id
                 for node_id, done_final, done_backup, done_existed in reversed(done)
-                if not _put_back(done_final, done_backup, done_existed)
+                if not _put_back(done_final, done_backup, done_existed, job_id)
             ]
             raise CommitFailed(output, error, changed) from error
         done.append((output.node_id, final, backup, existed))
-    for _, _, backup, _ in done:
-        if backup is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(backup)
+    for _, final, backup, existed in done:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(backup if backup is not None else absent_path(final, job_id))
 
 
 def _keep_previous(final: str, job_id: str) -> str:
@@ -413,13 +431,15 @@ def _keep_previous(final: str, job_id: str) -> str:
     return backup
 
 
-def _put_back(final: str, backup: str | None, existed: bool) -> bool:
+def _put_back(final: str, backup: str | None, existed: bool, job_id: str) -> bool:
     """Undo one rename of ``commit_staged``; return whether the earlier state is back."""
     try:
         if backup is not None:
             os.replace(backup, final)
         elif not existed:
             os.unlink(final)
+            with contextlib.suppress(OSError):
+                os.unlink(absent_path(final, job_id))
         else:
             return False  # its earlier file could not be kept
     except OSError:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -249,7 +251,8 @@ def test_interrupted_commit_settles_all_outputs(
     else:
         nodes[1].backend.write("new")
 
-    _runtime.orchestrator()._remove_stale_staging(list(nodes), job_id)
+    job = SimpleNamespace(id=job_id, _cwd=None, creation_date=datetime.now())
+    _runtime.orchestrator()._remove_stale_staging(job, list(nodes))  # type: ignore[arg-type]
 
     expected = "old" if staging_left else "new"
     assert [node.backend.read() for node in nodes] == [expected, expected]

@@ -96,6 +96,7 @@ class DataNode(Entity):
         self._name = name
         self._last_edit_date: datetime | None = None
         self._edits: list[dict[str, Any]] = []
+        self._archive_cache: list[dict[str, Any]] | None
         self._init_archive(0)
         self._edit_in_progress = False
         self._editor_id: str | None = None
@@ -180,21 +181,24 @@ class DataNode(Entity):
         return [edit["job_id"] for edit in self._all_edits() if edit.get("job_id")]
 
     def _all_edits(self) -> list[dict[str, Any]]:
-        """Return the archived edits and those of the row, each once, oldest first."""
+        """Return the archived edits, then those of the row, oldest first."""
         if not self._archived_count:
             return self._edits
-        older = self._store.archived_edits(self.id)
-        known = {_edit_key(edit) for edit in older}
-        newer = [edit for edit in self._edits if _edit_key(edit) not in known]
-        # Another kernel may have archived edits that this row still lists.
-        # sorted() is stable: edits with one timestamp keep their order.
-        return sorted(older + newer, key=lambda edit: edit["timestamp"])
+        older = self._archive_cache
+        if older is None or len(older) < self._archived_count:
+            older = self._store.archived_edits(self.id)
+            self._archive_cache = older
+        return older + self._edits
 
     def _init_archive(self, archived: int) -> None:
-        # Edits already moved to the store's archive, and how many of the oldest in
-        # _edits the write in progress moves there (see _edits_to_archive).
+        # Edits already moved to the store's archive; how many of the oldest in
+        # _edits the write in progress moves there (see _edits_to_archive); the
+        # archived edits as this object last read or moved them (None: not read);
+        # and how many of _edits the stored row contains.
         self._archived_count = archived
         self._archiving = 0
+        self._archive_cache = [] if not archived else None
+        self._written_edits = len(self._edits)
 
     def _edits_to_archive(self) -> list[tuple[str, str, str]]:
         """Return ``(key, timestamp, JSON)`` of the edits that this write archives.
@@ -202,7 +206,8 @@ class DataNode(Entity):
         The store calls this inside the transaction that writes the node, then
         ``_archive_written`` with the outcome of the transaction. Until then the
         edits stay in memory, so a failed write loses none. The key is a digest of
-        the edit, the same in every kernel that archives it.
+        the edit and its place in the history, the same in every kernel that
+        archives it, and different for equal edits.
         """
         if len(self._edits) <= _INLINE_EDITS_MAX:
             self._archiving = 0
@@ -210,17 +215,26 @@ class DataNode(Entity):
         self._archiving = len(self._edits) - _INLINE_EDITS_KEEP
         return [
             (
-                hashlib.sha1(_edit_key(edit).encode()).hexdigest(),
+                hashlib.sha1(_edit_key(edit).encode()).hexdigest()
+                + f":{self._archived_count + index}",
                 edit["timestamp"],
                 json.dumps(edit),
             )
-            for edit in self._edits[: self._archiving]
+            for index, edit in enumerate(self._edits[: self._archiving])
         ]
 
     def _archive_written(self, committed: bool) -> None:
         if committed and self._archiving:
+            moved = self._edits[: self._archiving]
             del self._edits[: self._archiving]
+            cache = self._archive_cache
+            if cache is not None and len(cache) == self._archived_count:
+                cache.extend(moved)
+            else:
+                self._archive_cache = None
             self._archived_count += self._archiving
+        if committed:
+            self._written_edits = len(self._edits)
         self._archiving = 0
 
     @property
@@ -449,9 +463,10 @@ class DataNode(Entity):
     def _explained_file_errors(self) -> Iterator[None]:
         """Name this node and its folder in a file system error of a write.
 
-        The error itself goes on, with its class, errno, file name and other
-        attributes, so that callers that catch it still do: only its text
-        changes. The original text named only a hidden temporary file.
+        The error itself goes on, with its class, errno, file name, arguments and
+        other attributes, so that callers that catch it still do: only its
+        ``strerror`` changes, or a note is added when it has none. The original
+        text named only a hidden temporary file.
         """
         try:
             yield
@@ -474,8 +489,11 @@ class DataNode(Entity):
             )
             if error.strerror:
                 error.strerror = text
-            else:
-                error.args = (text,)
+            elif hasattr(error, "add_note"):
+                # Its arguments may be data that callers read (shutil.Error holds
+                # the failed copies), so the text goes in a note, shown with the
+                # traceback (Python 3.11 and later).
+                error.add_note(text)
             raise
 
     def track_edit(
@@ -648,7 +666,25 @@ class DataNode(Entity):
         other's. Edits are only ever appended, so the union, in time order, is the
         history.
         """
-        self._archived_count = max(self._archived_count, doc.get("archived_edits", 0))
+        stored_archived = doc.get("archived_edits", 0)
+        if stored_archived > self._archived_count:
+            # Another kernel moved edits of its row, which this object may still
+            # list, to the archive: take its row, and keep only the edits made
+            # here since this object last wrote or read the row.
+            unwritten = self._edits[self._written_edits :]
+            self._edits = list(doc["edits"])
+            self._init_archive(stored_archived)
+            self._written_edits = len(self._edits)
+            self._edits.extend(unwritten)
+            self._last_edit_date = max(
+                (
+                    d
+                    for d in (from_iso(doc["last_edit_date"]), self._last_edit_date)
+                    if d
+                ),
+                default=None,
+            )
+            return
         known = {_edit_key(edit) for edit in self._edits}
         theirs = [edit for edit in doc["edits"] if _edit_key(edit) not in known]
         if not theirs:

@@ -73,6 +73,9 @@ class Job(Entity):
         self._foreign = False
         self._reason: str | None = None
         self._version = ""
+        # The working folder of the submit, against which the worker resolved the
+        # relative paths of the outputs; read again to repair them after a crash.
+        self._cwd: str | None = None
         self._init_runtime()
 
     def _init_runtime(self) -> None:
@@ -425,6 +428,7 @@ class Job(Entity):
             "force": self._force,
             "creation_date": to_iso(self._creation_date),
             "version": self._version,
+            "cwd": self._cwd,
         }
 
     def _changing_doc(self) -> dict[str, Any]:
@@ -470,6 +474,7 @@ class Job(Entity):
         self._foreign = runs_elsewhere(self._owner)
         self._reason = doc.get("reason")
         self._version = doc.get("version", "")
+        self._cwd = doc.get("cwd")
         if self._status in FINAL_STATUSES and hasattr(self, "_finished"):
             self._signal_finished()
 
