@@ -236,26 +236,34 @@ def stop(wait: bool = True, timeout: float | None = None) -> None:
 
 def _stop_at_exit() -> None:
     scheduler = _state.scheduler
-    if scheduler is not None and scheduler._running:
-        running = sorted(scheduler._running)
-        count = len(running)
-        message = (
-            f"jupyter_scenarios: the process is exiting with {count} running "
-            f"{'job' if count == 1 else 'jobs'} ({', '.join(running[:3])}"
-            f"{', ...' if count > 3 else ''}); {'it is' if count == 1 else 'they are'} "
-            "cancelled. To let jobs finish, wait for them before the end of the "
-            "script: submission.wait() or tp.wait_all()."
+    if scheduler is not None:
+        unfinished = sorted(
+            [*scheduler._running, *(job.id for job in scheduler._ready)]
+            + list(scheduler._blocked)
         )
-        if _logging_shows(logger, logging.WARNING):
-            logger.warning("%s", message)
-        else:
-            # Logging shows nothing unless the application configures it, and
-            # this is the last chance to say why the jobs ended CANCELED.
-            stream = sys.stderr  # None when the script runs with stderr closed
-            if stream is not None:
-                with contextlib.suppress(Exception):
-                    print(message, file=stream, flush=True)
+        if unfinished:
+            _say_cancelled_at_exit(unfinished)
     stop(wait=False)
+
+
+def _say_cancelled_at_exit(job_ids: list[str]) -> None:
+    count = len(job_ids)
+    message = (
+        f"jupyter_scenarios: the process is exiting with {count} unfinished "
+        f"{'job' if count == 1 else 'jobs'} ({', '.join(job_ids[:3])}"
+        f"{', ...' if count > 3 else ''}); {'it is' if count == 1 else 'they are'} "
+        "cancelled. To let jobs finish, wait for them before the end of the "
+        "script: submission.wait() or tp.wait_all()."
+    )
+    if _logging_shows(logger, logging.WARNING):
+        logger.warning("%s", message)
+        return
+    # Logging shows nothing unless the application configures it, and this is
+    # the last chance to say why the jobs ended CANCELED.
+    stream = sys.stderr  # None when the script runs with stderr closed
+    if stream is not None:
+        with contextlib.suppress(Exception):
+            print(message, file=stream, flush=True)
 
 
 def _logging_shows(log: logging.Logger, level: int) -> bool:

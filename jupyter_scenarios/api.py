@@ -72,9 +72,14 @@ def _scenario_config(config: ScenarioConfig | str) -> ScenarioConfig:
         return known[config]
     names = sorted(name for name in known if name != "default")
     if not isinstance(config, str):
+        declared = (
+            f"declared ones are {names}"
+            if names
+            else "none is declared yet: call Config.configure_scenario(...) first"
+        )
         raise TypeError(
-            f"Expected a scenario configuration or its id, got {config!r} "
-            f"({type(config).__name__}); declared ones are {names or 'none'}."
+            "Expected a scenario configuration or its id, got "
+            f"{config!r} ({type(config).__name__}); {declared}."
         )
     raise ConfigurationError(
         f"Scenario configuration {config!r} is not declared; declared ones are "

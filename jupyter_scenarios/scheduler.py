@@ -471,10 +471,22 @@ class Scheduler:
                 if len(unfinished_ids) == 1
                 else f"{len(unfinished_ids)} unfinished jobs keep"
             )
+            from ._environment import is_kernel
+
+            if is_kernel():
+                then = (
+                    "Cancel them with tp.cancel_job(job) or %cancel if they should "
+                    "stop."
+                )
+            else:
+                # A script that goes on from here ends its jobs when it exits.
+                then = (
+                    "Cancel them with tp.cancel_job(job), or wait again: the "
+                    "script cancels them when it exits."
+                )
             raise _WaitInterrupted(
                 f"Stopped waiting for submission {submission.id}; its "
-                f"{unfinished_jobs} running. Cancel them with tp.cancel_job(job) or "
-                "%cancel if they should stop."
+                f"{unfinished_jobs} running. {then}"
             ) from None
         if not finished:
             unfinished = [job for job in submission.jobs if not job.is_finished()]

@@ -252,6 +252,9 @@ def _write_error_message(run: TaskRun, spec: NodeSpec, error: Exception) -> str:
         f"{run.task_config_id!r} with storage type {spec.storage_type!r} failed: "
         f"{type(error).__name__}: {clause(error)}."
     )
+    if spec.storage_type not in _WRITTEN_IN_PLACE:
+        # Outputs written in place come last, so none was written yet.
+        failure += " No output of the job changed."
     if not isinstance(error, OSError):
         return (
             f"{failure} Return a value that this storage type can store, or choose "

@@ -2141,9 +2141,10 @@ FAILURES_AND_CANCELLATION = [
         ## Waiting with a timeout
 
         `submit(wait=True, timeout=T)` returns after at most `T` seconds. When jobs are
-        still unfinished then, it logs a warning that names them, and they go on. Here
-        the submission is then cancelled as a whole: `%cancel` with a submission cancels
-        each of its unfinished jobs.
+        still unfinished then, it warns, naming them, and they go on. Here the
+        submission is then cancelled as a whole: `%cancel` with a submission cancels
+        its running and pending jobs, and the jobs that wait for them become
+        ABANDONED.
         """
     ),
     code(

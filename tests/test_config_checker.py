@@ -599,3 +599,11 @@ def test_configure_keeps_text_and_templates() -> None:
     assert node.scope.name == "GLOBAL"
     assert node.raw_fields["validity_period"] == "ENV[VALIDITY]"
     assert scenario.frequency is Frequency.WEEKLY
+
+
+@pytest.mark.parametrize(
+    ("validity", "named"), [("1 day", "cannot be read"), ("-1d", "negative")]
+)
+def test_validity_text_checked_at_once(validity: str, named: str) -> None:
+    with pytest.raises(ConfigurationError, match=named):
+        Config.configure_data_node("v", validity_period=validity)

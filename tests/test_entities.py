@@ -1059,3 +1059,19 @@ def test_deleted_node_leaves_no_archive() -> None:
     with sqlite3.connect(_runtime.store().path) as connection:
         (count,) = connection.execute("SELECT COUNT(*) FROM data_node_edit").fetchone()
     assert count == 0
+
+
+def test_write_to_folder_path_says_so(tmp_path: Path) -> None:
+    """A write whose path is a folder says so, in one readable sentence."""
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    out = Config.configure_pickle_data_node("out", path=str(folder))
+    task = Config.configure_task("t", abs, Config.configure_data_node("n"), out)
+    scenario = tp.create_scenario(Config.configure_scenario("s", [task]))
+
+    with pytest.raises(IsADirectoryError) as raised:
+        scenario.out.write(5)
+
+    message = str(raised.value)
+    assert f"{folder} is a folder" in message, message
+    assert ".:" not in message, message

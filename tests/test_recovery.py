@@ -196,7 +196,9 @@ def test_exit_cancels_running_job(engine: Path, tmp_path: Path) -> None:
     assert scenario.after.edit_in_progress is False
     assert tp.get(state["submission"]).submission_status is SubmissionStatus.CANCELED
     text = log.read_text()
-    assert f"exiting with 1 running job ({hold.id}); it is cancelled" in text
+    assert "exiting with 2 unfinished jobs (" in text, text
+    assert hold.id in text
+    assert follow.id in text
     assert text.count("exiting with") == 1, text
 
 

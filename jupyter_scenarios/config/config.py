@@ -295,8 +295,8 @@ class Config(metaclass=_ConfigMeta):
             section._validity_period,
             timedelta,
             f"validity_period of {where}",
-            "a datetime.timedelta such as timedelta(days=1), or None for data "
-            "that never expires",
+            "a datetime.timedelta such as timedelta(days=1), text such as '1d', "
+            "'2h30m' or '45s', or None for data that never expires",
         )
         return cls._add_data_node(section)
 
@@ -792,7 +792,17 @@ def _check_now(
     """
     if is_template(raw):
         return
-    value = read()
+    try:
+        value = read()
+    except (ValueError, TypeError) as error:
+        raise ConfigurationError(
+            f"The {what} is {raw!r}, which cannot be read; set it to {expected}."
+        ) from error
+    if isinstance(value, timedelta) and value < timedelta(0):
+        raise ConfigurationError(
+            f"The {what} is {raw!r}, which is negative; set it to a positive "
+            "duration such as timedelta(days=1) or '1d'."
+        )
     if value is not None and not isinstance(value, kind):
         raise ConfigurationError(
             f"The {what} is {raw!r} ({type(raw).__name__}); set it to {expected}."

@@ -488,7 +488,8 @@ class DataNode(Entity):
                 f"{error.strerror or error}. {advice}"
             )
             if error.strerror:
-                error.strerror = text
+                # str() adds ": 'file name'" after it, when the error has one.
+                error.strerror = text.removesuffix(".") if error.filename else text
             elif hasattr(error, "add_note"):
                 # Its arguments may be data that callers read (shutil.Error holds
                 # the failed copies), so the text goes in a note, shown with the

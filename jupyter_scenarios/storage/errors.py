@@ -32,6 +32,8 @@ def write_failure_advice(path: str | os.PathLike[str] | None) -> str:
             "Check the free space and the permissions of the place that its write "
             "function writes to."
         )
+    if os.path.isdir(path):
+        return f"{os.path.abspath(path)} is a folder: give the data node a file path."
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.exists(folder) and not os.path.isdir(folder):
         return f"{folder} is a file, not a folder: give the data node another path."
