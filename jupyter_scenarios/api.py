@@ -219,7 +219,7 @@ def _data_node_for(
     elif node.storage_type == "generic" and properties.get("read_fct") is not None:
         # Its data lives outside, behind the read function, and is there already,
         # so tasks that read it need not wait for a write (Taipy does the same).
-        node.track_edit(comment="read through its read function")
+        node._record_edit(comment="read through its read function")
     bus.publish(Event(EventEntityType.DATA_NODE, EventOperation.CREATION, node.id))
     return node
 

@@ -1292,7 +1292,7 @@ class Scheduler:
         for output in result.outputs:
             node = self.store.get(output.node_id)
             if node is not None:
-                node.track_edit(job_id=job.id)
+                node._record_edit(job_id=job.id)
                 node._unlock()
                 written.append(node.id)
         return written
@@ -1563,13 +1563,13 @@ class Scheduler:
         ``commit_staged``) left the earlier files, or empty ``.absent`` files for
         outputs that were new, beside them. When a staging file is left too, the
         commit did not finish, and every output gets its earlier state back;
-        otherwise every output keeps its new file. An output written since the job
-        was submitted (by another kernel, after the crash) keeps that write.
+        otherwise every output keeps its new file. An output written after the
+        commit began (by another kernel, after the crash) keeps that write.
         Relative paths are resolved against the working folder of the submit.
         """
         from .worker import absent_path, previous_path, staging_path
 
-        outputs: list[tuple[DataNode, str]] = []
+        finals: list[str] = []
         for node in nodes:
             if node is None:
                 continue
@@ -1580,18 +1580,16 @@ class Scheduler:
                 continue
             if node_path is not None:
                 folder = job._cwd or os.getcwd()
-                outputs.append((node, os.path.join(folder, node_path)))
+                finals.append(os.path.join(folder, node_path))
         unfinished = any(
-            os.path.lexists(staging_path(final, job.id)) for _, final in outputs
+            os.path.lexists(staging_path(final, job.id)) for final in finals
         )
-        for node, final in outputs:
+        for final in finals:
             Path(staging_path(final, job.id)).unlink(missing_ok=True)
             previous = previous_path(final, job.id)
             absent = absent_path(final, job.id)
-            edited = node.last_edit_date
-            written_since = edited is not None and edited > job.creation_date
             try:
-                if unfinished and not written_since:
+                if unfinished and not _written_after(final, (previous, absent)):
                     if os.path.lexists(previous):
                         os.replace(previous, final)
                     elif os.path.lexists(absent):
@@ -1600,6 +1598,21 @@ class Scheduler:
                 Path(absent).unlink(missing_ok=True)
             except OSError:
                 logger.exception("Cannot settle %s after job %s", final, job.id)
+
+
+def _written_after(final: str, markers: tuple[str, ...]) -> bool:
+    """Return whether ``final`` was written after the commit that left ``markers``.
+
+    The commit linked the earlier file under its ``.previous`` name, which sets
+    that file's change time, or created its ``.absent`` file, just before it
+    renamed a staging file, written before then, onto ``final``. A file written
+    there later, as by a person after the crash, has a later modification time.
+    The file system's clock dates both, whatever the kernels' clocks or zones.
+    """
+    times = [os.lstat(path).st_ctime_ns for path in markers if os.path.lexists(path)]
+    if not times or not os.path.lexists(final):
+        return False
+    return os.lstat(final).st_mtime_ns > max(times)
 
 
 def _caller_level() -> int:

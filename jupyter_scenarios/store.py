@@ -230,10 +230,6 @@ class Store:
                 "key TEXT NOT NULL, timestamp TEXT NOT NULL, doc TEXT NOT NULL, "
                 "PRIMARY KEY (node_id, key))"
             )
-            cursor.execute(
-                f"CREATE INDEX IF NOT EXISTS {_EDIT_ARCHIVE}_order "
-                f"ON {_EDIT_ARCHIVE} (node_id, timestamp)"
-            )
             for kind, (_, columns) in KINDS.items():
                 extra = "".join(f", {column} TEXT" for column in columns)
                 cursor.execute(
@@ -675,9 +671,10 @@ class Store:
     def archived_edits(self, node_id: str) -> list[dict[str, Any]]:
         """Return the edits of data node ``node_id`` moved out of its row, oldest first."""
         with self._lock:
+            # In the order they were archived, as the history lists them; the
+            # primary key's index finds the node's rows.
             rows = self._connection.execute(
-                f"SELECT doc FROM {_EDIT_ARCHIVE} WHERE node_id = ? "
-                "ORDER BY timestamp, rowid",
+                f"SELECT doc FROM {_EDIT_ARCHIVE} WHERE node_id = ? ORDER BY rowid",
                 (node_id,),
             ).fetchall()
         return [json.loads(row[0]) for row in rows]

@@ -245,9 +245,11 @@ def test_interrupted_commit_settles_all_outputs(
     first, second = (str(node.path) for node in nodes)
     # The crash came after the first output was renamed, its earlier file kept
     # aside; the second was renamed too unless its staging file is left.
-    Path(previous_path(first, job_id)).write_bytes(Path(first).read_bytes())
+    # The staging files were written before the commit kept the earlier files.
+    earlier = [Path(first).read_bytes(), Path(second).read_bytes()]
     nodes[0].backend.write("new")
-    Path(previous_path(second, job_id)).write_bytes(Path(second).read_bytes())
+    Path(previous_path(first, job_id)).write_bytes(earlier[0])
+    Path(previous_path(second, job_id)).write_bytes(earlier[1])
     if staging_left:
         Path(staging_path(second, job_id)).write_bytes(b"half")
     else:

@@ -794,7 +794,7 @@ def _check_now(
         return
     try:
         value = read()
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, OverflowError) as error:
         raise ConfigurationError(
             f"The {what} is {raw!r}, which cannot be read; set it to {expected}."
         ) from error

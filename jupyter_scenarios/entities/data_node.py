@@ -12,6 +12,7 @@ event, which is how the scheduler learns that blocked jobs may run.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import json
@@ -473,7 +474,10 @@ class DataNode(Entity):
         except OSError as error:
             from ..storage.errors import write_failure_advice
 
-            if f"Writing data node {self.id!r}" in str(error):
+            said = f"Writing data node {self.id!r}"
+            if said in str(error) or any(
+                said in note for note in getattr(error, "__notes__", ())
+            ):
                 raise  # raised again by a caller, and explained already
 
             try:
@@ -505,7 +509,23 @@ class DataNode(Entity):
         comment: str | None = None,
         **options: Any,
     ) -> None:
-        """Record an edit made by a job or a person."""
+        """Record an edit made by a job or a person.
+
+        Raises NonExistingDataNode if the node was deleted, in this kernel or
+        another one that shares the storage folder.
+        """
+        self._refresh_before_edit()
+        self._record_edit(job_id, editor_id, timestamp, comment, options)
+
+    def _record_edit(
+        self,
+        job_id: str | None = None,
+        editor_id: str | None = None,
+        timestamp: datetime | None = None,
+        comment: str | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Record an edit; for callers that handle a deleted node themselves."""
         # Another kernel may have edited this node since it was loaded.
         self._store.refresh(self)
         when = timestamp or datetime.now()
@@ -516,7 +536,9 @@ class DataNode(Entity):
             edit["editor_id"] = editor_id
         if comment:
             edit["comment"] = comment
-        edit.update({key: encode_value(value) for key, value in options.items()})
+        edit.update(
+            {key: encode_value(value) for key, value in (options or {}).items()}
+        )
         self._edits.append(edit)
         self._last_edit_date = when
         self._save()
@@ -527,7 +549,7 @@ class DataNode(Entity):
         if path is None:
             return
         modified = datetime.fromtimestamp(path.stat().st_mtime)
-        self.track_edit(timestamp=modified, comment="existing file")
+        self._record_edit(timestamp=modified, comment="existing file")
 
     # -- locks ------------------------------------------------------------------------
 
@@ -686,8 +708,19 @@ class DataNode(Entity):
                 default=None,
             )
             return
-        known = {_edit_key(edit) for edit in self._edits}
-        theirs = [edit for edit in doc["edits"] if _edit_key(edit) not in known]
+        # The row holds what this object last wrote or read, and the other
+        # kernel's edits since. Equal edits are kept apart: each edit of that
+        # earlier state stands for one equal edit of the row.
+        known = collections.Counter(
+            _edit_key(edit) for edit in self._edits[: self._written_edits]
+        )
+        theirs = []
+        for edit in doc["edits"]:
+            key = _edit_key(edit)
+            if known[key]:
+                known[key] -= 1
+            else:
+                theirs.append(edit)
         if not theirs:
             return
         # sorted() is stable: edits with one timestamp keep their order.
