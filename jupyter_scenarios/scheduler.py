@@ -44,6 +44,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import queue
@@ -88,6 +89,7 @@ from .worker import (
     TaskRun,
     commit_staged,
     discard_staged,
+    file_identity,
     notebook_code_files,
     notebook_sources,
 )
@@ -1257,10 +1259,13 @@ class Scheduler:
         if not result.ok:
             self._fail(job, result.errors, result.summary, when=when)
             return
+        # refresh() reads a row that another kernel changed, and returns False
+        # for one it deleted; the identity map alone would not know.
         deleted = [
             output.node_id
             for output in result.outputs
-            if self.store.get(output.node_id) is None
+            if (node := self.store.get(output.node_id)) is None
+            or not self.store.refresh(node)
         ]
         if deleted:
             # Committing would write a file that no data node reads.
@@ -1287,7 +1292,7 @@ class Scheduler:
         self._after_final(job)
 
     def _commit_outputs(self, job: Job, result: Any) -> list[str]:
-        commit_staged(result.outputs, job.id)
+        commit_staged(result.outputs, job.id, str(self._commit_journal(job.id)))
         written: list[str] = []
         for output in result.outputs:
             node = self.store.get(output.node_id)
@@ -1296,6 +1301,10 @@ class Scheduler:
                 node._unlock()
                 written.append(node.id)
         return written
+
+    def _commit_journal(self, job_id: str) -> Path:
+        """Return the file in which the commit of ``job_id`` lists its outputs."""
+        return self.store.folder / f".commit.{job_id}.json"
 
     def _commit_failure_reason(
         self, job: Job, failure: CommitFailed, outputs: list[StagedOutput]
@@ -1308,9 +1317,9 @@ class Scheduler:
             advice = (
                 f"Check that {os.path.dirname(str(final))} exists and can be written."
             )
-        # Generic outputs are written in place by their write function, before
-        # the commit; others stay changed when their earlier file could not be
-        # kept (see commit_staged).
+        # Generic and in_memory outputs are written in place before the commit.
+        # Other outputs stay changed when their earlier file could not be kept
+        # (see commit_staged).
         changed = failure.changed + [
             output.node_id for output in outputs if output.staged_path is None
         ]
@@ -1393,6 +1402,8 @@ class Scheduler:
     def _unlock_outputs(self, job: Job) -> None:
         released = []
         for node in job.task.output.values():
+            if not self.store.refresh(node):
+                continue  # deleted by another kernel: unlocking would store it again
             if node.edit_in_progress and node.editor_id is None:
                 node._unlock()
                 released.append(node.id)
@@ -1559,15 +1570,14 @@ class Scheduler:
     def _remove_stale_staging(self, job: Job, nodes: list[DataNode | None]) -> None:
         """Remove what a dead process left of ``job``'s output files.
 
-        A process that ended while it committed the job's outputs (see
-        ``commit_staged``) left the earlier files, or empty ``.absent`` files for
-        outputs that were new, beside them. When a staging file is left too, the
-        commit did not finish, and every output gets its earlier state back;
-        otherwise every output keeps its new file. An output written after the
-        commit began (by another kernel, after the crash) keeps that write.
-        Relative paths are resolved against the working folder of the submit.
+        A process that ended while it committed the job's outputs left the
+        commit's journal (see ``commit_staged``) and the earlier files beside the
+        outputs. When a staging file is left too, the commit did not finish: each
+        output whose file is still the job's gets its earlier state back. An
+        output with another file, written after the crash or never renamed, keeps
+        it. When no staging file is left, every output keeps its new file.
         """
-        from .worker import absent_path, previous_path, staging_path
+        from .worker import previous_path, staging_path
 
         finals: list[str] = []
         for node in nodes:
@@ -1579,40 +1589,40 @@ class Scheduler:
                 logger.exception("Cannot find the path of data node %s", node.id)
                 continue
             if node_path is not None:
-                folder = job._cwd or os.getcwd()
-                finals.append(os.path.join(folder, node_path))
+                # Relative to the working folder of the submit, as the worker
+                # resolved it.
+                finals.append(os.path.join(job._cwd or os.getcwd(), node_path))
         unfinished = any(
             os.path.lexists(staging_path(final, job.id)) for final in finals
         )
         for final in finals:
             Path(staging_path(final, job.id)).unlink(missing_ok=True)
+        journal = self._commit_journal(job.id)
+        try:
+            entries = json.loads(journal.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # no commit began, or it ended before the first rename
+        for entry in entries:
+            final = entry["final"]
             previous = previous_path(final, job.id)
-            absent = absent_path(final, job.id)
             try:
-                if unfinished and not _written_after(final, (previous, absent)):
-                    if os.path.lexists(previous):
-                        os.replace(previous, final)
-                    elif os.path.lexists(absent):
-                        Path(final).unlink(missing_ok=True)
+                if unfinished and _identity_or_none(final) == entry["file"]:
+                    if entry["existed"]:
+                        if os.path.lexists(previous):
+                            os.replace(previous, final)
+                    else:
+                        os.unlink(final)
                 Path(previous).unlink(missing_ok=True)
-                Path(absent).unlink(missing_ok=True)
             except OSError:
                 logger.exception("Cannot settle %s after job %s", final, job.id)
+        journal.unlink(missing_ok=True)
 
 
-def _written_after(final: str, markers: tuple[str, ...]) -> bool:
-    """Return whether ``final`` was written after the commit that left ``markers``.
-
-    The commit linked the earlier file under its ``.previous`` name, which sets
-    that file's change time, or created its ``.absent`` file, just before it
-    renamed a staging file, written before then, onto ``final``. A file written
-    there later, as by a person after the crash, has a later modification time.
-    The file system's clock dates both, whatever the kernels' clocks or zones.
-    """
-    times = [os.lstat(path).st_ctime_ns for path in markers if os.path.lexists(path)]
-    if not times or not os.path.lexists(final):
-        return False
-    return os.lstat(final).st_mtime_ns > max(times)
+def _identity_or_none(path: str) -> list[int] | None:
+    try:
+        return file_identity(path)
+    except OSError:
+        return None
 
 
 def _caller_level() -> int:

@@ -249,11 +249,13 @@ class Store:
             cursor.execute("BEGIN IMMEDIATE")
             try:
                 yield cursor
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            else:
                 cursor.execute("COMMIT")
+            except BaseException:
+                # SQLite rolls back by itself after some errors (a full disk), and
+                # a ROLLBACK then would hide the error with one of its own.
+                if self._connection.in_transaction:
+                    cursor.execute("ROLLBACK")
+                raise
             finally:
                 cursor.close()
 

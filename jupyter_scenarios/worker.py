@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import errno
 import functools
+import json
 import linecache
 import logging
 import os
@@ -339,12 +340,6 @@ def previous_path(final: str | os.PathLike[str], job_id: str) -> str:
     return os.path.join(folder, f".{name}.{job_id}.previous")
 
 
-def absent_path(final: str | os.PathLike[str], job_id: str) -> str:
-    """Return the empty file by which ``commit_staged`` notes that ``final`` was new."""
-    folder, name = os.path.split(os.fspath(final))
-    return os.path.join(folder, f".{name}.{job_id}.absent")
-
-
 class CommitFailed(OSError):
     """A staged output could not be renamed onto its data node's file.
 
@@ -361,16 +356,31 @@ class CommitFailed(OSError):
         self.changed = changed or []
 
 
-def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
+def file_identity(path: str) -> list[int]:
+    """Return the inode, modification time and size of the file at ``path``.
+
+    Together they set one file apart from a later one written at the same path.
+    """
+    status = os.lstat(path)
+    return [status.st_ino, status.st_mtime_ns, status.st_size]
+
+
+def commit_staged(
+    outputs: list[StagedOutput], job_id: str, journal: str | None = None
+) -> None:
     """Rename each staging file of ``outputs`` onto its final path: all or none.
 
     With several files, each final file that exists is first linked under
     ``previous_path``, so that when a later rename fails, the files renamed before
-    it get their earlier contents back; for one that does not exist yet, an empty
-    file at ``absent_path`` says so to a repair after a crash. A file that cannot be linked (a file
+    it get their earlier contents back. A file that cannot be linked (a file
     system without hard links, too many links) keeps its new contents then, and
     ``CommitFailed.changed`` names its data node. Raises ``CommitFailed`` naming
     the output that failed; the caller then discards the staging files.
+
+    Before the first rename, ``journal`` (a JSON file) lists each final path,
+    whether it existed, and the identity of the file about to replace it. A
+    repair after a crash (``Scheduler._remove_stale_staging``) reads it to set
+    the job's files apart from later ones. It is removed when the commit ends.
     """
     staged = [
         (output, output.staged_path, output.final_path)
@@ -389,6 +399,28 @@ def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
         if os.path.isdir(final):
             folder_error = IsADirectoryError(errno.EISDIR, "Is a directory", final)
             raise CommitFailed(output, folder_error)
+    if journal is not None and staged:
+        entries = [
+            {
+                "final": final,
+                "existed": os.path.lexists(final),
+                "file": file_identity(source),
+            }
+            for _, source, final in staged
+        ]
+        try:
+            Path(journal).write_text(json.dumps(entries), encoding="utf-8")
+        except OSError as error:
+            raise CommitFailed(staged[0][0], error) from error
+    try:
+        _rename_all(staged, job_id)
+    finally:
+        if journal is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(journal)
+
+
+def _rename_all(staged: list[tuple[StagedOutput, str, str]], job_id: str) -> None:
     # (node id, final path, where its earlier file is kept, whether it existed)
     done: list[tuple[str, str, str | None, bool]] = []
     for output, source, final in staged:
@@ -399,27 +431,22 @@ def commit_staged(outputs: list[StagedOutput], job_id: str) -> None:
                 backup = _keep_previous(final, job_id)
             except OSError:
                 logger.warning("Cannot keep the earlier contents of %s", final)
-        else:
-            with contextlib.suppress(OSError):
-                Path(absent_path(final, job_id)).touch()
         try:
             os.replace(source, final)
         except OSError as error:
             if backup is not None:
                 os.unlink(backup)
-            if not existed:
-                with contextlib.suppress(OSError):
-                    os.unlink(absent_path(final, job_id))
             changed = [
                 node_id
                 for node_id, done_final, done_backup, done_existed in reversed(done)
-                if not _put_back(done_final, done_backup, done_existed, job_id)
+                if not _put_back(done_final, done_backup, done_existed)
             ]
             raise CommitFailed(output, error, changed) from error
         done.append((output.node_id, final, backup, existed))
-    for _, final, backup, existed in done:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(backup if backup is not None else absent_path(final, job_id))
+    for _, _, backup, _ in done:
+        if backup is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(backup)
 
 
 def _keep_previous(final: str, job_id: str) -> str:
@@ -434,15 +461,13 @@ def _keep_previous(final: str, job_id: str) -> str:
     return backup
 
 
-def _put_back(final: str, backup: str | None, existed: bool, job_id: str) -> bool:
+def _put_back(final: str, backup: str | None, existed: bool) -> bool:
     """Undo one rename of ``commit_staged``; return whether the earlier state is back."""
     try:
         if backup is not None:
             os.replace(backup, final)
         elif not existed:
             os.unlink(final)
-            with contextlib.suppress(OSError):
-                os.unlink(absent_path(final, job_id))
         else:
             return False  # its earlier file could not be kept
     except OSError:

@@ -121,7 +121,7 @@ def test_task_output_error_reads_as_sentences(engine: Path) -> None:
 
     assert job.is_failed()
     text = "".join(job.stacktrace)
-    assert "converts it. Return a value" in text, text
+    assert "converts it. No output of the job changed. Return a value" in text, text
     assert ".." not in text.replace("...", ""), text
 
 

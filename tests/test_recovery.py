@@ -9,9 +9,10 @@ themselves, and no job may stay RUNNING or keep its outputs locked.
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import signal
 import subprocess
-from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -238,27 +239,35 @@ def test_interrupted_commit_settles_all_outputs(
 ) -> None:
     """Start-up leaves a commit cut short by a crash all old or all new."""
     from jupyter_scenarios import _runtime
-    from jupyter_scenarios.worker import previous_path, staging_path
+    from jupyter_scenarios.worker import file_identity, previous_path, staging_path
 
     nodes = two_output_nodes(tmp_path)
     job_id = "JOB_pairing_cut"
     first, second = (str(node.path) for node in nodes)
     # The crash came after the first output was renamed, its earlier file kept
     # aside; the second was renamed too unless its staging file is left.
-    # The staging files were written before the commit kept the earlier files.
-    earlier = [Path(first).read_bytes(), Path(second).read_bytes()]
-    nodes[0].backend.write("new")
-    Path(previous_path(first, job_id)).write_bytes(earlier[0])
-    Path(previous_path(second, job_id)).write_bytes(earlier[1])
-    if staging_left:
-        Path(staging_path(second, job_id)).write_bytes(b"half")
-    else:
-        nodes[1].backend.write("new")
+    os.link(first, previous_path(first, job_id))
+    os.link(second, previous_path(second, job_id))
+    staged_first = Path(staging_path(first, job_id))
+    staged_first.write_bytes(pickle.dumps("new"))
+    identity_first = file_identity(str(staged_first))
+    os.replace(staged_first, first)
+    staged = Path(staging_path(second, job_id))
+    staged.write_bytes(pickle.dumps("new"))
+    entries = [
+        {"final": first, "existed": True, "file": identity_first},
+        {"final": second, "existed": True, "file": file_identity(str(staged))},
+    ]
+    if not staging_left:
+        os.replace(staged, second)
+    scheduler = _runtime.orchestrator()
+    scheduler._commit_journal(job_id).write_text(json.dumps(entries))
 
-    job = SimpleNamespace(id=job_id, _cwd=None, creation_date=datetime.now())
-    _runtime.orchestrator()._remove_stale_staging(job, list(nodes))  # type: ignore[arg-type]
+    job = SimpleNamespace(id=job_id, _cwd=None)
+    scheduler._remove_stale_staging(job, list(nodes))  # type: ignore[arg-type]
 
     expected = "old" if staging_left else "new"
     assert [node.backend.read() for node in nodes] == [expected, expected]
     left = sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("."))
     assert left == []
+    assert not scheduler._commit_journal(job_id).exists()

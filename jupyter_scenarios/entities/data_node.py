@@ -192,10 +192,10 @@ class DataNode(Entity):
         return older + self._edits
 
     def _init_archive(self, archived: int) -> None:
-        # Edits already moved to the store's archive; how many of the oldest in
-        # _edits the write in progress moves there (see _edits_to_archive); the
-        # archived edits as this object last read or moved them (None: not read);
-        # and how many of _edits the stored row contains.
+        # How many edits were moved to the store's archive, and how many of the
+        # oldest in _edits the write in progress moves there (_edits_to_archive).
+        # The archived edits as this object last read or moved them, or None.
+        # How many of the first edits in _edits the stored row contains.
         self._archived_count = archived
         self._archiving = 0
         self._archive_cache = [] if not archived else None
@@ -495,9 +495,9 @@ class DataNode(Entity):
                 # str() adds ": 'file name'" after it, when the error has one.
                 error.strerror = text.removesuffix(".") if error.filename else text
             elif hasattr(error, "add_note"):
-                # Its arguments may be data that callers read (shutil.Error holds
-                # the failed copies), so the text goes in a note, shown with the
-                # traceback (Python 3.11 and later).
+                # Its arguments may be data that callers read (shutil.Error lists
+                # the failed copies in them), so the text goes in a note, shown
+                # with the traceback (Python 3.11 and later).
                 error.add_note(text)
             raise
 
@@ -549,6 +549,8 @@ class DataNode(Entity):
         if path is None:
             return
         modified = datetime.fromtimestamp(path.stat().st_mtime)
+        if not self._store.refresh(self):
+            return  # deleted: recording the edit would store the node again
         self._record_edit(timestamp=modified, comment="existing file")
 
     # -- locks ------------------------------------------------------------------------
@@ -708,7 +710,7 @@ class DataNode(Entity):
                 default=None,
             )
             return
-        # The row holds what this object last wrote or read, and the other
+        # The row contains what this object last wrote or read, and the other
         # kernel's edits since. Equal edits are kept apart: each edit of that
         # earlier state stands for one equal edit of the row.
         known = collections.Counter(
@@ -723,8 +725,15 @@ class DataNode(Entity):
                 theirs.append(edit)
         if not theirs:
             return
+        # The row's edits, in time order, then the edits made here since: the
+        # first _written_edits stay what the row holds, even if this write fails.
         # sorted() is stable: edits with one timestamp keep their order.
-        self._edits = sorted(self._edits + theirs, key=lambda edit: edit["timestamp"])
+        stored = sorted(
+            self._edits[: self._written_edits] + theirs,
+            key=lambda edit: edit["timestamp"],
+        )
+        self._edits = stored + self._edits[self._written_edits :]
+        self._written_edits = len(stored)
         stored_last = from_iso(doc["last_edit_date"])
         if stored_last is not None and (
             self._last_edit_date is None or stored_last > self._last_edit_date
