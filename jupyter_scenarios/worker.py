@@ -400,14 +400,15 @@ def commit_staged(
             folder_error = IsADirectoryError(errno.EISDIR, "Is a directory", final)
             raise CommitFailed(output, folder_error)
     if journal is not None and staged:
-        entries = [
-            {
-                "final": final,
-                "existed": os.path.lexists(final),
-                "file": file_identity(source),
-            }
-            for _, source, final in staged
-        ]
+        entries = []
+        for output, source, final in staged:
+            try:
+                identity = file_identity(source)
+            except OSError as error:  # the staging file is gone
+                raise CommitFailed(output, error) from error
+            entries.append(
+                {"final": final, "existed": os.path.lexists(final), "file": identity}
+            )
         try:
             Path(journal).write_text(json.dumps(entries), encoding="utf-8")
         except OSError as error:

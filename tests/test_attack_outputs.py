@@ -315,3 +315,26 @@ def test_failed_rename_restores_earlier_outputs(tmp_path: Path) -> None:
     assert first.read_text() == "old first"
     assert not fresh.exists(), "an output that did not exist before was left"
     assert not Path(previous_path(first, "JOB_x")).exists()
+
+
+def test_journal_commit_missing_staging_file(tmp_path: Path) -> None:
+    """A journaled commit whose staging file is gone fails before any rename."""
+    from jupyter_scenarios.worker import CommitFailed, StagedOutput, commit_staged
+
+    first = tmp_path / "first.p"
+    first.write_text("old first")
+    staged_first = tmp_path / ".first.p.JOB_y.staging.p"
+    staged_first.write_text("new first")
+    missing = StagedOutput("DATANODE_b", str(tmp_path / "gone"), str(tmp_path / "b"))
+    journal = tmp_path / "journal.json"
+
+    with pytest.raises(CommitFailed) as raised:
+        commit_staged(
+            [StagedOutput("DATANODE_a", str(staged_first), str(first)), missing],
+            "JOB_y",
+            str(journal),
+        )
+
+    assert raised.value.output is missing
+    assert first.read_text() == "old first"
+    assert not journal.exists()
