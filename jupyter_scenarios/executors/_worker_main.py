@@ -409,17 +409,24 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-# Most rounds of stop_descendants. Each round stops the processes found so far, so
-# that none of them can start more, and a tree stops growing after a few rounds.
-_STOP_ROUNDS = 50
+# How long stop_descendants goes on at most, in seconds. Each round stops the
+# processes found so far, so that none of them can start more, and a tree stops
+# growing after a few rounds. The loop ends after _QUIET_ROUNDS rounds in a row
+# find no new process while every process found has stopped. One CI run saw a
+# child of a fork loop of 527 processes outlive a cancel when a single such round
+# ended the loop (at most 50 rounds then); two rounds and a time limit leave less
+# room for that.
+_STOP_SECONDS = 0.3
+_QUIET_ROUNDS = 2
 
 
 def stop_descendants(pid: int, *, root_stopped: bool = False) -> list[int]:
     """Stop every descendant of ``pid`` with SIGSTOP and return their pids.
 
     Lists the descendants again after each round of stops, since a process may
-    start children while the list is read, until a round finds no new one and
-    every process found has stopped (at most _STOP_ROUNDS rounds). A process acts
+    start children while the list is read, until _QUIET_ROUNDS rounds in a row
+    find no new one and every process found has stopped (for _STOP_SECONDS at
+    most). A process acts
     on SIGSTOP only when it next runs, and one in the middle of a fork finishes
     it first. With ``root_stopped``, the caller has sent SIGSTOP to ``pid`` too,
     and ``pid`` must have stopped as well. The caller then kills them: a stopped
@@ -427,14 +434,21 @@ def stop_descendants(pid: int, *, root_stopped: bool = False) -> list[int]:
     """
     stopped: list[int] = []
     seen: set[int] = set()
-    for _ in range(_STOP_ROUNDS):
+    deadline = time.monotonic() + _STOP_SECONDS
+    quiet = 0
+    while time.monotonic() < deadline:
         found = [child for child in descendants(pid) if child not in seen]
         if not found:
             waiting = [*stopped, pid] if root_stopped else stopped
             if all(_has_stopped(process) for process in waiting):
-                break
+                quiet += 1
+                if quiet >= _QUIET_ROUNDS:
+                    break
+                continue
+            quiet = 0
             time.sleep(0.001)
             continue
+        quiet = 0
         for child in found:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(child, signal.SIGSTOP)
