@@ -1325,16 +1325,16 @@ class Scheduler:
         ]
         if changed:
             names = ", ".join(repr(self._node_name(node_id)) for node_id in changed)
-            kept = (
+            unchanged = (
                 f"Output {names} keeps what the job wrote (written in place, or "
                 "its earlier file could not be kept); the others are unchanged."
             )
         else:
-            kept = "No output of the job changed."
+            unchanged = "No output of the job changed."
         return (
             f"committing output {self._node_name(failure.output.node_id)!r} "
             f"({failure.output.node_id}) of task {job.task_config_id!r} failed: "
-            f"{type(error).__name__}: {clause(error)}. {kept} {advice}"
+            f"{type(error).__name__}: {clause(error)}. {unchanged} {advice}"
         )
 
     def _node_name(self, node_id: str) -> str:

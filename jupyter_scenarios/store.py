@@ -71,8 +71,8 @@ KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 _CHANGING_COLUMNS = {"job": ("status",)}
 
 # Older edits of data nodes, moved out of the nodes' rows (see
-# DataNode._edits_to_archive). ``key`` is a digest of the edit, so that two kernels
-# moving the same edit store it once.
+# DataNode._edits_to_archive). ``key`` is a digest of the edit and its place in the
+# history, so that two kernels moving the same edit store it once.
 _EDIT_ARCHIVE = "data_node_edit"
 _ARCHIVE_EDITS = (
     f"INSERT OR IGNORE INTO {_EDIT_ARCHIVE} (node_id, key, timestamp, doc) "
@@ -673,8 +673,8 @@ class Store:
     def archived_edits(self, node_id: str) -> list[dict[str, Any]]:
         """Return the edits of data node ``node_id`` moved out of its row, oldest first."""
         with self._lock:
-            # In the order they were archived, as the history lists them; the
-            # primary key's index finds the node's rows.
+            # In the order they were archived, which is the order of the history.
+            # The primary key's index finds the node's rows.
             rows = self._connection.execute(
                 f"SELECT doc FROM {_EDIT_ARCHIVE} WHERE node_id = ? ORDER BY rowid",
                 (node_id,),

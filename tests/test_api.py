@@ -428,6 +428,6 @@ def test_clean_all_entities_logs_nothing_alarming(
 
 
 def test_create_scenario_rejects_none() -> None:
-    """create_scenario(None) says what it expected instead of a missing name."""
+    """create_scenario(None) names the expected argument, not a missing name."""
     with pytest.raises(TypeError, match="got None"):
         tp.create_scenario(None)  # type: ignore[arg-type]

@@ -1062,7 +1062,7 @@ def test_deleted_node_leaves_no_archive() -> None:
 
 
 def test_write_to_folder_path_says_so(tmp_path: Path) -> None:
-    """A write whose path is a folder says so, in one readable sentence."""
+    """A write whose path is a folder names it, in one readable sentence."""
     folder = tmp_path / "a_folder"
     folder.mkdir()
     out = Config.configure_pickle_data_node("out", path=str(folder))

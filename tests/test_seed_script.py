@@ -69,7 +69,7 @@ def test_seed_tutorial_runs_as_script(tmp_path: Path) -> None:
 
     assert process.returncode == 0, stderr[-3000:]
     assert "timed out after 5 s" in stderr
-    # The job still running at exit is cancelled, and the script says so.
+    # The job still running at exit is cancelled, and the script prints that.
     assert "exiting with 1 unfinished job (JOB_" in stderr, stderr[-3000:]
     # What the tasks print reaches the terminal, as with Taipy's workers.
     assert "Wait 10 seconds in add function" in stdout, stdout

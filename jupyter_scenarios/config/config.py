@@ -519,9 +519,14 @@ class Config(metaclass=_ConfigMeta):
                 f"Config.configure_task({id!r}, my_function, input_cfg, output_cfg)."
             )
         section = TaskConfig(id, function, input, output, skippable, **properties)
-        if isinstance(skippable, str) and not is_template(skippable):
-            # Text as a TOML file gives it; other values count by their truth.
-            section.skippable  # noqa: B018 - reading it raises for invalid text
+        # Text is read as a TOML file gives it, and other values count by their truth.
+        _check_now(
+            lambda: section.skippable,
+            skippable,
+            object,
+            f"skippable setting of task {id!r}",
+            "True or False",
+        )
 
         def change(layer: ConfigLayer) -> None:
             replaced = section.id in layer.tasks

@@ -474,9 +474,9 @@ class DataNode(Entity):
         except OSError as error:
             from ..storage.errors import write_failure_advice
 
-            said = f"Writing data node {self.id!r}"
-            if said in str(error) or any(
-                said in note for note in getattr(error, "__notes__", ())
+            marker = f"Writing data node {self.id!r}"
+            if marker in str(error) or any(
+                marker in note for note in getattr(error, "__notes__", ())
             ):
                 raise  # raised again by a caller, and explained already
 
@@ -712,7 +712,7 @@ class DataNode(Entity):
             return
         # The row contains what this object last wrote or read, and the other
         # kernel's edits since. Equal edits are kept apart: each edit of that
-        # earlier state stands for one equal edit of the row.
+        # earlier state counts for one equal edit of the row.
         known = collections.Counter(
             _edit_key(edit) for edit in self._edits[: self._written_edits]
         )
@@ -726,7 +726,7 @@ class DataNode(Entity):
         if not theirs:
             return
         # The row's edits, in time order, then the edits made here since: the
-        # first _written_edits stay what the row holds, even if this write fails.
+        # first _written_edits stay what the row contains, even if this write fails.
         # sorted() is stable: edits with one timestamp keep their order.
         stored = sorted(
             self._edits[: self._written_edits] + theirs,

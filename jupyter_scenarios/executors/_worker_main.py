@@ -414,7 +414,7 @@ def descendants(pid: int) -> list[int]:
 # growing after a few rounds. The loop ends after _QUIET_ROUNDS rounds in a row
 # find no new process while every process found has stopped. One CI run saw a
 # child of a fork loop of 527 processes outlive a cancel when a single such round
-# ended the loop (at most 50 rounds then); two rounds and a time limit leave less
+# ended the loop, with at most 50 rounds. Two rounds and a time limit leave less
 # room for that.
 _STOP_SECONDS = 0.3
 _QUIET_ROUNDS = 2
